@@ -1,0 +1,140 @@
+"""Record types that cross module boundaries (assays -> gating -> storage).
+
+Plain dataclasses: storage turns lists of them into Arrow tables with the explicit
+schemas of ``storage/schemas.py``; nothing here knows about Parquet or Prefect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One FCS parameter: ``$PnN`` (detector name) and ``$PnS`` (stain / marker label)."""
+
+    index: int  # 0-based position in the event matrix
+    pnn: str
+    pns: str | None
+
+    @property
+    def label(self) -> str:
+        """The marker label used for matching: $PnS, falling back to $PnN."""
+        return self.pns if self.pns else self.pnn
+
+
+@dataclass
+class Spillover:
+    """A spillover (compensation) matrix: rows/columns are detector names ($PnN)."""
+
+    detectors: list[str]
+    matrix: np.ndarray  # shape (len(detectors), len(detectors))
+    source: str  # keyword it came from ($SPILLOVER / $SPILL / SPILL) or a config path
+
+
+@dataclass
+class FcsSample:
+    """One FCS data set, validated and read into memory.
+
+    ``events`` are the raw (uncompensated, untransformed) values, float64,
+    shape (n_events, n_channels), columns in ``channels`` order.
+    """
+
+    sample_id: str
+    source_name: str
+    source_sha256: str
+    version: str  # FCS2.0 / FCS3.0 / FCS3.1
+    channels: list[Channel]
+    events: np.ndarray
+    keywords: dict[str, str]
+    spillover: Spillover | None
+    acquired_at: dt.datetime | None
+    instrument: str | None
+    n_datasets: int = 1
+
+    @property
+    def pnn(self) -> list[str]:
+        return [c.pnn for c in self.channels]
+
+
+@dataclass(frozen=True)
+class SampleSheetRow:
+    """One row of a sample sheet (DESIGN.md, Input files)."""
+
+    sample_id: str
+    patient_id: str
+    collection_date: dt.date
+    specimen: str | None
+    cell_fraction: str | None
+    role: str  # recipient_pre / donor / post
+    donor_id: str | None
+    control_of: str | None = None
+
+
+@dataclass(frozen=True)
+class PatientCycle:
+    """One row of the patient registry: a patient's MST cycle."""
+
+    patient_id: str
+    cycle: int
+    mst_date: dt.date
+    donor_id: str | None
+
+
+@dataclass(frozen=True)
+class StrPeak:
+    """One called STR peak of one sample at one locus (GeneMapper peak or genotype cell)."""
+
+    sample_id: str
+    marker: str
+    allele: str
+    size: float | None
+    height: float | None
+    area: float | None
+
+
+@dataclass(frozen=True)
+class QpcrWell:
+    """One qPCR well: ``ct`` is None when the instrument called it Undetermined."""
+
+    sample_id: str
+    well: str
+    target: str
+    task: str | None  # UNKNOWN / STANDARD / NTC / ... as exported
+    ct: float | None
+    quantity: float | None  # standard's known quantity (dilution series level), if given
+
+
+@dataclass(frozen=True)
+class DdpcrWell:
+    """One digital-PCR well x target."""
+
+    sample_id: str
+    well: str
+    target: str
+    concentration: float | None  # copies/µL as exported
+    positives: int | None
+    accepted: int | None  # accepted droplets / valid partitions
+    negatives: int | None
+
+
+@dataclass
+class InstrumentExport:
+    """A parsed non-FCS export: one file, many samples, one assay."""
+
+    assay: str  # str / qpcr / ddpcr
+    source_name: str
+    source_sha256: str
+    instrument: str | None
+    acquired_at: dt.datetime | None
+    records: list = field(default_factory=list)  # StrPeak | QpcrWell | DdpcrWell
+
+    @property
+    def sample_ids(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.records:
+            seen.setdefault(r.sample_id, None)
+        return list(seen)
