@@ -7,6 +7,7 @@ schemas of ``storage/schemas.py``; nothing here knows about Parquet or Prefect.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,7 @@ class FcsSample:
     acquired_at: dt.datetime | None
     instrument: str | None
     n_datasets: int = 1
+    path: Path | None = None  # where it was read from, for tools that re-open the file
 
     @property
     def pnn(self) -> list[str]:

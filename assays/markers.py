@@ -1,0 +1,92 @@
+"""Marker-label matching: which FCS channel carries which marker.
+
+Labels are compared after :func:`normalize_marker`, which makes matching
+case-insensitive, punctuation-blind and Greek-aware, so ``IFN-γ``, ``IFNg``,
+``IFN-gamma`` and ``IFNG`` are one marker. A channel label may carry a
+fluorochrome beside the marker (``CD3 BUV395``, ``FITC CD4``): each
+whitespace- or slash-separated token is also tried on its own.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from assays.errors import InputError
+from assays.records import Channel
+
+_GREEK = {
+    "γ": "g", "gamma": "g", "α": "a", "alpha": "a", "β": "b", "beta": "b",
+    "δ": "d", "delta": "d", "κ": "k", "kappa": "k", "λ": "l", "lambda": "l",
+}
+_GREEK_RE = re.compile("|".join(sorted(map(re.escape, _GREEK), key=len, reverse=True)))
+
+
+def normalize_marker(label: str) -> str:
+    """Canonical form of a marker label: lower case, Greek letters spelled as one
+    Latin letter, everything but letters and digits removed.
+
+    >>> normalize_marker("IFN-γ") == normalize_marker("IFN gamma") == "ifng"
+    True
+    """
+    text = unicodedata.normalize("NFKC", label).lower()
+    text = _GREEK_RE.sub(lambda m: _GREEK[m.group(0)], text)
+    return re.sub(r"[^0-9a-z]", "", text)
+
+
+def label_candidates(label: str) -> set[str]:
+    """Normalised forms under which a channel label can match a marker: the whole
+    label and each of its whitespace/slash/underscore-separated tokens."""
+    forms = {normalize_marker(label)}
+    forms.update(normalize_marker(tok) for tok in re.split(r"[\s/_:|()\[\]]+", label) if tok)
+    forms.discard("")
+    return forms
+
+
+def match_marker(channels: list[Channel], marker: str, aliases: list[str] | tuple[str, ...] = ()) -> Channel | None:
+    """The channel whose $PnS (else $PnN) names ``marker`` or one of its aliases.
+
+    When several channels match, a $PnS match beats a $PnN match and an area
+    (``-A``) detector beats height/width, since gating uses area signals.
+    """
+    wanted = {normalize_marker(a) for a in (marker, *aliases)}
+    best: tuple[int, Channel] | None = None
+    for ch in channels:
+        score = None
+        if ch.pns and label_candidates(ch.pns) & wanted:
+            score = 2
+        elif label_candidates(ch.pnn) & wanted:
+            score = 1
+        if score is None:
+            continue
+        if ch.pnn.upper().endswith("-A"):
+            score += 0.5
+        if best is None or score > best[0]:
+            best = (score, ch)
+    return best[1] if best else None
+
+
+def match_markers(
+    channels: list[Channel], aliases: dict[str, list[str]], required: tuple[str, ...] = ()
+) -> dict[str, Channel]:
+    """Map each marker of ``aliases`` to its channel; markers not found are left out.
+
+    Raises ``InputError`` when a marker in ``required`` has no channel, naming it and
+    listing the channels present.
+    """
+    found = {}
+    for marker, names in aliases.items():
+        ch = match_marker(channels, marker, names)
+        if ch is not None:
+            found[marker] = ch
+    missing = [m for m in required if m not in found]
+    if missing:
+        listed = ", ".join(f"{c.pnn}" + (f" ({c.pns})" if c.pns else "") for c in channels)
+        raise InputError(
+            f"a channel for the required marker{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            "(matched on $PnS, else $PnN)",
+            f"none among the channels {listed}",
+            "check the marker labels ($PnS) in the acquisition template, or add the lab's "
+            "spelling as an alias in the panel config",
+        )
+    return found

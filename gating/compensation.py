@@ -1,0 +1,45 @@
+"""Spillover compensation.
+
+For observed detector signals ``x`` (one row per event) and a spillover matrix
+``S`` whose row *i* holds the fraction of fluorochrome *i*'s signal seen in each
+detector, the compensated signals ``c`` solve ``c @ S = x``, i.e.
+``c = x @ inv(S)`` (Bagwell & Adams 1993; FCS 3.1 $SPILLOVER).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from assays.errors import InputError
+from assays.records import FcsSample, Spillover
+
+
+def compensate_array(events: np.ndarray, pnn: list[str], spill: Spillover) -> np.ndarray:
+    """Return a copy of ``events`` with the spillover detectors compensated.
+
+    Columns not named in ``spill.detectors`` (scatter, time) are unchanged.
+    """
+    try:
+        idx = [pnn.index(d) for d in spill.detectors]
+    except ValueError:
+        missing = [d for d in spill.detectors if d not in pnn]
+        raise InputError(
+            f"every detector of the compensation matrix ({spill.source}) among the file's channels",
+            f"{', '.join(missing)} not in {', '.join(pnn)}",
+            "use a compensation matrix made for this instrument configuration",
+        ) from None
+    out = events.copy()
+    # Solving S^T c^T = x^T is better conditioned than forming inv(S) explicitly.
+    out[:, idx] = np.linalg.solve(spill.matrix.T, events[:, idx].T).T
+    return out
+
+
+def compensate(sample: FcsSample, spill: Spillover | None = None) -> np.ndarray:
+    """Compensated events of ``sample`` with ``spill`` (default: the file's own $SPILLOVER).
+
+    Without any matrix the raw events are returned unchanged (no copy).
+    """
+    spill = spill or sample.spillover
+    if spill is None:
+        return sample.events
+    return compensate_array(sample.events, sample.pnn, spill)

@@ -1,0 +1,131 @@
+"""Population and marker statistics from gate memberships.
+
+Definitions (as FlowJo and flowkit report them):
+
+* ``pct_of_parent = 100 * count / parent_count``
+* ``pct_of_lymphocytes = 100 * count / count(base)`` where *base* is the deepest of
+  ``Live`` ⊂ ``Singlets`` ⊂ ``Lymphocytes`` present on the population's path
+  (DESIGN.md: "% of lymphocytes, the Live singlet lymphocytes when present");
+  NULL for populations outside that base.
+* robust CV (FlowJo's rCV): ``100 * (P84.13 - P15.87) / (2 * median)``, i.e. the
+  half-width of the central 68.26 % divided by the median, which equals the CV for a
+  normal distribution but ignores outliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from assays.records import FcsSample
+from gating.engine import GateMembership
+
+# Population names that define the lymphocyte base, from outermost to innermost.
+_BASE_LEVELS = (("lymphocytes", "lymphocyte", "lymphs", "lymph"), ("singlets", "singlet"), ("live", "viable", "livecells"))
+
+
+@dataclass
+class PopulationStat:
+    population: str
+    path: str
+    parent: str | None
+    count: int
+    parent_count: int
+    pct_of_parent: float | None
+    pct_of_lymphocytes: float | None
+
+
+@dataclass
+class MarkerStat:
+    population: str
+    path: str
+    marker: str
+    channel: str
+    median: float | None
+    mean: float | None
+    robust_cv: float | None
+
+
+def robust_cv(values: np.ndarray) -> float | None:
+    """FlowJo's robust CV in percent: 100 * (P84.13 - P15.87) / (2 * median)."""
+    if values.size < 2:
+        return None
+    lo, med, hi = np.percentile(values, [15.87, 50.0, 84.13])
+    if med == 0:
+        return None
+    return float(100.0 * (hi - lo) / (2.0 * abs(med)))
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
+    """Index in ``path_names`` of the deepest lymphocyte-base population, or None."""
+    base = None
+    level = -1
+    for i, name in enumerate(path_names):
+        n = _norm(name)
+        for lvl, names in enumerate(_BASE_LEVELS):
+            # Live only counts once we are inside lymphocytes (a Live gate on all events is not a base).
+            if n in names and lvl > level and (lvl == 0 or level >= 0):
+                base, level = i, lvl
+    return base
+
+
+def population_stats(
+    memberships: list[GateMembership], n_events: int, names: dict[str, str] | None = None
+) -> list[PopulationStat]:
+    """One row per population; ``names`` maps gate ids to display names (adaptive panel)."""
+    names = names or {}
+    by_path = {m.path: m for m in memberships}
+    counts = {m.path: int(m.mask.sum()) for m in memberships}
+    out = []
+    for m in memberships:
+        shown = tuple(names.get(g, g) for g in m.path)
+        parent_count = counts[m.parent_path] if m.parent_path else n_events
+        base_idx = lymphocyte_base(shown)
+        pct_lymph = None
+        if base_idx is not None:
+            base_count = counts[m.path[: base_idx + 1]]
+            pct_lymph = 100.0 * counts[m.path] / base_count if base_count else None
+        out.append(
+            PopulationStat(
+                population=shown[-1],
+                path="/".join(shown),
+                parent=shown[-2] if len(shown) > 1 else None,
+                count=counts[m.path],
+                parent_count=parent_count,
+                pct_of_parent=(100.0 * counts[m.path] / parent_count) if parent_count else None,
+                pct_of_lymphocytes=pct_lymph,
+            )
+        )
+    assert len(by_path) == len(memberships), "gate paths must be unique within a sample"
+    return out
+
+
+def marker_stats(
+    memberships: list[GateMembership],
+    sample: FcsSample,
+    compensated: np.ndarray,
+    names: dict[str, str] | None = None,
+) -> list[MarkerStat]:
+    """Median, mean and robust CV of every non-time channel inside every population.
+
+    Values are compensated, untransformed (linear) intensities, as FlowJo reports them.
+    """
+    names = names or {}
+    channels = [c for c in sample.channels if c.pnn.strip().lower() != "time"]
+    out = []
+    for m in memberships:
+        shown = tuple(names.get(g, g) for g in m.path)
+        sub = compensated[m.mask][:, [c.index for c in channels]] if m.mask.any() else None
+        for j, ch in enumerate(channels):
+            if sub is None:
+                med = mean = rcv = None
+            else:
+                col = sub[:, j]
+                med, mean, rcv = float(np.median(col)), float(np.mean(col)), robust_cv(col)
+            out.append(MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, med, mean, rcv))
+    return out

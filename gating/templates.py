@@ -1,0 +1,78 @@
+"""Load a gating template: a Gating-ML 2.0 ``.xml`` or a FlowJo 10 ``.wsp``.
+
+Both become a flowkit ``GatingStrategy``. XML is parsed by flowkit (lxml);
+before that the file is screened with defusedxml so a template carrying a DTD,
+external entities or entity expansion is refused rather than expanded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from assays.errors import ConfigError
+
+
+@dataclass
+class Template:
+    """A gating strategy and where it came from."""
+
+    name: str  # file name, stored in flow_gates.template
+    kind: str  # gatingml / flowjo
+    strategy: object  # flowkit.GatingStrategy
+
+
+def _screen_xml(path: Path) -> bytes:
+    import defusedxml.ElementTree as dET
+    from defusedxml import DefusedXmlException
+
+    data = path.read_bytes()
+    try:
+        dET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise ConfigError(f"template {path.name}: refused, it declares a DTD or entities ({exc})") from None
+    except dET.ParseError as exc:
+        raise ConfigError(f"template {path.name}: not well-formed XML ({exc})") from None
+    return data
+
+
+def load_template(path: Path) -> Template:
+    """Parse a Gating-ML 2.0 or FlowJo workspace file; ``ConfigError`` when unusable."""
+    import flowkit as fk
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"template {path}: no such file")
+    data = _screen_xml(path)
+    head = data[:4096].decode("utf-8", "replace")
+    if "<Workspace" in head or path.suffix.lower() == ".wsp":
+        return Template(path.name, "flowjo", _flowjo_strategy(path))
+    try:
+        strategy = fk.parse_gating_xml(io.BytesIO(data))
+    except Exception as exc:  # flowkit raises several types for invalid Gating-ML
+        raise ConfigError(f"template {path.name}: not valid Gating-ML 2.0 ({type(exc).__name__}: {exc})") from None
+    if not strategy.get_gate_ids():
+        raise ConfigError(f"template {path.name}: Gating-ML file has no gates")
+    return Template(path.name, "gatingml", strategy)
+
+
+def _flowjo_strategy(path: Path):
+    """The gating strategy of a FlowJo 10 workspace's first sample.
+
+    FlowJo stores a full gate tree per sample; as a template for new files the
+    first sample's tree (its gates, transforms and compensation) is used.
+    """
+    import flowkit as fk
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "WSP references X, but sample was not loaded"
+            wsp = fk.Workspace(str(path), load_missing_file_data=True)
+        sample_ids = wsp.get_sample_ids(loaded_only=False)
+    except Exception as exc:
+        raise ConfigError(f"template {path.name}: not a readable FlowJo 10 workspace ({type(exc).__name__}: {exc})") from None
+    if not sample_ids:
+        raise ConfigError(f"template {path.name}: the workspace has no samples, so no gate tree to use")
+    return wsp.get_gating_strategy(sample_ids[0])
