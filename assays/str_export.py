@@ -1,0 +1,148 @@
+"""STR (capillary electrophoresis) exports -> :class:`~assays.records.StrPeak` records.
+
+Two GeneMapper layouts, recognised by their header row:
+
+* peak report: one row per peak, ``Sample File Name`` (and/or ``Sample Name``),
+  ``Marker, Allele, Size, Height, Area``;
+* genotypes table: one row per sample x marker with ``Allele 1..n, Size 1..n,
+  Height 1..n, Peak Area 1..n``; also the variant re-saved by R (``Sample.Name``,
+  ``Allele.1``, ``NA`` cells, no area columns). Without areas, ``area`` is None and the
+  quantification uses the height as the signal.
+
+``sample_id`` = ``Sample Name`` if present, else ``Sample File Name`` without its extension
+(``HP01-D030.fsa`` -> ``HP01-D030``), DESIGN.md, Input files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from assays import tabular
+from assays.errors import InputError
+from assays.records import InstrumentExport, StrPeak
+
+_SAMPLE = ("Sample Name", "Sample File Name", "Sample File")
+_PEAK_REPORT = [_SAMPLE, ("Marker",), ("Allele",), ("Height", "Area", "Peak Area")]
+_GENOTYPES = [_SAMPLE, ("Marker",), ("Allele 1",)]
+_MAX_ALLELE_COLUMNS = 200
+
+
+def sniff(head: str) -> bool:
+    """True when the head of a file carries a GeneMapper peak-report or genotypes header row."""
+    return tabular.head_has_header(head, _GENOTYPES) or tabular.head_has_header(
+        head, _PEAK_REPORT
+    )
+
+
+def _sample_id(table: tabular.Table, row: list[str], name_i: int | None, file_i: int | None):
+    name = table.text(row, name_i)
+    if name:
+        return name
+    file_name = table.text(row, file_i)
+    if file_name:
+        return os.path.splitext(file_name)[0]
+    return None
+
+
+def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | None, int | None]]:
+    columns = []
+    for n in range(1, _MAX_ALLELE_COLUMNS + 1):
+        allele_i = table.find(f"Allele {n}")
+        if allele_i is None:
+            break
+        columns.append(
+            (
+                allele_i,
+                table.find(f"Size {n}"),
+                table.find(f"Height {n}"),
+                table.find(f"Peak Area {n}", f"Area {n}"),
+            )
+        )
+    return columns
+
+
+def _read_genotypes(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
+    marker_i = table.find("Marker")
+    columns = _wide_columns(table)
+    peaks = []
+    for pos, row in enumerate(table.rows):
+        sample_id = _sample_id(table, row, name_i, file_i)
+        marker = table.text(row, marker_i)
+        if sample_id is None or marker is None:
+            continue
+        for allele_i, size_i, height_i, area_i in columns:
+            allele = table.text(row, allele_i)
+            if allele is None:
+                continue
+            peaks.append(
+                StrPeak(
+                    sample_id=sample_id,
+                    marker=marker,
+                    allele=allele,
+                    size=table.number(pos, size_i),
+                    height=table.number(pos, height_i),
+                    area=table.number(pos, area_i),
+                )
+            )
+    return peaks
+
+
+def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
+    marker_i = table.find("Marker")
+    allele_i = table.find("Allele")
+    size_i = table.find("Size")
+    height_i = table.find("Height")
+    area_i = table.find("Area", "Peak Area")
+    peaks = []
+    for pos, row in enumerate(table.rows):
+        sample_id = _sample_id(table, row, name_i, file_i)
+        marker = table.text(row, marker_i)
+        allele = table.text(row, allele_i)
+        if sample_id is None or marker is None or allele is None:
+            continue  # unlabelled peaks (primer peaks, noise) carry no allele call
+        peaks.append(
+            StrPeak(
+                sample_id=sample_id,
+                marker=marker,
+                allele=allele,
+                size=table.number(pos, size_i),
+                height=table.number(pos, height_i),
+                area=table.number(pos, area_i),
+            )
+        )
+    return peaks
+
+
+def read(path: Path, source_sha256: str) -> InstrumentExport:
+    """Parse a GeneMapper export into one record per called peak.
+
+    Raises
+    ------
+    InputError
+        No GeneMapper header row, a non-numeric size/height/area, or no called allele.
+    """
+    path = Path(path)
+    head = tabular.head_text(path)
+    wide = tabular.head_has_header(head, _GENOTYPES)
+    if wide:
+        table = tabular.load_table(path, _GENOTYPES, what="GeneMapper genotypes table")
+    else:
+        table = tabular.load_table(path, _PEAK_REPORT, what="GeneMapper peak report")
+    name_i = table.find("Sample Name")
+    file_i = table.find("Sample File Name", "Sample File")
+    peaks = (_read_genotypes if wide else _read_peak_report)(table, name_i, file_i)
+    if not peaks:
+        raise InputError(
+            expected="at least one called allele (sample, marker, allele) in the STR export",
+            found=f"no called allele in {path.name}",
+            action="check that the run was sized and genotyped in GeneMapper before exporting",
+        )
+    return InstrumentExport(
+        assay="str",
+        source_name=path.name,
+        source_sha256=source_sha256,
+        instrument=table.meta("Instrument", "Instrument Name", "Instrument Type"),
+        acquired_at=tabular.parse_timestamp(table.meta("Run Date", "Date")),
+        records=peaks,
+    )

@@ -1,0 +1,420 @@
+"""One helper for the delimited and XLSX exports of genetic analysers and PCR machines.
+
+STR, qPCR and ddPCR readers all go through :func:`load_table`: it decodes the bytes,
+collects ``* key = value`` / ``# key: value`` metadata lines, optionally narrows the text
+to one ``[Section]``, finds the delimiter and the header row by the column names the
+caller needs, and returns a :class:`Table` whose cells are read with
+:meth:`Table.text` / :meth:`Table.number`. Every failure is an
+:class:`~assays.errors.InputError` in plain language.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import re
+import unicodedata
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assays.errors import InputError
+
+#: Cell values that instruments write for "no value" (compared case-insensitively).
+MISSING_TOKENS = frozenset(
+    {"", "undetermined", "nan", "no call", "na", "n/a", "#n/a", "null", "-", "--", "nd"}
+)
+
+_DELIMITERS = ("\t", ",", ";")
+_HEADER_SEARCH_LINES = 400
+_XLSX_MAGIC = b"PK\x03\x04"
+
+
+def normalize_name(name: str) -> str:
+    """Column/target name key: case-, space- and punctuation-blind (``Sample.Name`` == ``sample name``).
+
+    NFKC first so that the micro sign and the Greek mu compare equal.
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(ch for ch in folded if ch.isalnum())
+
+
+def decode(raw: bytes, source_name: str = "file") -> str:
+    """Text of an export: UTF-8 (with or without BOM), UTF-16 (BOM or NUL pattern), else latin-1.
+
+    Latin-1 is the last resort because it never fails: Windows instrument PCs often
+    write cp1252 (``µ`` as byte 0xB5), which latin-1 maps to the same character.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16", errors="replace")
+    sample = raw[:4096]
+    if sample and sample.count(b"\x00") > len(sample) // 4:
+        # UTF-16 without BOM: every other byte of ASCII text is NUL.
+        even_nuls = sample[0::2].count(b"\x00")
+        odd_nuls = sample[1::2].count(b"\x00")
+        return raw.decode("utf-16-le" if odd_nuls >= even_nuls else "utf-16-be", errors="replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, or an InputError a technician can act on."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(
+            expected="a readable export file",
+            found=f"the file {Path(path).name!r} could not be opened ({exc.strerror or exc})",
+            action="check that the file was copied completely and is not locked, then drop it again",
+        ) from None
+
+
+def is_xlsx(raw: bytes) -> bool:
+    """True for an Office Open XML workbook (a zip file)."""
+    return raw.startswith(_XLSX_MAGIC)
+
+
+def head_text(path: Path, n_bytes: int = 8192) -> str:
+    """First ``n_bytes`` of a file decoded as text (what the readers' ``sniff`` expects)."""
+    raw = read_bytes(path)
+    if is_xlsx(raw):
+        rows = _xlsx_rows(raw, Path(path).name)
+        return "\n".join("\t".join(r) for r in rows[:60])[:n_bytes]
+    return decode(raw[:n_bytes], Path(path).name)
+
+
+def parse_number(text: str | None) -> float | None:
+    """A number as instruments print it; ``None`` for the missing tokens.
+
+    Accepts thousands separators (``1,250.000``, ``1 250``, ``1'250``), a decimal comma
+    (``21,5``) and a trailing ``%``. Raises ``ValueError`` for anything else.
+    """
+    if text is None:
+        return None
+    s = text.strip().strip('"').strip()
+    if s.casefold() in MISSING_TOKENS:
+        return None
+    s = s.replace("\u00a0", " ").rstrip("%").strip()
+    if re.fullmatch(r"[-+]?\d{1,3}([,' ]\d{3})+(\.\d*)?([eE][-+]?\d+)?", s):
+        s = re.sub(r"[,' ]", "", s)
+    elif re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", s):
+        s = s.replace(".", "").replace(",", ".")
+    elif re.fullmatch(r"[-+]?\d+,\d+", s):
+        s = s.replace(",", ".")
+    value = float(s)  # ValueError propagates for non-numbers
+    if value != value:  # a literal "nan" spelled differently (e.g. "NaN " after strip is caught above)
+        return None
+    return value
+
+
+def parse_timestamp(text: str | None) -> dt.datetime | None:
+    """Best-effort instrument time stamp (naive, instrument-local); ``None`` when unreadable.
+
+    Handles ``2010-10-21 00:51:26 AM EDT``, ``2024-02-12 11:30:22 PM UTC``, ISO with
+    offsets, ``5/19/2023`` and ``10-20-2010``. Zone abbreviations are dropped because
+    EST/EDT/IST are ambiguous; exports of one lab share one zone.
+    """
+    if not text or text.strip().casefold() in MISSING_TOKENS:
+        return None
+    s = text.strip()
+    try:
+        parsed = dt.datetime.fromisoformat(s)
+        return parsed.replace(tzinfo=None)
+    except ValueError:
+        pass
+    s = re.sub(r"\s+[A-Z]{2,5}$", "", s)  # trailing zone abbreviation
+    ampm = None
+    m = re.search(r"\s+(AM|PM)$", s, flags=re.IGNORECASE)
+    if m:
+        ampm = m.group(1).upper()
+        s = s[: m.start()]
+    for fmt in (
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d",
+        "%m-%d-%Y %H:%M:%S",
+        "%m-%d-%Y",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %H:%M",
+        "%m/%d/%Y",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y",
+    ):
+        try:
+            parsed = dt.datetime.strptime(s, fmt)
+        except ValueError:
+            continue
+        # Some exports write 24-hour times followed by PM ("13:07:52 PM"); trust the hour then.
+        if ampm == "PM" and parsed.hour < 12:
+            parsed = parsed.replace(hour=parsed.hour + 12)
+        elif ampm == "AM" and parsed.hour == 12:
+            parsed = parsed.replace(hour=0)
+        return parsed
+    return None
+
+
+@dataclass
+class Table:
+    """A located table: header, data rows (list of cells) and the file's metadata lines."""
+
+    source_name: str
+    header: list[str]
+    rows: list[list[str]]
+    line_numbers: list[int]  # 1-based line (or sheet row) of each data row, for messages
+    metadata: dict[str, str] = field(default_factory=dict)
+    delimiter: str = ","
+
+    def find(self, *names: str) -> int | None:
+        """Index of the first column matching any of ``names`` (normalized), else None."""
+        keys = [normalize_name(c) for c in self.header]
+        for name in names:
+            key = normalize_name(name)
+            if key in keys:
+                return keys.index(key)
+        return None
+
+    def find_prefix(self, *prefixes: str) -> int | None:
+        """Index of the first column whose normalized name starts with one of ``prefixes``."""
+        keys = [normalize_name(c) for c in self.header]
+        for prefix in prefixes:
+            p = normalize_name(prefix)
+            for i, k in enumerate(keys):
+                if k.startswith(p):
+                    return i
+        return None
+
+    def require(self, *names: str, what: str) -> int:
+        """Like :meth:`find`, but a missing column is an InputError naming it."""
+        idx = self.find(*names)
+        if idx is None:
+            raise InputError(
+                expected=f"a column {' or '.join(repr(n) for n in names)} ({what})",
+                found=f"only the columns {', '.join(repr(c) for c in self.header if c)}",
+                action="export the table again with that column included",
+            )
+        return idx
+
+    def text(self, row: list[str], idx: int | None) -> str | None:
+        """Stripped cell text, or None when absent or one of the missing tokens."""
+        if idx is None or idx >= len(row):
+            return None
+        value = row[idx].strip().strip('"').strip()
+        return None if value.casefold() in MISSING_TOKENS else value
+
+    def number(self, row_pos: int, idx: int | None) -> float | None:
+        """Numeric cell of data row ``row_pos`` (None when missing); garbage is an InputError."""
+        row = self.rows[row_pos]
+        if idx is None or idx >= len(row):
+            return None
+        try:
+            return parse_number(row[idx])
+        except ValueError:
+            raise InputError(
+                expected=f"a number in column {self.header[idx]!r}",
+                found=f"{row[idx].strip()!r} on line {self.line_numbers[row_pos]} of {self.source_name}",
+                action="correct or re-export the file; leave the cell empty if there is no value",
+            ) from None
+
+    def integer(self, row_pos: int, idx: int | None) -> int | None:
+        """Like :meth:`number`, rounded to int (droplet counts are sometimes written as 123.0)."""
+        value = self.number(row_pos, idx)
+        return None if value is None else int(round(value))
+
+    def meta(self, *keys: str) -> str | None:
+        """First present metadata value among ``keys`` (normalized)."""
+        norm = {normalize_name(k): v for k, v in self.metadata.items()}
+        for key in keys:
+            value = norm.get(normalize_name(key))
+            if value is not None and value.strip().casefold() not in MISSING_TOKENS:
+                return value.strip()
+        return None
+
+
+def metadata_lines(lines: Sequence[str]) -> dict[str, str]:
+    """``* key = value`` (Applied Biosystems classic) and ``# key: value`` (Design & Analysis) pairs."""
+    meta: dict[str, str] = {}
+    for line in lines:
+        s = line.strip()
+        if s.startswith("*"):
+            body = s.lstrip("*").strip()
+            if "=" in body:
+                key, value = body.split("=", 1)
+                meta.setdefault(key.strip(), value.strip())
+        elif s.startswith("#"):
+            body = s.lstrip("#").strip().rstrip(",;\t").strip()
+            if ":" in body:
+                key, value = body.split(":", 1)
+                meta.setdefault(key.strip(), value.strip().strip('"'))
+    return meta
+
+
+def section_lines(lines: Sequence[str], name: str) -> list[tuple[int, str]] | None:
+    """(line number, line) pairs between ``[name]`` and the next ``[...]`` marker, or None."""
+    wanted = normalize_name(name)
+    start = None
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s.startswith("[") and "]" in s:
+            if start is not None:
+                return [(j + 1, lines[j]) for j in range(start, i)]
+            if normalize_name(s[1 : s.index("]")]) == wanted:
+                start = i + 1
+    if start is None:
+        return None
+    return [(j + 1, lines[j]) for j in range(start, len(lines))]
+
+
+def has_section(text: str, name: str) -> bool:
+    """True when a ``[name]`` section marker line is present."""
+    wanted = normalize_name(name)
+    return any(
+        line.strip().startswith("[") and normalize_name(line.strip().split("]")[0][1:]) == wanted
+        for line in text.splitlines()
+    )
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def _is_comment(line: str) -> bool:
+    s = line.lstrip()
+    return s.startswith("#") or s.startswith("*")
+
+
+def _header_matches(cells: Sequence[str], required: Sequence[Sequence[str]]) -> bool:
+    keys = {normalize_name(c) for c in cells}
+    return all(any(normalize_name(alt) in keys for alt in group) for group in required)
+
+
+def find_header(
+    numbered: Sequence[tuple[int, str]], required: Sequence[Sequence[str]]
+) -> tuple[int, str] | None:
+    """Position in ``numbered`` of the header row and its delimiter, or None.
+
+    ``required`` is a list of alternatives groups: every group must have one member
+    among the row's cells. Trying each delimiter against the required names is what
+    detects the delimiter: a wrong one never yields all the names.
+    """
+    for pos, (_, line) in enumerate(numbered[:_HEADER_SEARCH_LINES]):
+        if not line.strip() or _is_comment(line):
+            continue
+        for delimiter in _DELIMITERS:
+            if delimiter in line and _header_matches(_split(line, delimiter), required):
+                return pos, delimiter
+    return None
+
+
+def _xlsx_rows(raw: bytes, source_name: str) -> list[list[str]]:
+    import openpyxl  # local import: only XLSX exports need it
+
+    try:
+        workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+        raise InputError(
+            expected="a readable Excel workbook (.xlsx)",
+            found=f"{source_name} could not be opened as a workbook ({exc})",
+            action="save the export again as .xlsx or as a CSV/text file",
+        ) from None
+    rows: list[list[str]] = []
+    try:
+        for sheet in workbook.worksheets:
+            for values in sheet.iter_rows(values_only=True):
+                rows.append(["" if v is None else _cell_str(v) for v in values])
+            if rows:
+                break  # the results are on the first non-empty sheet
+    finally:
+        workbook.close()
+    return rows
+
+
+def _cell_str(value: object) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def load_table(
+    path: Path,
+    required: Sequence[Sequence[str]],
+    *,
+    what: str,
+    section: str | None = None,
+) -> Table:
+    """Read ``path`` and return the table whose header holds all ``required`` names.
+
+    Parameters
+    ----------
+    required : groups of alternative column names; each group must be present.
+    what : plain-language name of the export ("QuantStudio results table"), used in errors.
+    section : restrict the search to the ``[section]`` block (Applied Biosystems text).
+    """
+    path = Path(path)
+    raw = read_bytes(path)
+    if not raw.strip():
+        raise InputError(
+            expected=f"a {what}",
+            found=f"an empty file ({path.name})",
+            action="export the data again; the file was probably saved before the export finished",
+        )
+    if is_xlsx(raw):
+        cell_rows = _xlsx_rows(raw, path.name)
+        lines = ["\t".join(r) for r in cell_rows]
+    else:
+        text = decode(raw, path.name)
+        lines = text.splitlines()
+    meta = metadata_lines(lines[:_HEADER_SEARCH_LINES])
+    if section is not None:
+        numbered = section_lines(lines, section)
+        if numbered is None:
+            raise InputError(
+                expected=f"a [{section}] section in this {what}",
+                found=f"no [{section}] section in {path.name}",
+                action=f"export again with the {section} section included",
+            )
+    else:
+        numbered = [(i + 1, line) for i, line in enumerate(lines)]
+    located = find_header(numbered, required)
+    if located is None:
+        first = next((ln for _, ln in numbered if ln.strip() and not _is_comment(ln)), "")
+        names = ", ".join(" / ".join(repr(a) for a in group) for group in required)
+        raise InputError(
+            expected=f"a {what} with a header row naming the columns {names}",
+            found=f"no such header in {path.name} (first table line: {first[:160]!r})",
+            action="export the complete table with its header row, without renaming or removing columns",
+        )
+    pos, delimiter = located
+    header = [c.strip().strip('"').strip() for c in _split(numbered[pos][1], delimiter)]
+    rows: list[list[str]] = []
+    line_numbers: list[int] = []
+    for number, line in numbered[pos + 1 :]:
+        if not line.strip() or _is_comment(line):
+            continue
+        cells = _split(line, delimiter)
+        if not any(c.strip() for c in cells):
+            continue
+        rows.append(cells)
+        line_numbers.append(number)
+    return Table(
+        source_name=path.name,
+        header=header,
+        rows=rows,
+        line_numbers=line_numbers,
+        metadata=meta,
+        delimiter=delimiter,
+    )
+
+
+def head_has_header(head: str, required: Sequence[Sequence[str]]) -> bool:
+    """``sniff`` helper: does the decoded head contain a header row with ``required`` names?"""
+    numbered = [(i + 1, ln) for i, ln in enumerate(head.lstrip("\ufeff").splitlines())]
+    return find_header(numbered, required) is not None
