@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import re
 from pathlib import Path
 
+from assays import tabular
 from assays.errors import InputError
 from assays.records import PatientCycle, SampleSheetRow
 
@@ -28,53 +28,20 @@ def column_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
 
 
-def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header keys and data rows (as text) of a CSV/TSV/XLSX file."""
-    data = path.read_bytes()
-    if data[:2] == b"PK":
-        rows = _xlsx_rows(path)
-    else:
-        rows = _csv_rows(data, path.name)
-    rows = [r for r in rows if any(c.strip() for c in r)]
-    if not rows:
-        raise InputError("a header row and data rows", f"an empty table in {path.name}", "export the sheet again")
-    header = [column_key(h) for h in rows[0]]
-    return header, rows[1:]
+def _load(path: Path, columns: tuple[str, ...], what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header keys and (spreadsheet row number, cells) of a CSV/TSV/XLSX sheet."""
+    table = tabular.load_table(path, [[c] for c in columns], what=what)
+    header = [column_key(h) for h in table.header]
+    return header, list(zip(table.line_numbers, table.rows))
 
 
-def _csv_rows(data: bytes, name: str) -> list[list[str]]:
-    for enc in ("utf-8-sig", "utf-16") if data[:2] not in (b"\xff\xfe", b"\xfe\xff") else ("utf-16",):
-        try:
-            text = data.decode(enc)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        text = data.decode("latin-1")
-    first = text.splitlines()[0] if text else ""
-    delim = max(",;\t", key=first.count)
-    return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text), delimiter=delim)]
-
-
-def _xlsx_rows(path: Path) -> list[list[str]]:
-    import openpyxl
-
-    try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:
-        raise InputError("a readable XLSX workbook", f"{type(exc).__name__} opening {path.name}", "save the sheet again as .xlsx or .csv") from None
-    try:
-        ws = wb.worksheets[0]
-        out = []
-        for row in ws.iter_rows(values_only=True):
-            out.append(["" if v is None else (v.date().isoformat() if isinstance(v, dt.datetime) else v.isoformat() if isinstance(v, dt.date) else str(v)) for v in row])
-        return out
-    finally:
-        wb.close()
-
-
-def header_matches(header: list[str], required: tuple[str, ...]) -> bool:
-    return all(c in header for c in required)
+def head_columns(head: str) -> set[str]:
+    """Column keys of the first non-empty line of a delimited text head (for sniffing)."""
+    for line in head.lstrip("\ufeff").splitlines():
+        if line.strip():
+            delim = max(",;\t", key=line.count)
+            return {column_key(c) for c in next(csv.reader([line], delimiter=delim))}
+    return set()
 
 
 def parse_iso_date(value: str, column: str, row_no: int, name: str) -> dt.date:
@@ -96,22 +63,11 @@ def _cells(header: list[str], row: list[str]) -> dict[str, str]:
     return {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
 
 
-def _require(header: list[str], columns: tuple[str, ...], what: str, name: str) -> None:
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise InputError(
-            f"a {what} with the columns {', '.join(columns)}",
-            f"no {', '.join(missing)} column in {name} (columns: {', '.join(h for h in header if h)})",
-            "add the missing columns (case and spacing do not matter) and drop the file again",
-        )
-
-
 def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
     """Rows of a sample sheet; a later row for the same sample_id replaces an earlier one."""
-    header, rows = read_rows(path)
-    _require(header, SHEET_COLUMNS, "sample sheet", path.name)
+    header, rows = _load(path, SHEET_COLUMNS, "sample sheet")
     by_id: dict[str, SampleSheetRow] = {}
-    for i, raw in enumerate(rows, start=2):
+    for i, raw in rows:
         c = _cells(header, raw)
         if not c["sample_id"]:
             raise InputError("a sample_id on every row", f"an empty sample_id in row {i} of {path.name}", _FIX_SHEET)
@@ -142,10 +98,9 @@ def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
 
 def read_registry(path: Path) -> list[PatientCycle]:
     """Rows of a patient registry: one per patient x MST cycle."""
-    header, rows = read_rows(path)
-    _require(header, REGISTRY_COLUMNS, "patient registry", path.name)
+    header, rows = _load(path, REGISTRY_COLUMNS, "patient registry")
     by_key: dict[tuple[str, int], PatientCycle] = {}
-    for i, raw in enumerate(rows, start=2):
+    for i, raw in rows:
         c = _cells(header, raw)
         if not c["patient_id"]:
             raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {path.name}", _FIX_SHEET)

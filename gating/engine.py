@@ -1,71 +1,59 @@
 """Apply a gating strategy (Gating-ML 2.0, FlowJo workspace or the adaptive panel)
 to one sample and return every gate's event membership.
 
-This is the single entry point the pipeline uses; the evaluator behind it is
-flowkit's own ``GatingStrategy.gate_sample`` (the reference implementation).
+This is the single entry point the pipeline uses. The evaluator behind it is
+:mod:`gating.fast_engine`, which gives flowkit's results event by event while
+transforming each channel once per sample; ``flowkit_reference=True`` runs
+flowkit's own ``GatingStrategy.gate_sample`` instead (for cross-checks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 
 from assays.records import FcsSample
+from gating.fast_engine import GateMembership, evaluate_sample
+
+__all__ = ["GateMembership", "apply_strategy"]
 
 
-@dataclass
-class GateMembership:
-    """Events inside one gate (and all its ancestors) of one sample."""
+def _flowjo_view(sample: FcsSample) -> FcsSample:
+    """FlowJo names detectors with '/' replaced by '_' (``BL 530/30-A`` -> ``BL 530_30-A``)."""
+    from assays.records import Channel
 
-    gate_id: str
-    path: tuple[str, ...]  # gate ids from the root (excluded) down to gate_id
-    parent_path: tuple[str, ...]  # () for a gate directly under the root
-    mask: np.ndarray  # bool, one per event
+    chans = [Channel(c.index, c.pnn.replace("/", "_"), c.pns) for c in sample.channels]
+    spill = sample.spillover
+    if spill is not None:
+        spill = dataclasses.replace(spill, detectors=[d.replace("/", "_") for d in spill.detectors])
+    return dataclasses.replace(sample, channels=chans, spillover=spill)
 
 
-def gate_paths(strategy) -> list[tuple[str, tuple[str, ...]]]:
-    """(population id, full path including 'root') for every population, parents first.
+def apply_strategy(
+    strategy, sample: FcsSample, flowjo_labels: bool = False, flowkit_reference: bool = False
+) -> list[GateMembership]:
+    """Evaluate every gate of ``strategy`` on ``sample``; parents come before children.
 
-    A Gating-ML QuadrantGate is not a population itself: each of its quadrants is
-    one, sitting directly under the quadrant gate's parent.
+    ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
     """
-    from flowkit import gates as fk_gates
-    from flowkit.exceptions import QuadrantReferenceError
-
-    items = []
-    for gid, parent in strategy.get_gate_ids():
-        full = tuple(parent) + (gid,)
-        try:
-            gate = strategy.get_gate(gid, gate_path=tuple(parent))
-        except QuadrantReferenceError:
-            items.append((gid, full))  # a quadrant: listed by flowkit under the gate's parent
-            continue
-        if not isinstance(gate, fk_gates.QuadrantGate):
-            items.append((gid, full))
-    return sorted(items, key=lambda it: len(it[1]))
+    if flowjo_labels:
+        sample = _flowjo_view(sample)
+    if flowkit_reference:
+        return _flowkit_gate_sample(strategy, sample, flowjo_labels)
+    return evaluate_sample(strategy, sample, sample_id=sample.sample_id)
 
 
-def _flowkit_sample(sample: FcsSample, flowjo_labels: bool = False):
+def _flowkit_gate_sample(strategy, sample: FcsSample, flowjo_labels: bool) -> list[GateMembership]:
     import flowkit as fk
 
     if sample.path is None:
-        raise ValueError("the flowkit evaluator needs the sample's file path")
-    # use_flowjo_labels: FlowJo writes '/' in detector names as '_'; Gating-ML files keep '/'.
-    return fk.Sample(sample.path, sample_id=sample.sample_id, subsample=0, use_flowjo_labels=flowjo_labels)
-
-
-def apply_strategy(strategy, sample: FcsSample, flowjo_labels: bool = False) -> list[GateMembership]:
-    """Evaluate every gate of ``strategy`` on ``sample``; parents come before children.
-
-    ``flowjo_labels``: the strategy comes from a FlowJo workspace, which names
-    detectors with '/' replaced by '_'.
-    """
-    fk_sample = _flowkit_sample(sample, flowjo_labels)
+        raise ValueError("the flowkit reference evaluator needs the sample's file path")
+    fk_sample = fk.Sample(sample.path, sample_id=sample.sample_id, subsample=0, use_flowjo_labels=flowjo_labels)
     results = strategy.gate_sample(fk_sample)
     out = []
-    for gate_id, full in gate_paths(strategy):
-        parent = full[:-1]
-        mask = np.asarray(results.get_gate_membership(gate_id, gate_path=parent), dtype=bool)
-        out.append(GateMembership(gate_id=gate_id, path=full[1:], parent_path=parent[1:], mask=mask))
+    for m in evaluate_sample(strategy, sample, sample_id=sample.sample_id):
+        parent = ("root",) + m.parent_path
+        mask = np.asarray(results.get_gate_membership(m.gate_id, gate_path=parent), dtype=bool)
+        out.append(dataclasses.replace(m, mask=mask))
     return out

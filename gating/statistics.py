@@ -94,7 +94,7 @@ def population_stats(
             PopulationStat(
                 population=shown[-1],
                 path="/".join(shown),
-                parent=shown[-2] if len(shown) > 1 else None,
+                parent=names.get(m.parent_path[-1], m.parent_path[-1]) if m.parent_path else None,
                 count=counts[m.path],
                 parent_count=parent_count,
                 pct_of_parent=(100.0 * counts[m.path] / parent_count) if parent_count else None,

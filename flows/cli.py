@@ -1,0 +1,158 @@
+"""The ``graftwatch`` command line (DESIGN.md, Contract: Commands).
+
+Heavy imports (Prefect, flowkit, DuckDB) happen inside the command that needs them,
+so ``graftwatch --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _env_defaults() -> None:
+    # No network here and no telemetry anywhere (DESIGN.md, Dependencies).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str) -> int:
+    print(f"graftwatch: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from assays.errors import ConfigError
+    from flows.config import load_config
+    from flows.inbox import list_inbox
+
+    console = Console(stderr=False)
+    inbox = Path(args.inbox)
+    if not inbox.is_dir():
+        return _fail(f"inbox {inbox} is not a folder (create it, or pass --inbox DIR)")
+    try:
+        config = load_config(args.config)
+        if args.template:
+            from gating.templates import load_template
+
+            load_template(Path(args.template))  # fail fast with exit 2, before any file moves
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not list_inbox(inbox):
+        console.print(f"Inbox {inbox} is empty: nothing to do.")
+        return EXIT_OK
+
+    from flows.pipeline import process_inbox
+    from flows import progress as prog
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task_id = bar.add_task("Processing files", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        try:
+            with prog.reporting(report):
+                summary = process_inbox(str(inbox), str(args.store), args.config, args.template)
+        except ConfigError as exc:
+            return _fail(str(exc))
+    _print_summary(console, summary, config.privacy.show_patient_ids)
+    return EXIT_OK
+
+
+def _print_summary(console, summary, show_names: bool) -> None:
+    from rich.table import Table
+
+    t = Table(title="graftwatch run", show_header=True)
+    for col in ("files", "stored", "duplicates", "quarantined", "samples", "flagged", "chimerism rows"):
+        t.add_column(col, justify="right")
+    t.add_row(*map(str, (summary.files, summary.stored, summary.duplicates, len(summary.quarantined),
+                         summary.samples, len(summary.flagged_samples), summary.chimerism_results)))
+    console.print(t)
+    for q in summary.quarantined:
+        console.print(f"[red]quarantined[/red] {q.name}: {q.reason}")
+
+
+def cmd_query(args) -> int:
+    from flows.query import run_query
+
+    return run_query(args.sql, args.store, args.format, args.out)
+
+
+def cmd_watch(args) -> int:
+    from flows.watch import watch
+
+    return watch(Path(args.inbox), args.store, args.config)
+
+
+def cmd_report(args) -> int:
+    from flows.report import write_report
+
+    return write_report(args.patient_id, args.store, Path(args.out))
+
+
+def cmd_serve(args) -> int:
+    from flows.serve import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="graftwatch",
+        description="Transplant immune-monitoring pipeline: FCS gating, donor chimerism, Parquet timelines.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="process every file now in the inbox once, then exit")
+    r.add_argument("--inbox", required=True, help="folder the lab drops files into")
+    r.add_argument("--store", required=True, help="store root (folder or URI such as file:///data/store)")
+    r.add_argument("--config", help="TOML settings (see docs/configuration.md)")
+    r.add_argument("--template", help="Gating-ML 2.0 .xml or FlowJo .wsp replacing the built-in T-cell panel")
+    r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser("watch", help="keep watching the inbox; Ctrl-C stops")
+    w.add_argument("--inbox", required=True)
+    w.add_argument("--store", required=True)
+    w.add_argument("--config")
+    w.set_defaults(func=cmd_watch)
+
+    q = sub.add_parser("query", help="run SQL over the store's tables and views")
+    q.add_argument("sql")
+    q.add_argument("--store", required=True)
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--out", help="write the result to FILE.parquet (or .csv/.json) instead of printing")
+    q.set_defaults(func=cmd_query)
+
+    rep = sub.add_parser("report", help="write a patient's timeline report (HTML)")
+    rep.add_argument("patient_id")
+    rep.add_argument("--store", required=True)
+    rep.add_argument("--out", required=True)
+    rep.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("serve", help="serve the deployments of prefect.yaml to a Prefect server")
+    s.add_argument("--prefect-yaml", default="prefect.yaml")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _env_defaults()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("graftwatch: stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

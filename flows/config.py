@@ -1,0 +1,95 @@
+"""Run configuration: embedded defaults, optionally overridden by a TOML file (``--config``).
+
+Example ``graftwatch.toml``::
+
+    [chimerism]
+    reference_genes = ["RPP30", "ALB"]
+    str_lod_pct = 1.0
+    qpcr_lod_pct = 0.1
+
+    [inbox]
+    stable_seconds = 2.0     # a file must keep its size and mtime this long before it is read
+    chunk_files = 25         # files committed together (smaller = less rework after a crash)
+
+    [privacy]
+    show_patient_ids = false # patient identifiers in logs and Prefect artifacts
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from assays.errors import ConfigError
+
+DEFAULT_REFERENCE_GENES = ("RPP30", "RNaseP", "ALB", "GAPDH", "HBB", "ACTB", "TERT", "B2M", "CCR5")
+
+
+@dataclass
+class ChimerismSettings:
+    reference_genes: tuple[str, ...] = DEFAULT_REFERENCE_GENES
+    str_lod_pct: float = 1.0
+    qpcr_lod_pct: float = 0.1
+
+
+@dataclass
+class InboxSettings:
+    stable_seconds: float = 2.0
+    chunk_files: int = 25
+    poll_seconds: float = 1.0
+
+
+@dataclass
+class PrivacySettings:
+    show_patient_ids: bool = False
+
+
+@dataclass
+class Config:
+    chimerism: ChimerismSettings = field(default_factory=ChimerismSettings)
+    inbox: InboxSettings = field(default_factory=InboxSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    panel: str | None = None  # path of a panel TOML replacing the built-in T-cell panel
+
+
+def _apply(section_obj, values: dict, section: str, source: str) -> None:
+    known = {f.name: f for f in fields(section_obj)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown setting [{section}] {key} (known: {', '.join(known)})")
+        current = getattr(section_obj, key)
+        if isinstance(current, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: [{section}] {key} must be a list of names")
+            value = tuple(value)
+        elif isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: [{section}] {key} must be true or false")
+        elif isinstance(current, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{source}: [{section}] {key} must be a non-negative number")
+            value = type(current)(value)
+        setattr(section_obj, key, value)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The embedded defaults, updated from a TOML file when one is given."""
+    config = Config()
+    if path is None:
+        return config
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    for key, value in data.items():
+        if key == "panel":
+            config.panel = str((path.parent / value).resolve())
+        elif key in ("chimerism", "inbox", "privacy") and isinstance(value, dict):
+            _apply(getattr(config, key), value, key, str(path))
+        else:
+            raise ConfigError(f"{path}: unknown section or key {key!r} (known: chimerism, inbox, privacy, panel)")
+    return config

@@ -1,0 +1,171 @@
+"""The inbox flow: every file now in the inbox, once, in one Prefect flow run.
+
+Files are Prefect tasks mapped over a thread pool (per-file work is independent);
+results are committed in chunks (``[inbox] chunk_files``) so a crash loses at most
+one chunk of work and never a file: originals leave the inbox only after the
+chunk's rows are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from assays.errors import ConfigError
+from flows import progress
+from flows.config import Config, load_config
+from flows.inbox import InboxFile, archive, archive_target, list_inbox, quarantine
+from flows.process import FileOutcome, GatingSetup, process_file
+from storage.store import Batch, Store, utcnow
+
+log = logging.getLogger("graftwatch")
+
+SHEET_KINDS = ("sample_sheet", "registry")
+
+
+@dataclass
+class QuarantinedFile:
+    name: str
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    """What one run did; printed by the CLI and published as a Prefect artifact."""
+
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: list[QuarantinedFile] = field(default_factory=list)
+    samples: int = 0
+    flagged_samples: list[str] = field(default_factory=list)
+    chimerism_results: int = 0
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return self.stored + self.duplicates + len(self.quarantined)
+
+
+@task(name="process-file", cache_policy=NO_CACHE, retries=0)
+def process_file_task(f: InboxFile, setup: GatingSetup, known: set[str]) -> FileOutcome:
+    return process_file(f, setup, known)
+
+
+def known_sha256(store: Store) -> set[str]:
+    """sha256 of every file already stored (committed ``ingest_log`` rows with status stored)."""
+    committed = store.committed_batches()
+    log_t = store.read_table("ingest_log").to_pylist()
+    return {r["source_sha256"] for r in log_t if r["status"] == "stored" and r["batch_id"] in committed}
+
+
+def build_setup(config: Config, template_path: str | None) -> GatingSetup:
+    if template_path:
+        from gating.templates import load_template
+
+        return GatingSetup(template=load_template(Path(template_path)))
+    from gating.panel import load_panel
+
+    return GatingSetup(panel=load_panel(config.panel))
+
+
+def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summary: RunSummary) -> None:
+    batch = Batch(store, "ingest")
+    now = utcnow()
+    targets: dict[int, Path] = {}
+    for i, out in enumerate(outcomes):
+        for table, rows in out.rows.items():
+            batch.add(table, rows)
+        if out.status != "quarantined":
+            targets[i] = archive_target(inbox, out.file, out.sha256)
+        batch.add("ingest_log", [{
+            "source_sha256": out.sha256 or None, "source_name": out.file.name, "assay": out.kind,
+            "status": out.status, "error": out.error, "seen_at": now, "n_samples": len(out.sample_ids),
+            "archived_as": str(targets[i]) if i in targets else None,
+        }])
+    batch.n_files = len(outcomes)
+    batch.commit()
+    # Originals leave the inbox only once their rows are committed.
+    for i, out in enumerate(outcomes):
+        if out.status == "quarantined":
+            quarantine(inbox, out.file, out.error or "rejected")
+            summary.quarantined.append(QuarantinedFile(out.file.name, out.error or ""))
+        else:
+            archive(out.file, targets[i])
+            if out.status == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.stored += 1
+                summary.samples += len(out.sample_ids)
+                if out.review:
+                    summary.flagged_samples.extend(out.sample_ids)
+        summary.seconds_by_kind[out.kind or "unknown"] = summary.seconds_by_kind.get(out.kind or "unknown", 0.0) + out.seconds
+
+
+def _is_sheet(f: InboxFile) -> bool:
+    from assays.detect import detect_kind
+
+    if f.refused:
+        return False
+    try:
+        return detect_kind(f.path) in SHEET_KINDS
+    except Exception:
+        return False
+
+
+def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> RunSummary:
+    """Process every file now in ``inbox`` into ``store`` (the body of the flow)."""
+    summary = RunSummary()
+    files = list_inbox(inbox)
+    total = len(files)
+    progress.report("files", 0, total)
+    # Sheets first: they name roles and unstimulated controls the other files need.
+    sheets = [f for f in files if _is_sheet(f)]
+    rest = [f for f in files if f not in sheets]
+    known = known_sha256(store)
+    done = 0
+    for group in (sheets, rest):
+        if group is rest and setup.template is None:
+            from flows.controls import find_controls
+
+            setup.controls = find_controls(store, inbox, rest)
+        size = max(1, config.inbox.chunk_files)
+        for start in range(0, len(group), size):
+            chunk = group[start:start + size]
+            futures = [process_file_task.submit(f, setup, known) for f in chunk]
+            outcomes = []
+            seen_now: set[str] = set()
+            for fut in futures:
+                out = fut.result()
+                # The same bytes twice in one chunk: the second copy is a duplicate.
+                if out.status == "stored" and out.sha256 in seen_now:
+                    out.status, out.rows, out.sample_ids = "duplicate", {}, []
+                seen_now.add(out.sha256)
+                outcomes.append(out)
+                done += 1
+                progress.report("files", done, total)
+            _commit_chunk(store, inbox, outcomes, summary)
+            known |= {o.sha256 for o in outcomes if o.status == "stored"}
+    if summary.stored:
+        from flows.chimerism import update_chimerism
+
+        summary.chimerism_results = update_chimerism(store, config)
+    return summary
+
+
+@flow(name="process-inbox", validate_parameters=False)
+def process_inbox(inbox: str, store: str, config_path: str | None = None, template_path: str | None = None) -> RunSummary:
+    """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
+    config = load_config(config_path)
+    setup = build_setup(config, template_path)
+    inbox_p = Path(inbox)
+    if not inbox_p.is_dir():
+        raise ConfigError(f"inbox {inbox}: no such folder")
+    summary = run_inbox(inbox_p, Store(store), config, setup)
+    from flows.artifacts import publish_run_summary
+
+    publish_run_summary(summary, config)
+    return summary

@@ -1,0 +1,201 @@
+"""Per-file work: recognise, read, gate, and turn one file into table rows.
+
+Orchestration only: reading is in ``assays``, computation in ``gating``; this module
+glues them and converts every expected failure into a quarantine outcome with a
+plain-language reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assays import ddpcr, qpcr, sheets, str_export
+from assays.detect import detect_kind
+from assays.errors import GraftwatchError, InputError
+from assays.fcs import read_fcs, sha256_of
+from assays.records import FcsSample
+from flows.inbox import InboxFile
+from storage.store import new_id, utcnow
+
+log = logging.getLogger("graftwatch")
+
+EXPORT_READERS = {"str": str_export, "qpcr": qpcr, "ddpcr": ddpcr}
+EXPORT_TABLES = {"str": "str_peaks", "qpcr": "qpcr_wells", "ddpcr": "ddpcr_wells"}
+
+
+@dataclass
+class FileOutcome:
+    """What one inbox file became: rows to store, or a reason to quarantine it."""
+
+    file: InboxFile
+    sha256: str
+    kind: str | None = None
+    status: str = "stored"  # stored / duplicate / quarantined
+    error: str | None = None
+    rows: dict[str, list] = field(default_factory=dict)
+    sample_ids: list[str] = field(default_factory=list)
+    review: bool = False
+    seconds: float = 0.0
+
+    def add(self, table: str, rows: list) -> None:
+        self.rows.setdefault(table, []).extend(rows)
+
+
+@dataclass
+class GatingSetup:
+    """How FCS files of this run are gated: a template, or the built-in adaptive panel."""
+
+    template: object | None = None  # gating.templates.Template
+    panel: object | None = None  # gating.panel.Panel
+    controls: dict[str, Path] = field(default_factory=dict)  # stimulated sample_id -> control tube
+
+
+def _export_gatingml(strategy) -> str | None:
+    """The strategy as Gating-ML 2.0 text (flowkit's writer)."""
+    import flowkit as fk
+
+    buf = io.BytesIO()
+    try:
+        fk.export_gatingml(strategy, buf)
+    except Exception as exc:  # FlowJo-only constructs have no Gating-ML form
+        log.warning("Gating-ML export failed: %s", exc)
+        return None
+    return buf.getvalue().decode("utf-8")
+
+
+def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None):
+    """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships)."""
+    from gating.engine import apply_strategy
+
+    if setup.template is not None:
+        t = setup.template
+        memberships = apply_strategy(t.strategy, sample, flowjo_labels=(t.kind == "flowjo"))
+        return t.name, t.strategy, {}, [], memberships
+    from gating.adaptive import build_adaptive_gating
+
+    adaptive = build_adaptive_gating(sample, setup.panel, control=control)
+    memberships = apply_strategy(adaptive.strategy, sample)
+    return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
+
+
+def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
+    from gating.compensation import compensate
+    from gating.statistics import marker_stats, population_stats
+
+    sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
+    control = None
+    ctrl_path = setup.controls.get(sample.sample_id)
+    if ctrl_path is not None and setup.template is None:
+        try:
+            control = read_fcs(ctrl_path)
+        except InputError as exc:
+            log.warning("control tube for a sample is unreadable, using the sample's own negatives: %s", exc)
+    template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control)
+    analysis_id = new_id()
+    n = sample.events.shape[0]
+    pops = population_stats(memberships, n, names)
+    markers = marker_stats(memberships, sample, compensate(sample), names)
+    now = utcnow()
+    sid = sample.sample_id
+    qc_rows = [{"check": "events_acquired", "value": float(n), "passed": n > 0}]
+    qc_rows += [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c) for c in qc]
+    if sample.n_datasets > 1:
+        qc_rows.append({"check": "extra_data_sets_ignored", "value": float(sample.n_datasets - 1), "passed": True})
+    review = not all(r["passed"] for r in qc_rows)
+    out.sample_ids = [sid]
+    out.review = review
+    out.add("samples", [{
+        "sample_id": sid, "assay": "flow", "source_sha256": out.sha256, "source_name": sample.source_name,
+        "acquired_at": sample.acquired_at.replace(tzinfo=now.tzinfo) if sample.acquired_at else None,
+        "instrument": sample.instrument, "ingested_at": now, "n_events": n, "file_format": sample.version,
+    }])
+    out.add("analyses", [{
+        "analysis_id": analysis_id, "sample_id": sid, "kind": "flow", "source_sha256": out.sha256,
+        "template": template_name, "created_at": now, "review": review,
+    }])
+    out.add("flow_populations", [dict(dataclasses.asdict(p), sample_id=sid, analysis_id=analysis_id) for p in pops])
+    out.add("flow_markers", [dict(dataclasses.asdict(m), sample_id=sid, analysis_id=analysis_id) for m in markers])
+    out.add("flow_gates", [{
+        "sample_id": sid, "analysis_id": analysis_id, "template": template_name,
+        "gatingml": _export_gatingml(strategy), "population_ids": json.dumps(names) if names else None,
+    }])
+    out.add("flow_qc", [dict(r, sample_id=sid, analysis_id=analysis_id) for r in qc_rows])
+
+
+def process_sheet(out: FileOutcome) -> None:
+    now = utcnow()
+    rows = sheets.read_sample_sheet(out.file.path)
+    out.add("sample_sheet", [
+        dict(dataclasses.asdict(r), source_sha256=out.sha256, row_no=i, ingested_at=now) for i, r in enumerate(rows)
+    ])
+
+
+def process_registry(out: FileOutcome) -> None:
+    now = utcnow()
+    rows = sheets.read_registry(out.file.path)
+    out.add("patients", [dict(dataclasses.asdict(r), source_sha256=out.sha256, ingested_at=now) for r in rows])
+
+
+def process_export(out: FileOutcome) -> None:
+    reader = EXPORT_READERS[out.kind]
+    export = reader.read(out.file.path, out.sha256)
+    if not export.records:
+        raise InputError(
+            f"at least one sample row in this {out.kind.upper()} export",
+            f"no usable rows in {Path(out.file.name).name}",
+            "export the results table again, including the sample rows",
+        )
+    now = utcnow()
+    at = export.acquired_at.replace(tzinfo=now.tzinfo) if export.acquired_at and export.acquired_at.tzinfo is None else export.acquired_at
+    out.sample_ids = export.sample_ids
+    out.add("samples", [{
+        "sample_id": sid, "assay": export.assay, "source_sha256": out.sha256,
+        "source_name": Path(out.file.name).name, "acquired_at": at, "instrument": export.instrument,
+        "ingested_at": now, "file_format": export.assay,
+    } for sid in export.sample_ids])
+    out.add(EXPORT_TABLES[out.kind], [dict(dataclasses.asdict(r), source_sha256=out.sha256) for r in export.records])
+
+
+def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> FileOutcome:
+    """Turn one inbox file into an outcome. Never raises for a bad file."""
+    import time
+
+    t0 = time.perf_counter()
+    out = FileOutcome(file=f, sha256="")
+    try:
+        if f.refused:
+            raise InputError("a regular file inside the inbox", f"{f.name}: {f.refused}",
+                             "copy the real file into the inbox instead of linking to it")
+        out.sha256 = sha256_of(f.path)
+        if out.sha256 in known_sha256:
+            out.status = "duplicate"
+            return out
+        out.kind = detect_kind(f.path)
+        if out.kind == "fcs":
+            process_fcs(out, setup)
+        elif out.kind == "sample_sheet":
+            process_sheet(out)
+        elif out.kind == "registry":
+            process_registry(out)
+        else:
+            process_export(out)
+    except GraftwatchError as exc:
+        out.status, out.error, out.rows = "quarantined", str(exc), {}
+    except MemoryError:
+        out.status, out.rows = "quarantined", {}
+        out.error = ("Expected a file that fits in memory; found one too large to read. What to do: "
+                     "split the acquisition or ask the admin to process it on a larger machine.")
+    except Exception as exc:  # a bug or an unforeseen malformation: keep the file, explain, go on
+        log.debug("unexpected error on %s", f.name, exc_info=True)
+        out.status, out.rows = "quarantined", {}
+        out.error = (f"Expected a file graftwatch can read; found an unexpected problem while reading it "
+                     f"({type(exc).__name__}: {exc}). What to do: check the file opens in the instrument "
+                     "software; if it does, send it to the graftwatch admin (it is kept here unchanged).")
+    finally:
+        out.seconds = time.perf_counter() - t0
+    return out

@@ -1,0 +1,137 @@
+"""The Parquet store: one folder per table, hive-partitioned by month, atomic writes.
+
+Write protocol (crash-safe, idempotent re-runs):
+
+1. every table's rows of a batch go to ``<table>/month=YYYY-MM/<batch_id>.parquet``,
+   each written to a hidden temporary name and renamed into place, so a reader never
+   sees half a file;
+2. the batch becomes visible by one row in ``commits``, written last, the same way.
+
+Readers (``storage.views``) show only committed batches; a crash before step 2
+leaves orphan files that no view shows and that :func:`storage.compaction.compact`
+removes. The root may be a local path or a URI that pyarrow understands
+(``file:///...``, ``s3://...``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from storage.schemas import TABLES
+
+TMP_PREFIX = ".tmp-"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id(now: dt.datetime | None = None) -> str:
+    """A sortable unique id: UTC time to the microsecond, then 8 random hex digits."""
+    now = now or utcnow()
+    return f"{now:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+
+
+def to_table(name: str, rows: list) -> pa.Table:
+    """Rows (dataclasses or dicts) as an Arrow table with the table's explicit schema."""
+    schema = TABLES[name]
+    dicts = [asdict(r) if is_dataclass(r) else r for r in rows]
+    return pa.Table.from_pylist(dicts, schema=schema)
+
+
+class Store:
+    """A store root and the filesystem it lives on."""
+
+    def __init__(self, root: str | Path):
+        root = str(root)
+        if "://" in root:
+            self.fs, base = pafs.FileSystem.from_uri(root)
+        else:
+            self.fs, base = pafs.LocalFileSystem(), str(Path(root).resolve())
+        self.base = base.rstrip("/")
+        self.uri = root
+
+    @property
+    def local_root(self) -> Path | None:
+        """The store's folder on this machine, when it is on local disk."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return Path(self.base)
+        return None
+
+    def table_dir(self, table: str) -> str:
+        return f"{self.base}/{table}"
+
+    def write_table(self, table: str, data: pa.Table, file_id: str, month: str | None = None) -> str | None:
+        """Atomically write ``data`` as one Parquet file of ``table``; None when empty."""
+        if data.num_rows == 0:
+            return None
+        month = month or utcnow().strftime("%Y-%m")
+        folder = f"{self.table_dir(table)}/month={month}"
+        self.fs.create_dir(folder, recursive=True)
+        final = f"{folder}/{file_id}.parquet"
+        tmp = f"{folder}/{TMP_PREFIX}{file_id}-{uuid.uuid4().hex[:6]}.parquet"
+        pq.write_table(data, tmp, filesystem=self.fs, compression="zstd")
+        self.fs.move(tmp, final)
+        return final
+
+    def files(self, table: str) -> list[str]:
+        """Visible Parquet files of a table (temporary files excluded)."""
+        sel = pafs.FileSelector(self.table_dir(table), recursive=True, allow_not_found=True)
+        return sorted(
+            info.path
+            for info in self.fs.get_file_info(sel)
+            if info.type == pafs.FileType.File
+            and info.path.endswith(".parquet")
+            and not info.base_name.startswith(TMP_PREFIX)
+        )
+
+    def read_table(self, table: str) -> pa.Table:
+        """All rows of a table, committed or not (use ``storage.views`` for analysis)."""
+        parts = [pq.read_table(p, filesystem=self.fs, schema=TABLES[table]) for p in self.files(table)]
+        if not parts:
+            return TABLES[table].empty_table()
+        return pa.concat_tables(parts)
+
+    def committed_batches(self) -> set[str]:
+        return set(self.read_table("commits").column("batch_id").to_pylist())
+
+
+class Batch:
+    """Rows of several tables that become visible together (one ``commits`` row)."""
+
+    def __init__(self, store: Store, kind: str):
+        self.store = store
+        self.kind = kind
+        self.batch_id = new_id()
+        self.rows: dict[str, list] = {}
+        self.n_files = 0
+
+    def add(self, table: str, rows: list) -> None:
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table}")
+        self.rows.setdefault(table, []).extend(rows)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.rows.values())
+
+    def commit(self) -> None:
+        """Write every table's rows, then the commit row that makes them visible."""
+        for table, rows in self.rows.items():
+            if not rows:
+                continue
+            data = to_table(table, rows)
+            data = data.set_column(data.schema.get_field_index("batch_id"), "batch_id",
+                                   pa.array([self.batch_id] * data.num_rows, pa.string()))
+            self.store.write_table(table, data, self.batch_id)
+        commit = to_table("commits", [{"batch_id": self.batch_id, "kind": self.kind,
+                                       "committed_at": utcnow(), "n_files": self.n_files}])
+        self.store.write_table("commits", commit, self.batch_id)
+        self.rows = {}

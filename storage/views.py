@@ -1,0 +1,131 @@
+"""DuckDB views over the store for analysts (DESIGN.md, Contract: Views).
+
+Every contract table is a view of its committed rows. On top of them:
+
+* ``immune_timeline``   one row per flow sample (latest analysis), linked to its patient;
+* ``chimerism_timeline`` one row per sample x method x donor (latest analysis);
+* ``unlinked_samples``  stored samples without a sample-sheet row.
+
+Linking happens at query time, so a sample sheet or registry that arrives after the
+data links it with no reprocessing:
+
+* ``days_post_mst = collection_date - min(mst_date)`` over the patient's registry rows;
+* ``cycle`` = the latest cycle whose ``mst_date <= collection_date`` (NULL before MST).
+"""
+
+from __future__ import annotations
+
+from storage.schemas import TABLES
+from storage.store import Store
+
+# Population names are matched on a canonical key so that Gating-ML ids (`CD3_pos`,
+# `CD4_pos_CD8_neg`) and display names (`CD3+`, `CD4+CD8-`) are the same population.
+_POP_KEY = (
+    "regexp_replace(replace(replace(lower(population), '_pos', '+'), '_neg', '-'), '[^a-z0-9+-]', '', 'g')"
+)
+
+_VIEWS = f"""
+CREATE OR REPLACE VIEW sheet_latest AS
+SELECT * EXCLUDE (rn) FROM (
+  SELECT *, row_number() OVER (PARTITION BY sample_id ORDER BY ingested_at DESC, row_no DESC) AS rn
+  FROM sample_sheet) WHERE rn = 1;
+
+CREATE OR REPLACE VIEW patients_latest AS
+SELECT * EXCLUDE (rn) FROM (
+  SELECT *, row_number() OVER (PARTITION BY patient_id, cycle ORDER BY ingested_at DESC) AS rn
+  FROM patients) WHERE rn = 1;
+
+CREATE OR REPLACE VIEW sample_timepoints AS
+SELECT s.sample_id, s.patient_id, s.collection_date, s.specimen, s.cell_fraction, s.role, s.donor_id,
+       CAST(s.collection_date - (SELECT min(p.mst_date) FROM patients_latest p
+                                 WHERE p.patient_id = s.patient_id) AS INTEGER) AS days_post_mst,
+       (SELECT max(p.cycle) FROM patients_latest p
+        WHERE p.patient_id = s.patient_id AND p.mst_date <= s.collection_date) AS cycle
+FROM sheet_latest s;
+
+CREATE OR REPLACE VIEW latest_analyses AS
+SELECT * EXCLUDE (rn) FROM (
+  SELECT *, row_number() OVER (PARTITION BY sample_id, kind ORDER BY created_at DESC, analysis_id DESC) AS rn
+  FROM analyses) WHERE rn = 1;
+
+CREATE OR REPLACE VIEW flow_populations_latest AS
+SELECT f.*, {_POP_KEY} AS pop_key, length(f.path) - length(replace(f.path, '/', '')) AS depth
+FROM flow_populations f JOIN latest_analyses a USING (analysis_id, sample_id)
+WHERE a.kind = 'flow';
+
+CREATE OR REPLACE VIEW immune_timeline AS
+WITH p AS (
+  SELECT sample_id, analysis_id, pop_key,
+         arg_min(count, depth) AS count, arg_min(pct_of_lymphocytes, depth) AS pct_lymph
+  FROM flow_populations_latest GROUP BY ALL
+), w AS (
+  SELECT sample_id, analysis_id,
+    max(CASE WHEN pop_key = 'cd3+' THEN pct_lymph END) AS cd3_pct_lymph,
+    max(CASE WHEN pop_key = 'cd4+cd8-' THEN pct_lymph END) AS cd4_pct_lymph,
+    max(CASE WHEN pop_key = 'cd4-cd8+' THEN pct_lymph END) AS cd8_pct_lymph,
+    max(CASE WHEN pop_key = 'cd4+cd8-' THEN count END) AS cd4_count,
+    max(CASE WHEN pop_key = 'cd4-cd8+' THEN count END) AS cd8_count,
+    max(CASE WHEN pop_key = 'th1' THEN count END) AS th1_count,
+    max(CASE WHEN pop_key = 'th2' THEN count END) AS th2_count,
+    max(CASE WHEN pop_key = 'th0' THEN count END) AS th0_count,
+    max(CASE WHEN pop_key = 'th17' THEN count END) AS th17_count,
+    max(CASE WHEN pop_key = 'treg' THEN count END) AS treg_count
+  FROM p GROUP BY ALL
+)
+SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,
+       w.cd3_pct_lymph, w.cd4_pct_lymph, w.cd8_pct_lymph,
+       CAST(w.cd4_count AS DOUBLE) / nullif(w.cd8_count, 0) AS cd4_cd8_ratio,
+       100.0 * w.th1_count / nullif(w.cd4_count, 0) AS th1_pct_cd4,
+       100.0 * w.th2_count / nullif(w.cd4_count, 0) AS th2_pct_cd4,
+       100.0 * w.th0_count / nullif(w.cd4_count, 0) AS th0_pct_cd4,
+       100.0 * w.th17_count / nullif(w.cd4_count, 0) AS th17_pct_cd4,
+       100.0 * w.treg_count / nullif(w.cd4_count, 0) AS treg_pct_cd4,
+       t.specimen, t.cell_fraction, t.role, w.analysis_id
+FROM w LEFT JOIN sample_timepoints t USING (sample_id);
+
+CREATE OR REPLACE VIEW chimerism_timeline AS
+SELECT t.patient_id, c.sample_id, t.collection_date, t.days_post_mst, t.cycle, t.cell_fraction,
+       c.method, c.donor_id, c.donor_pct, c.ci_low, c.ci_high, c.lod_pct, c.detected,
+       c.n_markers, c.status, c.message, t.specimen, c.analysis_id
+FROM chimerism c
+JOIN latest_analyses a ON a.analysis_id = c.analysis_id AND a.sample_id = c.sample_id AND a.kind = 'chimerism'
+LEFT JOIN sample_timepoints t ON t.sample_id = c.sample_id;
+
+CREATE OR REPLACE VIEW unlinked_samples AS
+SELECT DISTINCT s.sample_id, s.assay, s.source_name, s.source_sha256, s.acquired_at, s.ingested_at
+FROM samples s ANTI JOIN sheet_latest USING (sample_id);
+"""
+
+CONTRACT_VIEWS = ("immune_timeline", "chimerism_timeline", "unlinked_samples")
+
+
+def connect(store: Store):
+    """An in-memory DuckDB connection with every table and view of ``store``."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for table in TABLES:
+        files = store.files(table) if store.local_root is not None else []
+        if files:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(f"CREATE VIEW _raw_{table} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+        else:
+            # Remote stores (and empty tables) go through pyarrow; DuckDB scans the Arrow table.
+            con.register(f"_raw_{table}", store.read_table(table))
+    con.execute("CREATE VIEW commits AS SELECT * FROM _raw_commits")
+    for table in TABLES:
+        if table != "commits":
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM _raw_{table} "
+                "WHERE batch_id IN (SELECT batch_id FROM _raw_commits)"
+            )
+    con.execute(_VIEWS)
+    return con
+
+
+def relation_names(con) -> list[str]:
+    """Tables and views an analyst can query (internal _raw_ relations left out)."""
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_name NOT LIKE '\\_raw\\_%' ESCAPE '\\' ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
