@@ -16,9 +16,14 @@ Exactness
 Results are meant to be identical to flowkit 1.3.2 event by event, so the per-value
 math is not re-implemented:
 
-* compensation calls ``flowutils.compensate.compensate`` (or
-  ``compensate_spectral_ols``) with the same full events matrix, matrix and
-  channel order that flowkit's ``Matrix.apply`` uses;
+* compensation evaluates ``flowutils.compensate.compensate``'s own expression,
+  ``np.linalg.solve(spill.T, events[:, idx].T).T``, on the same full events matrix,
+  matrix and channel order that flowkit's ``Matrix.apply`` uses (spectral matrices
+  call ``compensate_spectral_ols`` itself), once per compensation reference;
+* logicle and hyperlog (flowutils' scalar C loop, ~100 ms per million values) are
+  evaluated only for the events inside the parent populations of the gates that
+  use them, filled in lazily as gates need more; each value is computed on its
+  own, so the bits are those of a whole-column call;
 * every transform is applied through the flowkit transform object's own ``apply``
   (which calls flowutils' C logicle/hyperlog, numpy asinh/log, scipy's interpolator
   for FlowJo biex), on a contiguous ``(n, 1)`` column, the shape flowkit passes;
@@ -197,6 +202,14 @@ class _RawSampleView:
 
 _MISSING = object()
 
+# Transforms computed by a scalar C loop, one value at a time (flowutils.logicle_c):
+# evaluating them on a subset of events gives the same bits as on the whole column,
+# so they are only evaluated where a gate's parent population needs them. These are
+# also the expensive ones (~100 ms per million values). Other transforms are cheap
+# or go through numpy's vectorised transcendental loops, and are computed on the
+# whole column exactly as flowkit does.
+_PER_VALUE_TRANSFORMS = (fk.transforms.LogicleTransform, fk.transforms.HyperlogTransform)
+
 
 class _SampleState:
     """Per-sample caches: compensated matrices, prepared columns and masks."""
@@ -216,10 +229,12 @@ class _SampleState:
         self.flowjo_pnn = [p.replace("/", "_") for p in self.pnn]
         self.spillover_by_id = spillover_by_id
         self.n = events.shape[0]
-        # comp ref -> (compensated events matrix, matrix object used); None = raw
-        self._comp: dict[Any, tuple[np.ndarray, Any]] = {}
-        # (effective comp ref, transform ref, channel index) -> contiguous 1-D column
-        self._columns: dict[tuple, np.ndarray] = {}
+        # comp ref -> (compensated block, channel index -> block column)
+        self._comp: dict[Any, tuple[np.ndarray, dict[int, int]]] = {}
+        self._identity = {i: i for i in range(events.shape[1])}
+        # (effective comp ref, transform ref, channel index) ->
+        # (contiguous 1-D column, bool "computed" mask or None once complete)
+        self._columns: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}
         # (effective comp ref, ratio ref, transform ref) -> 1-D column
         self._ratio_columns: dict[tuple, np.ndarray] = {}
         # tree path (with 'root') -> final mask; quadrant gates cache their dict too
@@ -253,42 +268,62 @@ class _SampleState:
             f"({sorted(self.plan.comp_matrices)}) nor supplied in spillover_by_id"
         )
 
-    def compensated(self, comp_ref: Any) -> np.ndarray:
-        """Events matrix compensated with ``comp_ref`` (the raw matrix for none)."""
+    def compensated(self, comp_ref: Any) -> tuple[np.ndarray, dict[int, int]]:
+        """Compensated values for ``comp_ref`` as ``(block, where)``.
+
+        ``block`` is an (n_events, k) array and ``where`` maps a channel index to its
+        column in ``block``; channels not in ``where`` are unaffected by this
+        compensation and read from the raw events. No compensation: ``(events,
+        identity)``.
+        """
         if comp_ref in _UNCOMPENSATED:
-            return self.events
+            return self.events, self._identity
         hit = self._comp.get(comp_ref)
         if hit is not None:
-            return hit[0]
+            return hit
         matrix = self._lookup_matrix(comp_ref)
         if matrix is None:
-            out = self.events
+            out = (self.events, self._identity)
         else:
             out = self._apply_matrix(matrix, comp_ref)
-        self._comp[comp_ref] = (out, matrix)
+        self._comp[comp_ref] = out
         return out
 
-    def _apply_matrix(self, matrix: Any, comp_ref: str) -> np.ndarray:
+    def source(self, comp_ref: Any, idx: int) -> tuple[np.ndarray, int]:
+        """(2-D array, column) holding channel ``idx`` compensated with ``comp_ref``."""
+        block, where = self.compensated(comp_ref)
+        j = where.get(idx)
+        return (self.events, idx) if j is None else (block, j)
+
+    def _apply_matrix(self, matrix: Any, comp_ref: str) -> tuple[np.ndarray, dict[int, int]]:
         if isinstance(matrix, fk.SpectralMatrix):
+            # Rare; flowutils' own function on the whole matrix.
             idx = [self._pnn_index(d, comp_ref) for d in matrix.detectors]
-            return fu_compensate.compensate_spectral_ols(self.events, matrix.matrix, idx)
+            full = fu_compensate.compensate_spectral_ols(self.events, matrix.matrix, idx)
+            return full, self._identity
         if isinstance(matrix, fk.Matrix):
-            # Same call, matrix and channel order as flowkit's Matrix.apply.
+            # Same matrix and channel order as flowkit's Matrix.apply.
             idx = [self._pnn_index(d, comp_ref) for d in matrix.detectors]
-            return fu_compensate.compensate(self.events, np.asarray(matrix.matrix), idx)
-        if isinstance(matrix, tuple) and len(matrix) == 2:
-            detectors, values = matrix
+            values = np.asarray(matrix.matrix)
         else:
-            detectors, values = matrix.detectors, matrix.matrix
-        values = np.asarray(values, dtype=np.float64)
-        idx = [self._pnn_index(d, comp_ref) for d in detectors]
-        # A spillover record ($SPILLOVER order) is put in file channel order first:
-        # flowkit re-orders the FCS spillover to its fluorescence channel order before
-        # solving, and the solve's rounding depends on that order.
-        order = np.argsort(idx, kind="stable")
-        values = values[np.ix_(order, order)]
-        idx = [idx[i] for i in order]
-        return fu_compensate.compensate(self.events, values, idx)
+            if isinstance(matrix, tuple) and len(matrix) == 2:
+                detectors, values = matrix
+            else:
+                detectors, values = matrix.detectors, matrix.matrix
+            values = np.asarray(values, dtype=np.float64)
+            idx = [self._pnn_index(d, comp_ref) for d in detectors]
+            # A spillover record ($SPILLOVER order) is put in file channel order
+            # first: flowkit re-orders the file's spillover to its fluorescence
+            # channel order before solving, and the solve's rounding depends on it.
+            order = np.argsort(idx, kind="stable")
+            values = values[np.ix_(order, order)]
+            idx = [idx[i] for i in order]
+        # The exact expression of flowutils.compensate.compensate
+        # (``np.linalg.solve(spill.T, data[:, idx].T).T``) on the same operands, so
+        # the same LAPACK call produces the same bits; it skips that function's copy
+        # of the whole events matrix and the write-back, which only move data.
+        block = np.linalg.solve(values.T, self.events[:, idx].T).T
+        return block, {c: j for j, c in enumerate(idx)}
 
     def _pnn_index(self, detector: str, comp_ref: str) -> int:
         try:
@@ -321,23 +356,51 @@ class _SampleState:
             f"{dim_id!r} is not a channel of this sample ($PnN: {self.pnn}; $PnS: {self.pns})"
         )
 
-    def column(self, comp_ref: Any, xform_ref: str | None, idx: int) -> np.ndarray:
-        """Compensated, transformed channel ``idx`` as a contiguous 1-D array (cached)."""
+    def column(
+        self, comp_ref: Any, xform_ref: str | None, idx: int, within: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Compensated, transformed channel ``idx`` as a contiguous 1-D array (cached).
+
+        ``within``: the events the caller will look at (its parent population), or
+        None for all. For the costly per-value transforms (logicle, hyperlog) only
+        those events are transformed and the rest are filled in when a later gate
+        needs them; entries never needed stay NaN. Callers must therefore AND their
+        result with ``within`` (``mask()`` does).
+        """
         key = (comp_ref if comp_ref not in _UNCOMPENSATED else None, xform_ref, idx)
-        col = self._columns.get(key)
-        if col is not None:
+        hit = self._columns.get(key)
+        if hit is not None and hit[1] is None:
+            return hit[0]
+        arr, j = self.source(comp_ref, idx)
+        xform = self.plan.transforms[xform_ref] if xform_ref is not None else None
+        if xform is None or not isinstance(xform, _PER_VALUE_TRANSFORMS):
+            if xform is None:
+                col = np.ascontiguousarray(arr[:, j])
+            else:
+                # flowkit applies transforms to events[:, [i]]: a contiguous (n, 1)
+                # copy. Same shape and layout here, so the same code paths run
+                # (numpy's vectorised transcendental loops included).
+                col = self._apply(xform, np.ascontiguousarray(arr[:, [j]]))
+            self._columns[key] = (col, None)
             return col
-        comp = self.compensated(comp_ref)
-        if xform_ref is None:
-            col = np.ascontiguousarray(comp[:, idx])
-        else:
-            xform = self.plan.transforms[xform_ref]
-            # flowkit applies transforms to events[:, [i]]: a contiguous (n, 1) copy.
-            # Same input shape and layout here, so the same code paths run.
-            src = np.ascontiguousarray(comp[:, [idx]])
-            col = np.ascontiguousarray(np.asarray(xform.apply(src), dtype=np.float64).reshape(-1))
-        self._columns[key] = col
-        return col
+        if hit is None:
+            hit = (np.full(self.n, np.nan), np.zeros(self.n, dtype=bool))
+            self._columns[key] = hit
+        buf, done = hit
+        need = ~done if within is None else within & ~done
+        rows = np.flatnonzero(need)
+        if rows.size:
+            # logicle_c / hyperlog_c transform each value on its own (scalar C loop),
+            # so a value does not depend on which other values share the call.
+            buf[rows] = self._apply(xform, arr[rows, j].reshape(-1, 1))
+            done[rows] = True
+        if rows.size == self.n or (within is None) or done.all():
+            self._columns[key] = (buf, None)  # complete: no more bookkeeping
+        return buf
+
+    @staticmethod
+    def _apply(xform: Any, src: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(xform.apply(src), dtype=np.float64).reshape(-1))
 
     def ratio_column(self, dim: Any) -> np.ndarray:
         """Values of a RatioDimension (raw channels, as flowkit), optionally transformed."""
@@ -356,8 +419,11 @@ class _SampleState:
         self._ratio_columns[key] = col
         return col
 
-    def gate_columns(self, gate: Any) -> list[np.ndarray]:
-        """One prepared column per dimension of ``gate``, in dimension order."""
+    def gate_columns(self, gate: Any, within: np.ndarray | None = None) -> list[np.ndarray]:
+        """One prepared column per dimension of ``gate``, in dimension order.
+
+        Values are valid at least for the events in ``within`` (see ``column``).
+        """
         refs = {
             d.compensation_ref for d in gate.dimensions if d.compensation_ref not in _UNCOMPENSATED
         }
@@ -374,7 +440,7 @@ class _SampleState:
                 continue
             dim_id = dim.dimension_ref if isinstance(dim, fk.QuadrantDivider) else dim.id
             idx = self.channel_index(dim_id, dim.compensation_ref)
-            cols.append(self.column(comp_ref, dim.transformation_ref, idx))
+            cols.append(self.column(comp_ref, dim.transformation_ref, idx, within))
         return cols
 
     # ----- gates --------------------------------------------------------------------
@@ -393,7 +459,7 @@ class _SampleState:
         try:
             parent = self.mask(node.parent) if node.parent is not None else None
             if node.kind == "quadrant":
-                own = self._quadrants(node.gate)[node.quadrant_id]
+                own = self._quadrants(node.gate, parent)[node.quadrant_id]
             else:
                 own = self._gate(node.gate, parent)
             m = own if parent is None else np.logical_and(parent, own)
@@ -402,11 +468,12 @@ class _SampleState:
         self.masks[tree_path] = m
         return m
 
-    def _quadrants(self, qgate: Any) -> dict[str, np.ndarray]:
+    def _quadrants(self, qgate: Any, parent: np.ndarray | None) -> dict[str, np.ndarray]:
+        # All quadrants of one QuadrantGate share its parent, so one evaluation serves all.
         hit = self._quad_results.get(id(qgate))
         if hit is not None:
             return hit
-        cols = self.gate_columns(qgate)
+        cols = self.gate_columns(qgate, parent)
         by_divider = {div.id: col for div, col in zip(qgate.dimensions, cols)}
         out: dict[str, np.ndarray] = {}
         for q_id, quadrant in qgate.quadrants.items():
@@ -437,7 +504,7 @@ class _SampleState:
                 return np.logical_not(refs[0])
             raise ValueError(f"unknown boolean type {gate.type!r} in gate {gate.gate_name!r}")
 
-        cols = self.gate_columns(gate)
+        cols = self.gate_columns(gate, parent)
         if isinstance(gate, fk_gates.RectangleGate):
             res = np.ones(self.n, dtype=bool)
             for dim, col in zip(gate.dimensions, cols):
