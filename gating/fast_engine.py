@@ -235,7 +235,7 @@ class _SampleState:
         # (effective comp ref, transform ref, channel index) ->
         # (contiguous 1-D column, bool "computed" mask or None once complete)
         self._columns: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}
-        # (effective comp ref, ratio ref, transform ref) -> 1-D column
+        # (ratio transform ref, transform ref) -> 1-D column (raw channels, as flowkit)
         self._ratio_columns: dict[tuple, np.ndarray] = {}
         # tree path (with 'root') -> final mask; quadrant gates cache their dict too
         self.masks: dict[tuple[str, ...], np.ndarray] = {}
