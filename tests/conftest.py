@@ -24,3 +24,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA} (clone outside the workplace)")
     return SHARED_DATA
+
+
+def run_pipeline(inbox: Path, store: Path, template: Path | None = None, config: Path | None = None):
+    """Run the real Prefect inbox flow in-process (one temporary Prefect server per session)."""
+    from flows.pipeline import process_inbox
+
+    return process_inbox(str(inbox), str(store), str(config) if config else None, str(template) if template else None)
+
+
+def query(store: Path, sql: str) -> list[tuple]:
+    from storage.store import Store
+    from storage.views import connect
+
+    return connect(Store(store)).execute(sql).fetchall()
