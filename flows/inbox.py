@@ -102,3 +102,84 @@ def quarantine(inbox: Path, f: InboxFile, message: str) -> Path:
     os.replace(tmp, note)
     os.replace(f.path, target)
     return target
+
+
+# --- Claims: two runs on one inbox never process the same file -------------------------
+#
+# A run moves each file it is about to read into ``.graftwatch-claims/<run_id>/`` beside the
+# inbox (an atomic rename: of two runs, exactly one wins) and holds an exclusive lock on
+# ``<run_id>.lock`` while it lives. A claim folder whose lock can be taken belongs to a run
+# that died (kill -9, power loss): its files go back to the inbox and are processed again;
+# rows already committed for them make them duplicates, so nothing is stored twice.
+
+CLAIMS = ".graftwatch-claims"
+
+
+class ClaimSession:
+    """This run's claim folder and the lock that shows it is alive."""
+
+    def __init__(self, inbox: Path, run_id: str):
+        import fcntl
+
+        self.inbox = Path(inbox).resolve()
+        self.root = sibling(inbox, CLAIMS)
+        self.dir = self.root / run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / f"{run_id}.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+
+    def claim(self, f: InboxFile) -> InboxFile | None:
+        """Move ``f`` into this run's claim folder; None when another run took it first."""
+        target = self.dir / f.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(f.path, target)
+        except FileNotFoundError:
+            return None
+        return InboxFile(target, f.name, f.refused)
+
+    def close(self) -> None:
+        import fcntl
+        import shutil
+
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.unlink(self.root / f"{self.dir.name}.lock")
+        except FileNotFoundError:
+            pass
+
+
+def recover_stale_claims(inbox: Path) -> int:
+    """Return files of dead runs' claim folders to the inbox; the count moved back."""
+    import fcntl
+    import shutil
+
+    root = sibling(inbox, CLAIMS)
+    if not root.is_dir():
+        return 0
+    moved = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        lock_path = root / f"{folder.name}.lock"
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is alive
+            for p in sorted(folder.rglob("*")):
+                if p.is_file() or p.is_symlink():
+                    rel = p.relative_to(folder)
+                    back = Path(inbox) / rel
+                    back.parent.mkdir(parents=True, exist_ok=True)
+                    if back.exists():
+                        back = _free_name(back.parent, back.name, "recovered")
+                    os.replace(p, back)
+                    moved += 1
+            shutil.rmtree(folder, ignore_errors=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            os.unlink(lock_path)
+        except FileNotFoundError:
+            pass
+    return moved

@@ -18,9 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from assays.errors import ConfigError
 from flows import progress
 from flows.config import Config, load_config
-from flows.inbox import InboxFile, archive, archive_target, list_inbox, quarantine
+from flows.inbox import ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine, recover_stale_claims
 from flows.process import FileOutcome, GatingSetup, process_file
-from storage.store import Batch, Store, utcnow
+from storage.store import Batch, Store, new_id, utcnow
 
 log = logging.getLogger("graftwatch")
 
@@ -66,7 +66,12 @@ def build_setup(config: Config, template_path: str | None) -> GatingSetup:
     if template_path:
         from gating.templates import load_template
 
-        return GatingSetup(template=load_template(Path(template_path)))
+        template = load_template(Path(template_path))
+        from gating.fast_engine import compile_strategy
+
+        # Compiled once per run: the gate tree walk is shared by every file.
+        template.compiled = compile_strategy(template.strategy)
+        return GatingSetup(template=template)
     from gating.panel import load_panel
 
     return GatingSetup(panel=load_panel(config.panel))
@@ -119,41 +124,59 @@ def _is_sheet(f: InboxFile) -> bool:
 def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> RunSummary:
     """Process every file now in ``inbox`` into ``store`` (the body of the flow)."""
     summary = RunSummary()
+    recover_stale_claims(inbox)
     files = list_inbox(inbox)
-    total = len(files)
-    progress.report("files", 0, total)
     # Sheets first: they name roles and unstimulated controls the other files need.
     sheets = [f for f in files if _is_sheet(f)]
     rest = [f for f in files if f not in sheets]
     known = known_sha256(store)
-    done = 0
-    for group in (sheets, rest):
-        if group is rest and setup.template is None:
+    counter = _Counter(len(files))
+    claims = ClaimSession(inbox, new_id())
+    try:
+        _run_group(sheets, store, inbox, config, setup, claims, known, summary, counter)
+        if setup.template is None and rest:
             from flows.controls import find_controls
 
             setup.controls = find_controls(store, inbox, rest)
-        size = max(1, config.inbox.chunk_files)
-        for start in range(0, len(group), size):
-            chunk = group[start:start + size]
-            futures = [process_file_task.submit(f, setup, known) for f in chunk]
-            outcomes = []
-            seen_now: set[str] = set()
-            for fut in futures:
-                out = fut.result()
-                # The same bytes twice in one chunk: the second copy is a duplicate.
-                if out.status == "stored" and out.sha256 in seen_now:
-                    out.status, out.rows, out.sample_ids = "duplicate", {}, []
-                seen_now.add(out.sha256)
-                outcomes.append(out)
-                done += 1
-                progress.report("files", done, total)
-            _commit_chunk(store, inbox, outcomes, summary)
-            known |= {o.sha256 for o in outcomes if o.status == "stored"}
+        _run_group(rest, store, inbox, config, setup, claims, known, summary, counter)
+    finally:
+        claims.close()
     if summary.stored:
         from flows.chimerism import update_chimerism
 
         summary.chimerism_results = update_chimerism(store, config)
     return summary
+
+
+class _Counter:
+    def __init__(self, total: int):
+        self.done, self.total = 0, total
+        progress.report("files", 0, total)
+
+    def step(self) -> None:
+        self.done += 1
+        progress.report("files", self.done, self.total)
+
+
+def _run_group(group, store, inbox, config, setup, claims, known, summary, counter) -> None:
+    """Claim, process and commit ``group`` in chunks of ``[inbox] chunk_files``."""
+    size = max(1, config.inbox.chunk_files)
+    for start in range(0, len(group), size):
+        chunk = [c for c in (claims.claim(f) for f in group[start:start + size]) if c is not None]
+        futures = [process_file_task.submit(f, setup, known) for f in chunk]
+        outcomes = []
+        seen_now: set[str] = set()
+        for fut in futures:
+            out = fut.result()
+            # The same bytes twice in one chunk: the second copy is a duplicate.
+            if out.status == "stored" and out.sha256 in seen_now:
+                out.status, out.rows, out.sample_ids = "duplicate", {}, []
+            seen_now.add(out.sha256)
+            outcomes.append(out)
+            counter.step()
+        if outcomes:
+            _commit_chunk(store, inbox, outcomes, summary)
+        known |= {o.sha256 for o in outcomes if o.status == "stored"}
 
 
 @flow(name="process-inbox", validate_parameters=False)

@@ -74,7 +74,7 @@ def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = 
 
     if setup.template is not None:
         t = setup.template
-        memberships = apply_strategy(t.strategy, sample, flowjo_labels=(t.kind == "flowjo"))
+        memberships = apply_strategy(t.compiled or t.strategy, sample, flowjo_labels=(t.kind == "flowjo"))
         return t.name, t.strategy, {}, [], memberships
     from gating.adaptive import build_adaptive_gating
 

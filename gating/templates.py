@@ -22,6 +22,7 @@ class Template:
     name: str  # file name, stored in flow_gates.template
     kind: str  # gatingml / flowjo
     strategy: object  # flowkit.GatingStrategy
+    compiled: object | None = None  # gating.fast_engine.CompiledStrategy, set once per run
 
 
 def _screen_xml(path: Path) -> bytes:
