@@ -1,0 +1,598 @@
+"""The built-in adaptive T-cell panel: gate positions computed from each sample's own data.
+
+The hierarchy and marker aliases come from a :class:`gating.panel.Panel` (default
+``gating/panels/tcell.toml``). :func:`build_adaptive_gating` places every gate on the
+sample and returns a flowkit ``GatingStrategy`` made of ordinary Gating-ML 2.0 gates
+(polygon gates on linear scatter, rectangle gates on logicle-transformed compensated
+fluorescence, the file's spillover embedded as a ``spectrumMatrix``). Counts are then taken
+by evaluating that strategy (``gating.engine.apply_strategy``), so the Gating-ML exported to
+``flow_gates`` re-applied by flowkit to the same file gives the same counts.
+
+Placement methods (each function's docstring gives its failure mode):
+
+* ``Lymphocytes`` - :func:`lymphocyte_polygon`: Gaussian mixture on FSC-A/SSC-A.
+* ``Singlets`` - :func:`singlet_band`: band of the FSC-H/FSC-A ratio.
+* ``Live``, ``CD3+``, CD4/CD8 quadrant, CD25/CD127/FOXP3 - :func:`density_valley` on the
+  parent population; without a valley :func:`mixture_threshold` (two resolved Gaussian
+  components), and with a single population :func:`peak_threshold` on the side of the
+  marker's expected minority (panel key ``majority``).
+* cytokines - :func:`control_threshold` on the unstimulated control tube when given, else
+  :func:`cytokine_threshold` on the negative population.
+
+Gate positions are computed on at most ``max_events`` randomly chosen events (seeded):
+the positions of a 1M-event tube are as good from 200k events and cost a fifth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assays.errors import InputError
+from assays.markers import match_markers
+from assays.records import Channel, FcsSample
+from gating.compensation import compensate_array
+from gating.panel import GateTerm, Panel, PopulationSpec, load_panel
+from gating.qc import QcCheck, events_acquired, margin_events, separation, stable_flow
+
+__all__ = [
+    "AdaptiveGating",
+    "GatePlacement",
+    "build_adaptive_gating",
+    "lymphocyte_polygon",
+    "singlet_band",
+    "density_valley",
+    "mixture_threshold",
+    "peak_threshold",
+    "cytokine_threshold",
+    "control_threshold",
+]
+
+COMP_ID = "spill"
+SCATTER_XFORM = "scatter_linear"
+FLUOR_XFORM = "logicle"
+CONTROL_PERCENTILE = 99.9
+NEGATIVE_K = 4.0
+MIN_PLACEMENT_EVENTS = 100
+
+
+@dataclass
+class GatePlacement:
+    """How one adaptive gate was placed (kept for review and for ``flow_qc``)."""
+
+    gate_id: str
+    population: str
+    method: str
+    thresholds: dict[str, float] = field(default_factory=dict)  # marker -> logicle value
+    note: str = ""
+
+
+@dataclass
+class AdaptiveGating:
+    """Result of :func:`build_adaptive_gating`.
+
+    ``strategy`` is a flowkit ``GatingStrategy``; ``names`` maps Gating-ML gate ids to the
+    DESIGN.md population names; ``missing_optional`` lists populations left out because the
+    file lacks their markers (NULL in ``immune_timeline``) and optional markers not found.
+    """
+
+    strategy: object
+    names: dict[str, str]
+    qc: list[QcCheck]
+    missing_optional: list[str]
+    channels: dict[str, Channel] = field(default_factory=dict)
+    placements: list[GatePlacement] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------- placement functions
+
+def lymphocyte_polygon(fsc: np.ndarray, ssc: np.ndarray, n_components: int = 5, seed: int = 0,
+                       distance2: float = 5.991, n_vertices: int = 48,
+                       max_fit: int = 20_000) -> tuple[np.ndarray, float]:
+    """Polygon around the lymphocyte cloud on linear FSC-A/SSC-A.
+
+    Method: a ``GaussianMixture`` (full covariances, ``n_components``) is fitted to the
+    robustly standardised scatter of up to ``max_fit`` events. The lymphocyte component is the
+    lowest-SSC component among those holding >= 5 % of events whose FSC mean is at least half
+    the median FSC (which excludes debris). The gate is that component's ellipse at squared
+    Mahalanobis distance ``distance2`` (95 % of a 2-D normal), written as a polygon.
+    Returns the vertices (same units as the input) and a separation score: the smallest
+    Mahalanobis distance from the lymphocyte mean to another component's mean, under the
+    average of the two covariances.
+
+    Failure mode: when lymphocytes are a minority among many small components (e.g. a lysed
+    whole-blood tube with dominant granulocytes and debris), or when the lymphocyte cloud is
+    split across two components, the chosen ellipse can be too small or sit on dead cells;
+    the separation score and the ``lymphocytes`` count check flag such tubes.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.column_stack([fsc, ssc]).astype(float)
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) < 50:
+        raise ValueError("too few events for the scatter mixture")
+    rng = np.random.default_rng(seed)
+    fit = x if len(x) <= max_fit else x[rng.choice(len(x), max_fit, replace=False)]
+    center = np.median(fit, axis=0)
+    scale = np.subtract(*np.percentile(fit, [75, 25], axis=0)) / 1.349
+    scale[scale <= 0] = 1.0
+    z = (fit - center) / scale
+    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed,
+                          n_init=1, max_iter=200, reg_covar=1e-4).fit(z)
+    means = gmm.means_ * scale + center
+    covs = gmm.covariances_ * np.outer(scale, scale)
+    fsc_floor = 0.5 * float(np.median(fit[:, 0]))
+    ok = [i for i in range(n_components) if gmm.weights_[i] >= 0.05 and means[i, 0] >= fsc_floor]
+    if not ok:
+        ok = [int(np.argmax(gmm.weights_))]
+    k = min(ok, key=lambda i: means[i, 1])
+    others = [i for i in range(n_components) if i != k and gmm.weights_[i] >= 0.02]
+    sep = float("inf")
+    for i in others:
+        d = means[i] - means[k]
+        sep = min(sep, float(np.sqrt(d @ np.linalg.solve((covs[i] + covs[k]) / 2, d))))
+    vals, vecs = np.linalg.eigh(covs[k])
+    angles = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
+    circle = np.column_stack([np.cos(angles), np.sin(angles)])
+    vertices = means[k] + (circle * np.sqrt(vals * distance2)) @ vecs.T
+    return vertices, sep
+
+
+def singlet_band(area: np.ndarray, height: np.ndarray, k: float = 4.0,
+                 top: float = 1.1) -> tuple[np.ndarray, float, float]:
+    """Triangle (from the origin) holding events whose FSC-H/FSC-A ratio is in a band.
+
+    Method: the ratio r = H/A of the parent's events has its median m and robust SD s
+    (1.4826 MAD); singlets are m - k*s <= r <= m + k*s, written as a polygon with vertices
+    (0,0), (top, top*lo), (top, top*hi) on the linear scale (``top`` above the largest value).
+    Doublets, with area growing faster than height, fall below the band.
+    Returns (vertices, lo, hi).
+
+    Failure mode: if doublets are more than about a third of the parent, the median moves
+    towards them and the band widens; the singlet-share check flags the tube.
+    """
+    ok = (area > 0) & np.isfinite(area) & np.isfinite(height)
+    r = height[ok] / area[ok]
+    m = float(np.median(r))
+    s = 1.4826 * float(np.median(np.abs(r - m)))
+    s = max(s, 1e-3 * m)
+    lo, hi = m - k * s, m + k * s
+    vertices = np.array([[0.0, 0.0], [top, top * lo], [top, top * hi]])
+    return vertices, lo, hi
+
+
+def _smoothed_density(x: np.ndarray, bins: int = 512, bandwidth: float | None = None):
+    lo, hi = np.percentile(x, [0.05, 99.95])
+    pad = 0.05 * (hi - lo + 1e-9)
+    lo, hi = lo - pad, hi + pad
+    hist, edges = np.histogram(x, bins=bins, range=(lo, hi))
+    centers = (edges[:-1] + edges[1:]) / 2
+    step = edges[1] - edges[0]
+    if bandwidth is None:
+        iqr = np.subtract(*np.percentile(x, [75, 25]))
+        spread = min(float(np.std(x)), iqr / 1.349) or float(np.std(x)) or step
+        # Half of Silverman's rule: Silverman over-smooths bimodal data, the very case here.
+        bandwidth = 0.5 * 1.06 * spread * len(x) ** -0.2
+    sd_bins = max(bandwidth / step, 1.0)
+    half = int(4 * sd_bins) + 1
+    kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sd_bins) ** 2)
+    dens = np.convolve(hist.astype(float), kern / kern.sum(), mode="same")
+    return centers, dens
+
+
+def density_valley(x: np.ndarray, min_prominence: float = 0.02, min_separation: float = 0.06,
+                   max_dip: float = 0.7, bandwidth: float | None = None) -> float | None:
+    """Position of the density minimum between the negative and positive peaks, or None.
+
+    Method: a Gaussian-smoothed histogram (kernel density estimate, half Silverman
+    bandwidth) of the logicle-transformed compensated values; peaks with a prominence of at
+    least ``min_prominence`` of the highest peak are found (``scipy.signal.find_peaks``);
+    the highest peak and the most prominent other peak at least ``min_separation`` away
+    bound the search, and the threshold is the middle of the lowest stretch of density
+    between them. It is accepted only if that density is below ``max_dip`` times the lower
+    of the two peaks (a real valley, not a shoulder).
+
+    Failure mode: a positive population smaller than ~1-2 % of the parent, or a smear with
+    no dip (dim, continuous expression), gives no valley (None) and the caller falls back
+    to :func:`peak_threshold`; three or more populations (dim and bright) put the valley
+    between the two largest, which may not be the biologically meaningful one.
+    """
+    from scipy.signal import find_peaks
+
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 100:
+        return None
+    centers, dens = _smoothed_density(x, bandwidth=bandwidth)
+    peaks, props = find_peaks(dens, prominence=min_prominence * dens.max())
+    if len(peaks) < 2:
+        return None
+    main = peaks[np.argmax(dens[peaks])]
+    step = centers[1] - centers[0]
+    far = [(p, pr) for p, pr in zip(peaks, props["prominences"])
+           if abs(centers[p] - centers[main]) >= min_separation and p != main]
+    if not far:
+        return None
+    other = max(far, key=lambda t: t[1])[0]
+    a, b = sorted((main, other))
+    seg = dens[a:b + 1]
+    low = seg.min()
+    if low > max_dip * min(dens[a], dens[b]):
+        return None
+    # The middle of the lowest stretch, not its first bin: a wide empty valley is common.
+    flat = np.flatnonzero(seg <= low + 0.05 * (min(dens[a], dens[b]) - low))
+    runs = np.split(flat, np.flatnonzero(np.diff(flat) > 1) + 1)
+    best = min(runs, key=lambda r: seg[r].min())
+    return float(centers[a] + step * (best[0] + best[-1]) / 2)
+
+
+def mixture_threshold(x: np.ndarray, min_d: float = 2.0, seed: int = 0,
+                      max_fit: int = 20_000) -> float | None:
+    """Boundary of a two-component 1-D Gaussian mixture, when the two are resolved.
+
+    Method: ``GaussianMixture(2)`` on the logicle values; the threshold is where the two
+    posterior probabilities are equal, between the means. Accepted only if Ashman's
+    D = sqrt(2)·|mu1 - mu2| / sqrt(s1² + s2²) is at least ``min_d`` (2 is the usual bound for a
+    clean bimodal split); otherwise None.
+
+    Used when the density has no valley because compensation spread fills it (dim CD3 on an
+    older instrument). Failure mode: a skewed single population can be split in two with
+    D just above 2, putting the threshold inside it; the separation check reports it.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 100:
+        return None
+    if x.size > max_fit:
+        x = np.random.default_rng(seed).choice(x, max_fit, replace=False)
+    g = GaussianMixture(2, random_state=seed).fit(x[:, None])
+    mu = g.means_.ravel()
+    sd = np.sqrt(g.covariances_.ravel())
+    d = math.sqrt(2) * abs(mu[0] - mu[1]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2)
+    if d < min_d:
+        return None
+    grid = np.linspace(mu.min(), mu.max(), 512)
+    post = g.predict_proba(grid[:, None])[:, 0]
+    return float(grid[np.argmin(np.abs(post - 0.5))])
+
+
+def peak_threshold(x: np.ndarray, k: float = NEGATIVE_K, side: str = "above") -> float:
+    """Threshold ``k`` robust SDs away from the main (most frequent) population.
+
+    Method: the mode m of the smoothed density is the centre of the main population; its
+    spread s is measured on the side facing away from the rare population only (for
+    ``side='above'``, s = m - P(0.3173·q) where q is the share of events below m: one SD
+    below the mode of a normal population), so a positive tail does not inflate it.
+    The threshold is m + k*s (``side='above'``) or m - k*s (``side='below'``).
+
+    Failure mode: a main population that is not normal on the logicle scale (skewed by
+    compensation spread) gives a few ‰ of false positives or misses the dimmest positives.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    centers, dens = _smoothed_density(x)
+    m = float(centers[np.argmax(dens)])
+    if side == "above":
+        q = float(np.mean(x < m))
+        s = m - float(np.quantile(x, q * 0.3173)) if q > 0 else 0.0
+        return m + k * max(s, 1e-3)
+    q = float(np.mean(x > m))
+    s = float(np.quantile(x, 1 - q * 0.3173)) - m if q > 0 else 0.0
+    return m - k * max(s, 1e-3)
+
+
+def cytokine_threshold(x: np.ndarray, k: float = NEGATIVE_K, min_k: float = 2.0) -> tuple[float, str]:
+    """Cytokine threshold without a control tube, from the stimulated tube's negatives.
+
+    Method: :func:`peak_threshold` (mode + ``k`` robust SD of the cytokine-negative main
+    population). When the density also shows a valley above the negatives (a clearly
+    separated positive population), the valley is used instead, provided it lies at least
+    ``min_k`` robust SD above the mode: the valley keeps dim producers (IL-4 is dim) that a
+    fixed k·SD cut loses, and the floor keeps a ripple in the negative peak from being taken
+    for a valley.
+
+    Failure mode: producers that form a continuous smear out of the negatives (weak
+    stimulation) give no valley, and the k·SD cut then misses the dimmest producers; a
+    negative population much wider than normal on the logicle scale gives false positives.
+    Give the unstimulated control (``control_of``) for such panels.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    cut = peak_threshold(x, k=k, side="above")
+    floor = peak_threshold(x, k=min_k, side="above")
+    valley = density_valley(x)
+    if valley is not None and floor <= valley:
+        return valley, "density valley above the negatives"
+    return cut, f"negative mode + {k:g} rSD"
+
+
+def control_threshold(x_control: np.ndarray, percentile: float = CONTROL_PERCENTILE) -> float:
+    """Cytokine threshold from the unstimulated control: its ``percentile`` on the same parent.
+
+    Method: the control tube is gated with the same adaptive hierarchy up to the parent
+    population (CD4+CD8-); the threshold is the 99.9th percentile of its cytokine values,
+    i.e. at most 0.1 % background called positive. (Not 99.5: every background event called
+    positive adds straight to Th17 or Th2, and 0.5 points is half their error budget.)
+
+    Failure mode: a control with few parent events (< 1000) gives a noisy percentile, and a
+    control acquired with different settings than the stimulated tube shifts the threshold.
+    """
+    x = np.asarray(x_control, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, percentile))
+
+
+# ----------------------------------------------------------------- preparation
+
+@dataclass
+class _Prepared:
+    n_total: int
+    rows: np.ndarray  # indices of the events used for placement
+    scatter: dict[str, np.ndarray]  # pnn -> linear-scaled values
+    fluor: dict[str, np.ndarray]  # marker -> logicle values of compensated data
+    channels: dict[str, Channel]
+    pnn: list[str]
+    has_comp: bool = False
+
+
+def _find_channel(sample: FcsSample, name: str) -> int | None:
+    for c in sample.channels:
+        if c.pnn.strip().upper() == name:
+            return c.index
+    return None
+
+
+def _prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_events: int,
+             seed: int) -> _Prepared:
+    import flowkit as fk
+
+    n = sample.events.shape[0]
+    rows = np.arange(n)
+    if n > max_events:
+        rows = np.sort(np.random.default_rng(seed).choice(n, max_events, replace=False))
+    ev = sample.events[rows]
+    comp = compensate_array(ev, sample.pnn, sample.spillover) if sample.spillover else ev
+    lin = fk.transforms.LinearTransform(param_t=panel.scatter_range, param_a=0.0)
+    scatter = {}
+    for name in ("FSC-A", "FSC-H", "SSC-A"):
+        i = _find_channel(sample, name)
+        if i is not None:
+            scatter[name] = lin.apply(ev[:, [i]])[:, 0]
+    lg = panel.logicle
+    logicle = fk.transforms.LogicleTransform(param_t=lg["t"], param_w=lg["w"], param_m=lg["m"],
+                                             param_a=lg["a"])
+    fluor = {m: logicle.apply(comp[:, [ch.index]])[:, 0] for m, ch in matched.items()}
+    return _Prepared(n, rows, scatter, fluor, matched, sample.pnn)
+
+
+# ----------------------------------------------------------------- the walk
+
+@dataclass
+class _Walk:
+    masks: dict[str, np.ndarray]
+    gates: list[tuple[PopulationSpec, object, tuple[str, ...]]]  # spec, flowkit gate, gate path
+    placements: list[GatePlacement]
+    qc: list[QcCheck]
+    missing: list[str]
+
+
+def _pnn_of(prep: _Prepared, name: str) -> str:
+    for p in prep.pnn:
+        if p.strip().upper() == name:
+            return p
+    raise KeyError(name)
+
+
+def _terms_for(spec: PopulationSpec, prep: _Prepared) -> tuple[GateTerm, ...] | None:
+    if all(t.marker in prep.fluor for t in spec.gate):
+        return spec.gate
+    if spec.fallback and all(t.marker in prep.fluor for t in spec.fallback):
+        return spec.fallback
+    return None
+
+
+def _marker_threshold(term: GateTerm, kind: str, values: np.ndarray,
+                      control_values: np.ndarray | None, majority: str = "negative") -> tuple[float, str]:
+    if kind == "cytokine":
+        if control_values is not None and control_values.size >= 200:
+            return control_threshold(control_values), f"control P{CONTROL_PERCENTILE:g}"
+        return cytokine_threshold(values)
+    t = density_valley(values)
+    if t is not None:
+        return t, "density valley"
+    t = mixture_threshold(values)
+    if t is not None:
+        return t, "no valley: two-component mixture boundary"
+    # One population: the cut goes on the side of the expected minority.
+    side = "below" if majority == "positive" else "above"
+    return peak_threshold(values, side=side), f"one peak: mode {'-' if side == 'below' else '+'} {NEGATIVE_K:g} rSD"
+
+
+def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
+          control_prep: _Prepared | None = None, seed: int = 0,
+          with_cytokines: bool = True) -> _Walk:
+    import flowkit as fk
+    from flowutils import gating as fu_gating
+
+    comp_ref = COMP_ID if prep.has_comp else "uncompensated"
+    masks: dict[str, np.ndarray] = {"root": np.ones(prep.rows.size, bool)}
+    ids = {"root": "root"}
+    paths: dict[str, tuple[str, ...]] = {"root": ("root",)}
+    redirect: dict[str, str] = {}
+    gates, placements, qc, missing = [], [], [], []
+    cache: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def scatter_dim(name):
+        return fk.Dimension(_pnn_of(prep, name), compensation_ref="uncompensated",
+                            transformation_ref=SCATTER_XFORM)
+
+    for spec in panel.populations:
+        parent = spec.parent
+        while parent in redirect:
+            parent = redirect[parent]
+        if parent not in masks:  # parent left out: so is this population
+            missing.append(spec.name)
+            continue
+        pmask = masks[parent]
+        path = paths[parent]
+        if spec.method == "scatter_gmm":
+            fsc, ssc = (prep.scatter.get(c) for c in spec.channels)
+            if fsc is None or ssc is None:
+                raise InputError("scatter channels FSC-A and SSC-A",
+                                 "channels " + ", ".join(prep.pnn),
+                                 "export the file with its area scatter parameters")
+            sel = pmask & (fsc < 0.999) & (ssc < 0.999)  # saturated events distort the mixture
+            verts, sep = lymphocyte_polygon(fsc[sel], ssc[sel], seed=seed)
+            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in spec.channels],
+                                        [[float(a), float(b)] for a, b in verts])
+            inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),
+                                                 np.column_stack([fsc, ssc]))
+            mask = pmask & inside
+            qc.append(QcCheck(f"separation_{spec.gate_id}", sep, sep >= 2.0))
+            placements.append(GatePlacement(spec.gate_id, spec.name, "gaussian mixture ellipse"))
+        elif spec.method == "singlet_band":
+            area, height = (prep.scatter.get(c) for c in spec.channels)
+            if area is None or height is None:
+                redirect[spec.name] = parent
+                missing.append(spec.name)
+                continue
+            verts, lo, hi = singlet_band(area[pmask], height[pmask])
+            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in spec.channels],
+                                        [[float(a), float(b)] for a, b in verts])
+            inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),
+                                                 np.column_stack([area, height]))
+            mask = pmask & inside
+            share = float(mask.sum() / max(pmask.sum(), 1))
+            qc.append(QcCheck("singlet_share", share, share >= 0.75))
+            placements.append(GatePlacement(spec.gate_id, spec.name, "FSC-H/FSC-A band",
+                                            {"ratio_low": lo, "ratio_high": hi}))
+        else:
+            terms = _terms_for(spec, prep)
+            if terms is None:
+                if spec.bypass_when_missing:
+                    redirect[spec.name] = parent
+                missing.append(spec.name)
+                continue
+            if not with_cytokines and any(panel.markers[t.marker].threshold == "cytokine" for t in terms):
+                continue
+            dims, thresholds, notes = [], {}, []
+            mask = pmask.copy()
+            for term in terms:
+                key = (term.marker, parent)
+                if key not in cache:
+                    kind = panel.markers[term.marker].threshold
+                    ctrl_vals = None
+                    if kind == "cytokine" and control is not None and control_prep is not None \
+                            and term.marker in control_prep.fluor and parent in control.masks:
+                        ctrl_vals = control_prep.fluor[term.marker][control.masks[parent]]
+                    vals = prep.fluor[term.marker][pmask]
+                    if vals.size < MIN_PLACEMENT_EVENTS:
+                        # Too few events to place a gate: place it on all events so the
+                        # strategy stays complete; the count checks flag the sample.
+                        vals = prep.fluor[term.marker]
+                    cache[key] = _marker_threshold(term, kind, vals, ctrl_vals,
+                                                   panel.markers[term.marker].majority)
+                    if kind != "cytokine":
+                        above = vals >= cache[key][0]
+                        qc.append(separation(f"{term.marker}@{ids[parent]}", vals[~above], vals[above]))
+                t, how = cache[key]
+                thresholds[term.marker] = t
+                notes.append(f"{term.marker}: {how}")
+                pnn = prep.channels[term.marker].pnn
+                if term.positive:
+                    dims.append(fk.Dimension(pnn, compensation_ref=comp_ref,
+                                             transformation_ref=FLUOR_XFORM, range_min=float(t)))
+                    mask &= prep.fluor[term.marker] >= t
+                else:
+                    dims.append(fk.Dimension(pnn, compensation_ref=comp_ref,
+                                             transformation_ref=FLUOR_XFORM, range_max=float(t)))
+                    mask &= prep.fluor[term.marker] < t
+            gate = fk.gates.RectangleGate(spec.gate_id, dims)
+            placements.append(GatePlacement(spec.gate_id, spec.name, "thresholds", thresholds,
+                                            "; ".join(notes)))
+        masks[spec.name] = mask
+        ids[spec.name] = spec.gate_id
+        paths[spec.name] = path + (spec.gate_id,)
+        gates.append((spec, gate, path))
+    return _Walk(masks, gates, placements, qc, missing)
+
+
+def _strategy(sample: FcsSample, panel: Panel, walk: _Walk):
+    import flowkit as fk
+
+    strategy = fk.GatingStrategy()
+    if sample.spillover is not None:
+        by_pnn = {c.pnn: c for c in sample.channels}
+        fluoro = [by_pnn[d].label if d in by_pnn else d for d in sample.spillover.detectors]
+        strategy.add_comp_matrix(COMP_ID, fk.Matrix(np.asarray(sample.spillover.matrix, dtype=float),
+                                                    list(sample.spillover.detectors), fluoro))
+    strategy.add_transform(SCATTER_XFORM, fk.transforms.LinearTransform(param_t=panel.scatter_range,
+                                                                        param_a=0.0))
+    lg = panel.logicle
+    strategy.add_transform(FLUOR_XFORM, fk.transforms.LogicleTransform(
+        param_t=lg["t"], param_w=lg["w"], param_m=lg["m"], param_a=lg["a"]))
+    for _spec, gate, path in walk.gates:
+        strategy.add_gate(gate, gate_path=path)
+    return strategy
+
+
+def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
+                          control: FcsSample | None = None, max_events: int = 200_000,
+                          seed: int = 0) -> AdaptiveGating:
+    """Place the panel's gates on ``sample`` and return them as a flowkit GatingStrategy.
+
+    ``control`` is the unstimulated tube of the same specimen (sample-sheet ``control_of``):
+    it is gated with the same method down to each cytokine's parent, and its 99.9th
+    percentile sets the cytokine thresholds. Raises ``InputError`` naming a missing required
+    marker and listing the channels found; a missing optional marker leaves its populations
+    out (listed in ``missing_optional``).
+    """
+    panel = panel or load_panel()
+    matched = match_markers(sample.channels, panel.aliases, panel.required)
+    prep = _prepare(sample, panel, matched, max_events, seed)
+    prep.has_comp = sample.spillover is not None and _spill_covers(sample, matched)
+    ctrl_walk = ctrl_prep = None
+    if control is not None:
+        c_matched = match_markers(control.channels, panel.aliases, panel.required)
+        ctrl_prep = _prepare(control, panel, c_matched, max_events, seed)
+        ctrl_prep.has_comp = control.spillover is not None and _spill_covers(control, c_matched)
+        ctrl_walk = _walk(ctrl_prep, panel, seed=seed, with_cytokines=False)
+    walk = _walk(prep, panel, ctrl_walk, ctrl_prep, seed=seed)
+    strategy = _strategy(sample, panel, walk)
+
+    qc = [events_acquired(sample.events.shape[0])]
+    t = _find_channel(sample, "TIME")
+    qc.append(stable_flow(sample.events[:, t] if t is not None else None))
+    scat = [i for i in (_find_channel(sample, n) for n in ("FSC-A", "FSC-H", "SSC-A")) if i is not None]
+    used = scat + [c.index for c in matched.values()]
+    qc.append(margin_events(sample.events[prep.rows][:, used], _ranges(sample, used)))
+    qc.extend(walk.qc)
+    missing = sorted(set(panel.markers) - set(matched))
+    return AdaptiveGating(
+        strategy=strategy,
+        names={spec.gate_id: spec.name for spec, _g, _p in walk.gates},
+        qc=qc,
+        missing_optional=walk.missing + [f"marker {m}" for m in missing],
+        channels=matched,
+        placements=walk.placements,
+    )
+
+
+def _spill_covers(sample: FcsSample, matched: dict[str, Channel]) -> bool:
+    dets = set(sample.spillover.detectors)
+    return any(ch.pnn in dets for ch in matched.values())
+
+
+def _ranges(sample: FcsSample, idx: list[int]) -> np.ndarray:
+    out = []
+    for i in idx:
+        v = sample.keywords.get(f"$P{i + 1}R") or sample.keywords.get(f"$p{i + 1}r")
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            out.append(math.inf)
+    return np.asarray(out)
