@@ -72,6 +72,6 @@ TABLES: dict[str, pa.Schema] = {
     "chimerism": _schema(
         ("sample_id", S), ("analysis_id", S), ("method", S), ("donor_id", S), ("donor_pct", F), ("ci_low", F),
         ("ci_high", F), ("lod_pct", F), ("detected", pa.bool_()), ("n_markers", pa.int32()), ("status", S),
-        ("message", S),
+        ("message", S), ("sd_pct", F), ("loq_pct", F),
     ),
 }

@@ -86,7 +86,7 @@ FROM w LEFT JOIN sample_timepoints t USING (sample_id);
 CREATE OR REPLACE VIEW chimerism_timeline AS
 SELECT t.patient_id, c.sample_id, t.collection_date, t.days_post_mst, t.cycle, t.cell_fraction,
        c.method, c.donor_id, c.donor_pct, c.ci_low, c.ci_high, c.lod_pct, c.detected,
-       c.n_markers, c.status, c.message, t.specimen, c.analysis_id
+       c.n_markers, c.sd_pct, c.loq_pct, c.status, c.message, t.specimen, c.analysis_id
 FROM chimerism c
 JOIN latest_analyses a ON a.analysis_id = c.analysis_id AND a.sample_id = c.sample_id AND a.kind = 'chimerism'
 LEFT JOIN sample_timepoints t ON t.sample_id = c.sample_id;
