@@ -73,6 +73,8 @@ class ChimerismConfig:
     qpcr_standards_are_donor_pct: bool = True
     #: Ct above this counts as not detected (late non-specific amplification); None = off
     qpcr_ct_cutoff: float | None = None
+    #: with a usable % dilution series, read donor % off it (DESIGN.md alternative to ΔΔCt)
+    qpcr_dilution_readout: bool = True
     ddpcr_reference_copies_per_genome: float = 2.0
     ddpcr_marker_copies_per_donor_genome: float = 1.0
     #: take the marker copies per donor genome (1 or 2) from the donor sample when clear
@@ -331,30 +333,61 @@ class _QpcrCalibration:
     lod_pct: float
     loq_pct: float
     flags: list[str]
+    dilution: qp.StandardCurve | None = None  # ΔCt vs log10(donor %), when usable
 
 
-def _qpcr_calibration(target: str, wells: Sequence[QpcrWell], config: ChimerismConfig) -> _QpcrCalibration:
-    """Efficiency from the target's standard wells; LOD/LOQ from them when they are a % series."""
+def _qpcr_calibration(
+    target: str, reference: str, wells: Sequence[QpcrWell], config: ChimerismConfig
+) -> _QpcrCalibration:
+    """Efficiency from the target's standard wells; LOD/LOQ and a ΔCt readout curve from them
+    when they are a donor-in-recipient % series."""
     standards = [w for w in wells if w.target == target and (w.task or "").upper() == "STANDARD" and w.quantity]
     flags: list[str] = []
     efficiency = config.qpcr_efficiency
-    lod, loq = config.qpcr_lod_pct, config.qpcr_loq_pct
+    lod, loq, dilution = config.qpcr_lod_pct, config.qpcr_loq_pct, None
     if standards:
-        detected = [w for w in standards if w.ct is not None]
+        by_level = defaultdict(list)
+        for w in standards:
+            by_level[w.quantity].append(w.ct)
+        summaries = {q: qp.summarize_ct(cts, config.qpcr_ct_cutoff) for q, cts in by_level.items()}
+        # Fit the linear range only (MIQE): a level with dropouts or scattered replicates is
+        # Poisson-limited and would tilt the slope.
+        linear = {q for q, s in summaries.items()
+                  if s.all_detected and (s.sd is None or s.sd <= config.qpcr_max_replicate_sd)}
+        if len(linear) < 3:
+            linear = set(by_level)
+        detected = [w for w in standards if w.ct is not None and w.quantity in linear]
         curve = qp.fit_standard_curve([w.quantity for w in detected], [w.ct for w in detected])
         if curve is not None and qp.standard_curve_acceptable(curve, config.qpcr_slope_range, config.qpcr_min_r2):
             efficiency = qp.efficiency_from_slope(curve.slope)
         else:
             flags.append("standard_curve_rejected")
         if config.qpcr_standards_are_donor_pct:
-            levels = defaultdict(list)
-            for w in standards:
-                levels[w.quantity].append(w.ct)
-            summaries = [(q, qp.summarize_ct(c, config.qpcr_ct_cutoff)) for q, c in levels.items()]
-            lod = qp.lod_from_dilution(summaries) or lod
-            loq = qp.loq_from_dilution(summaries, config.qpcr_max_replicate_sd) or loq
+            pairs = sorted(summaries.items())
+            lod = qp.lod_from_dilution(pairs) or lod
+            loq = qp.loq_from_dilution(pairs, config.qpcr_max_replicate_sd) or loq
+            dilution = _dilution_curve(standards, reference, wells, linear, config)
     loq = lod if loq is None else max(loq, lod)
-    return _QpcrCalibration(efficiency, lod, loq, flags)
+    return _QpcrCalibration(efficiency, lod, loq, flags, dilution)
+
+
+def _dilution_curve(standards, reference, wells, levels, config) -> qp.StandardCurve | None:
+    """ΔCt (marker - reference of the same standard sample) against log10(donor %)."""
+    ref_ct: dict[str, list] = defaultdict(list)
+    names = {w.sample_id for w in standards}
+    for w in wells:
+        if w.target == reference and w.sample_id in names:
+            ref_ct[w.sample_id].append(w.ct)
+    qty, dct = [], []
+    for w in standards:
+        ref = qp.summarize_ct(ref_ct.get(w.sample_id, []), config.qpcr_ct_cutoff)
+        if w.ct is not None and ref.detected and w.quantity in levels:
+            qty.append(w.quantity)
+            dct.append(w.ct - ref.mean)
+    curve = qp.fit_standard_curve(qty, dct)
+    if curve is None or not qp.standard_curve_acceptable(curve, config.qpcr_slope_range, config.qpcr_min_r2):
+        return None
+    return curve
 
 
 def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
@@ -380,7 +413,7 @@ def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
                                      "input or the reaction failed; repeat the sample.") for d, _ in pairs]
     marker_targets = sorted(t for t in post if t != ref and not is_reference_target(t, config.reference_genes))
     markers: list[ChimerismMarkerResult] = []
-    calibrations = {t: _qpcr_calibration(t, all_wells, config) for t in marker_targets}
+    calibrations = {t: _qpcr_calibration(t, ref, all_wells, config) for t in marker_targets}
     for donor_id, donor_sample in pairs:
         donor_ref = summ(donor_sample, ref)
         rows = []  # (pct, ci, calibration)
@@ -415,8 +448,14 @@ def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
                 continue
             if s_m.n_detected < s_m.n_total:
                 flags.append("partial_replicates")
-            pct = qp.donor_pct_ddct(qp.delta_ct(s_m.mean, post_ref.mean), dct_d, cal.efficiency)
-            ci = qp.ddct_ci(pct, summaries, cal.efficiency)
+            dct_s = qp.delta_ct(s_m.mean, post_ref.mean)
+            if cal.dilution is not None and config.qpcr_dilution_readout:
+                pct = qp.pct_from_dilution(dct_s, cal.dilution)
+                ci = qp.dilution_ci(pct, cal.dilution, qp.se_of_mean((s_m, post_ref)))
+                flags.append("read_off_dilution_series")
+            else:
+                pct = qp.donor_pct_ddct(dct_s, dct_d, cal.efficiency)
+                ci = qp.ddct_ci(pct, summaries, cal.efficiency)
             markers.append(ChimerismMarkerResult(sid, "qpcr", t, "informative", pct, True, donor_id, _join(flags)))
             rows.append((pct, ci, cal))
         results.append(_combine(sid, "qpcr", donor_id, rows))
@@ -458,9 +497,12 @@ def _combine(sid, method, donor_id, rows) -> ChimerismResult:
 class _Counts:
     positives: int
     total: int
+    wells: list[tuple[int, int]] | None = None  # per-well (positives, accepted) when merged
 
     @property
     def lam(self) -> float:
+        if self.wells:
+            return dd.merged_lambda(self.wells)
         return dd.lambda_from_counts(self.total - self.positives, self.total)
 
 
@@ -478,7 +520,8 @@ def _ddpcr_index(wells: Sequence[DdpcrWell]) -> dict[str, dict[str, dict[str, _C
 
 def _pooled(index, sample, target) -> _Counts:
     wells = index.get(sample, {}).get(target, {})
-    return _Counts(sum(c.positives for c in wells.values()), sum(c.total for c in wells.values()))
+    return _Counts(sum(c.positives for c in wells.values()), sum(c.total for c in wells.values()),
+                   [(c.positives, c.total) for c in wells.values()])
 
 
 @dataclass
@@ -543,7 +586,7 @@ def _ddpcr_for_post(pairing, index, config) -> tuple[list, list]:
                 markers.append(ChimerismMarkerResult(sid, "ddpcr", t, "informative", None, False, donor_id, "marker_not_run"))
                 continue
             f, lo, hi = dd.fraction_ci(s_m.positives, s_m.total, post_ref.positives, post_ref.total,
-                                       factor, config.ddpcr_ci_level)
+                                       factor, config.ddpcr_ci_level, s_m.lam, post_ref.lam)
             limits = _ddpcr_limits(index, pairing.pre_id, t, ref, s_m, post_ref, factor, config)
             if r_m.positives:
                 flags.append("recipient_background")

@@ -92,6 +92,21 @@ def ratio_ci_mover(
     return lower, upper
 
 
+def merged_lambda(wells: Sequence[tuple[int, int]]) -> float:
+    """λ of merged replicate wells: sum of per-well copies / sum of droplets.
+
+    ``wells`` are (positives, accepted) per well. Summing copies well by well avoids the
+    downward bias of pooling droplets first (-ln of an average of e^-λ) when λ differs
+    between wells (droplet counts 15-20k, pipetting).
+    """
+    copies = 0.0
+    droplets = 0
+    for positives, total in wells:
+        copies += copies_from_counts(total - positives, total)
+        droplets += total
+    return copies / droplets if droplets else math.nan
+
+
 def fraction_ci(
     marker_positives: int,
     marker_total: int,
@@ -99,21 +114,28 @@ def fraction_ci(
     reference_total: int,
     factor: float = 2.0,
     level: float = 0.95,
+    lam_marker: float | None = None,
+    lam_reference: float | None = None,
 ) -> tuple[float, float, float]:
     """Donor fraction and its CI from droplet counts: (f, f_low, f_high).
 
     ``factor`` = reference copies per genome / marker copies per donor genome. Each
-    target's λ gets exact bounds at ``level``; MOVER combines them (see above).
+    target's λ gets exact bounds at ``level``; MOVER combines them (see above). When
+    the merged-well λ of :func:`merged_lambda` is given, it is the estimate and the
+    pooled-count bounds are rescaled to it (same relative width).
     """
-    lam_m = lambda_from_counts(marker_total - marker_positives, marker_total)
-    lam_r = lambda_from_counts(reference_total - reference_positives, reference_total)
+    pooled_m = lambda_from_counts(marker_total - marker_positives, marker_total)
+    pooled_r = lambda_from_counts(reference_total - reference_positives, reference_total)
+    lam_m = pooled_m if lam_marker is None else lam_marker
+    lam_r = pooled_r if lam_reference is None else lam_reference
+    ci_m = lambda_ci(marker_positives, marker_total, level)
+    ci_r = lambda_ci(reference_positives, reference_total, level)
+    if pooled_m > 0 and math.isfinite(pooled_m):
+        ci_m = (ci_m[0] * lam_m / pooled_m, ci_m[1] * lam_m / pooled_m)
+    if pooled_r > 0 and math.isfinite(pooled_r):
+        ci_r = (ci_r[0] * lam_r / pooled_r, ci_r[1] * lam_r / pooled_r)
     f = donor_fraction(lam_m, lam_r, factor, 1.0)
-    lo, hi = ratio_ci_mover(
-        lam_m,
-        lambda_ci(marker_positives, marker_total, level),
-        lam_r,
-        lambda_ci(reference_positives, reference_total, level),
-    )
+    lo, hi = ratio_ci_mover(lam_m, ci_m, lam_r, ci_r)
     return f, lo * factor, hi * factor
 
 

@@ -144,10 +144,31 @@ def ddct_ci(
     SE(ΔΔCt)² = sum over the four Ct means of SD²/n (marker and reference, sample and
     donor); a mean of a single replicate uses ``default_sd`` (no SD is estimable).
     """
+    se = se_of_mean(summaries, default_sd)
+    return pct * efficiency ** (-z * se), pct * efficiency ** (z * se)
+
+
+def pct_from_dilution(dct_sample: float, curve: StandardCurve) -> float:
+    """Donor % read off a donor-in-recipient dilution series (DESIGN.md, qPCR).
+
+    ``curve`` is ΔCt = slope x log10(donor %) + intercept fitted on the series' levels, so
+    donor % = 10^((ΔCt_sample - intercept) / slope). Interpolating between nearby levels
+    avoids the long extrapolation from 100 % donor, where a small efficiency error is
+    multiplied by ~11 cycles at 0.05 %.
+    """
+    return 10.0 ** ((dct_sample - curve.intercept) / curve.slope)
+
+
+def dilution_ci(pct: float, curve: StandardCurve, se_dct: float, z: float = 1.96) -> tuple[float, float]:
+    """Approximate CI of :func:`pct_from_dilution`: pct x 10^(-+z x SE(ΔCt) / |slope|)."""
+    half = z * se_dct / abs(curve.slope)
+    return pct * 10.0 ** (-half), pct * 10.0 ** half
+
+
+def se_of_mean(summaries: Sequence[CtSummary], default_sd: float = 0.25) -> float:
+    """sqrt(sum SD²/n) over independent Ct means (``default_sd`` for single replicates)."""
     var = 0.0
     for s in summaries:
-        n = max(s.n_detected, 1)
         sd = s.sd if s.sd is not None else default_sd
-        var += sd * sd / n
-    se = math.sqrt(var)
-    return pct * efficiency ** (-z * se), pct * efficiency ** (z * se)
+        var += sd * sd / max(s.n_detected, 1)
+    return math.sqrt(var)
