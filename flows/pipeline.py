@@ -74,7 +74,7 @@ def build_setup(config: Config, template_path: str | None) -> GatingSetup:
         return GatingSetup(template=template)
     from gating.panel import load_panel
 
-    return GatingSetup(panel=load_panel(config.panel))
+    return GatingSetup(panel=load_panel(config.panel) if config.panel else load_panel())
 
 
 def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summary: RunSummary) -> None:

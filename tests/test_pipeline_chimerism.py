@@ -1,0 +1,50 @@
+"""Chimerism through the real inbox flow: simulated exports with known donor % (issue 4).
+
+Truth: assays.simulators.str_sim / qpcr_sim / ddpcr_sim, seeds named below.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from assays.simulators.ddpcr_sim import write_ddpcr_case
+from assays.simulators.qpcr_sim import write_qpcr_case
+from assays.simulators.sheets import write_registry, write_sample_sheet
+from assays.simulators.str_sim import write_str_case
+from conftest import query, run_pipeline
+
+
+def test_str_qpcr_ddpcr_on_the_timeline(tmp_path):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    str_case = write_str_case(inbox, seed=7, donor_pcts=(40.0, 10.0), patient_id="P01")
+    q_case = write_qpcr_case(inbox, seed=8, donor_pcts=(1.0, 0.1), patient_id="P02")
+    d_case = write_ddpcr_case(inbox, seed=9, donor_pcts=(1.0, 0.1), patient_id="P02")
+    # Data first, sheet later: chimerism appears once the roles are known.
+    s1 = run_pipeline(inbox, store)
+    assert s1.stored == 3 and s1.chimerism_results == 0
+    write_sample_sheet(inbox / "sheet.csv", str_case.sheet + q_case.sheet)
+    write_registry(inbox / "registry.csv", str_case.registry + q_case.registry)
+    s2 = run_pipeline(inbox, store)
+    assert s2.stored == 2 and s2.chimerism_results > 0
+    rows = query(store, """SELECT sample_id, method, donor_pct, detected, days_post_mst, cycle
+                           FROM chimerism_timeline ORDER BY sample_id, method""")
+    by_key = {(r[0], r[1]): r for r in rows}
+    for post in str_case.posts:
+        (truth,) = post.donor_pct.values()
+        r = by_key[(post.sample_id, "str")]
+        assert r[2] == pytest.approx(truth, abs=2.0)
+        assert r[4] == (post.collection_date - str_case.registry[0].mst_date).days
+        assert r[5] == 1
+    for post in q_case.posts:
+        (truth,) = post.donor_pct.values()
+        for method in ("qpcr", "ddpcr"):
+            r = by_key[(post.sample_id, method)]
+            assert r[3] is True
+            assert truth / 1.5 <= r[2] <= truth * 1.5, (method, truth, r[2])
+    # A re-run with nothing new adds no chimerism rows.
+    n = query(store, "SELECT count(*) FROM chimerism")[0][0]
+    write_sample_sheet(inbox / "sheet_again.csv", str_case.sheet)  # new bytes, same content
+    run_pipeline(inbox, store)
+    assert query(store, "SELECT count(*) FROM chimerism")[0][0] == n
+    assert d_case.path.name  # the plate was stored (its rows fed ddpcr above)
