@@ -182,6 +182,8 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
     """
     path = Path(path)
     head = tabular.head_text(path)
+    if not head.strip():
+        raise tabular.empty_file_error(path, "digital-PCR well table")
     layout = _layout(head)
     if layout is None:
         raise InputError(

@@ -343,6 +343,15 @@ def _cell_str(value: object) -> str:
     return str(value)
 
 
+def empty_file_error(path: Path, what: str) -> InputError:
+    """The error for a file with no content (an export saved before it finished)."""
+    return InputError(
+        expected=f"a {what}",
+        found=f"an empty file ({Path(path).name})",
+        action="export the data again; the file was probably saved before the export finished",
+    )
+
+
 def load_table(
     path: Path,
     required: Sequence[Sequence[str]],
@@ -361,11 +370,7 @@ def load_table(
     path = Path(path)
     raw = read_bytes(path)
     if not raw.strip():
-        raise InputError(
-            expected=f"a {what}",
-            found=f"an empty file ({path.name})",
-            action="export the data again; the file was probably saved before the export finished",
-        )
+        raise empty_file_error(path, what)
     if is_xlsx(raw):
         cell_rows = _xlsx_rows(raw, path.name)
         lines = ["\t".join(r) for r in cell_rows]
