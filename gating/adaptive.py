@@ -498,7 +498,12 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
                                                    panel.markers[term.marker].majority)
                     if kind != "cytokine":
                         above = vals >= cache[key][0]
-                        qc.append(separation(f"{term.marker}@{ids[parent]}", vals[~above], vals[above]))
+                        where = f"{term.marker}@{ids[parent]}"
+                        qc.append(separation(where, vals[~above], vals[above]))
+                        if cache[key][1].startswith("one peak") and panel.markers[term.marker].required:
+                            # A required marker that does not resolve into two populations
+                            # gives numbers nobody should trust without looking.
+                            qc.append(QcCheck(f"resolved_{where}", 0.0, False))
                 t, how = cache[key]
                 thresholds[term.marker] = t
                 notes.append(f"{term.marker}: {how}")
