@@ -432,7 +432,7 @@ def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
             dct_d = None if reason else qp.delta_ct(d_m.mean, donor_ref.mean)
             if reason is None and r_m.detected:
                 background = qp.donor_pct_ddct(qp.delta_ct(r_m.mean, pre_ref.mean), dct_d, cal.efficiency)
-                if background >= min(config.informative_max_recipient_pct, cal.lod):
+                if background >= min(config.informative_max_recipient_pct, cal.lod_pct):
                     reason = "positive_in_recipient"
                 else:
                     flags.append("recipient_background")

@@ -1,0 +1,122 @@
+"""qPCR chimerism: ΔΔCt, standard curve, LOD/LOQ, and simulated QuantStudio plates."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from assays import qpcr
+from assays.records import PatientCycle, QpcrWell, SampleSheetRow
+from assays.simulators.qpcr_sim import write_qpcr_case
+from gating import qpcr_chimerism as qp
+from gating.chimerism import ChimerismConfig, is_reference_target, quantify_chimerism
+
+SEED = 7
+
+
+def test_ddct_formula():
+    # 10 cycles later than the 100 % donor calibrator at E = 2: 100 / 2^10 %
+    assert qp.donor_pct_ddct(15.0, 5.0, 2.0) == pytest.approx(100 / 1024)
+    assert qp.donor_pct_ddct(5.0, 5.0, 1.9) == pytest.approx(100.0)
+
+
+def test_standard_curve_efficiency_and_acceptance():
+    q = [1e5, 1e4, 1e3, 1e2] * 2
+    ct = [20 - 3.32 * (k - 5) for k in (5, 4, 3, 2)] * 2
+    curve = qp.fit_standard_curve(q, [c - 20 + 20 for c in ct])
+    assert curve.slope == pytest.approx(-3.32) and curve.r2 == pytest.approx(1.0)
+    assert qp.efficiency_from_slope(-3.32) == pytest.approx(2.0, abs=0.002)
+    assert qp.standard_curve_acceptable(curve)
+    assert not qp.standard_curve_acceptable(dataclasses.replace(curve, slope=-3.8))
+    assert not qp.standard_curve_acceptable(dataclasses.replace(curve, r2=0.95))
+
+
+def test_replicates_lod_loq():
+    s = qp.summarize_ct([30.0, 30.2, None])
+    assert s.n_detected == 2 and s.mean == pytest.approx(30.1) and not s.all_detected
+    assert qp.replicate_sd_flag(qp.summarize_ct([30.0, 31.0, 30.1]))
+    assert not qp.replicate_sd_flag(qp.summarize_ct([30.0, 30.1, 30.2]))
+    levels = [(1.0, qp.summarize_ct([28, 28.1, 28.05])), (0.1, qp.summarize_ct([31.5, 32.4, 31.2])),
+              (0.01, qp.summarize_ct([35.0, None, 36.0]))]
+    assert qp.lod_from_dilution(levels) == 0.1  # 0.01 % lost a replicate
+    assert qp.loq_from_dilution(levels) == 1.0  # 0.1 % replicates scatter > 0.5 Ct
+    assert qp.is_informative(qp.summarize_ct([25.0]), qp.summarize_ct([None, None]))
+    assert not qp.is_informative(qp.summarize_ct([25.0]), qp.summarize_ct([38.0, None]))
+
+
+def test_reference_gene_matching():
+    genes = ChimerismConfig().reference_genes
+    assert is_reference_target("RNase P", genes) and is_reference_target("rpp30_HEX", genes)
+    assert not is_reference_target("ACTBL2", genes) and not is_reference_target("SRY", genes)
+    assert is_reference_target("my-ref", ("MY REF",))
+
+
+@pytest.mark.parametrize("fmt", ["classic", "design_analysis"])
+def test_simulated_plate_within_factor_1_5(tmp_path, fmt):
+    case = write_qpcr_case(tmp_path, seed=SEED, donor_pcts=(10.0, 1.0, 0.1, 0.05, 0.0), fmt=fmt)
+    wells = qpcr.read(case.path, "sha").records
+    markers, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], ChimerismConfig())
+    by_sample = {r.sample_id: r for r in results}
+    assert len(results) == 5
+    for post in case.posts:
+        truth = post.donor_pct[by_sample[post.sample_id].donor_id]
+        r = by_sample[post.sample_id]
+        if truth == 0:
+            assert r.detected is False and r.status == "not_detected"
+            continue
+        assert r.detected is True, (truth, r)
+        assert truth / 1.5 <= r.donor_pct <= truth * 1.5, (truth, r.donor_pct)
+        assert r.ci_low < r.donor_pct < r.ci_high
+        assert r.lod_pct == pytest.approx(0.01)  # from the dilution series, not the default
+    used = [m for m in markers if m.used]
+    assert used and all(m.marker == case.marker for m in used)
+
+
+def test_ddct_path_with_fitted_efficiency(tmp_path):
+    case = write_qpcr_case(tmp_path, seed=SEED, donor_pcts=(10.0, 1.0))
+    wells = qpcr.read(case.path, "sha").records
+    config = ChimerismConfig(qpcr_dilution_readout=False)
+    _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], config)
+    for post, r in zip(case.posts, results):
+        truth = next(iter(post.donor_pct.values()))
+        assert truth / 1.5 <= r.donor_pct <= truth * 1.5
+
+
+def _plate(rows):
+    return [QpcrWell(s, f"W{i}", t, "UNKNOWN", ct, None) for i, (s, t, ct) in enumerate(rows)]
+
+
+def _sheet():
+    day = dt.date(2025, 1, 1)
+    return ([SampleSheetRow("R", "P", day, "PB", "whole", "recipient_pre", None),
+             SampleSheetRow("D", "P", day, "PB", "whole", "donor", "DN"),
+             SampleSheetRow("X", "P", day + dt.timedelta(days=40), "PB", "whole", "post", None)],
+            [PatientCycle("P", 1, day, "DN")])
+
+
+def test_reference_undetermined_and_non_informative_marker():
+    sheet, registry = _sheet()
+    wells = _plate([("R", "SRY", None), ("R", "RPP30", 20.0), ("D", "SRY", 21.0), ("D", "RPP30", 20.0),
+                    ("X", "SRY", 30.0), ("X", "RPP30", None)])
+    _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig())
+    assert results[0].status == "reference_failed" and results[0].donor_pct is None
+    assert "RPP30" in results[0].message
+    wells = _plate([("R", "SRY", 22.0), ("R", "RPP30", 20.0), ("D", "SRY", 21.0), ("D", "RPP30", 20.0),
+                    ("X", "SRY", 30.0), ("X", "RPP30", 20.0)])
+    markers, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig())
+    assert results[0].status == "no_informative_marker"
+    assert markers[0].flag == "positive_in_recipient"
+
+
+def test_default_lod_and_microchimerism_not_rounded():
+    sheet, registry = _sheet()
+    # ΔΔCt = 11 cycles at E = 2 -> 0.0488 %: below the default 0.1 % LOD, number kept
+    wells = _plate([("R", "SRY", None), ("R", "RPP30", 20.0), ("D", "SRY", 21.0), ("D", "RPP30", 20.0),
+                    ("X", "SRY", 32.0), ("X", "SRY", 32.0), ("X", "RPP30", 20.0)])
+    _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig())
+    r = results[0]
+    assert r.donor_pct == pytest.approx(100 / 2**11) and r.detected is False and r.status == "below_lod"
+    _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig(qpcr_lod_pct=0.01))
+    assert results[0].detected is True and results[0].donor_pct == pytest.approx(0.0488, abs=1e-4)
