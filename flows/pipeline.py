@@ -135,9 +135,12 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> 
     try:
         _run_group(sheets, store, inbox, config, setup, claims, known, summary, counter)
         if setup.template is None and rest:
-            from flows.controls import find_controls
+            from flows.controls import control_pairs, find_controls, split_controls
 
-            setup.controls = find_controls(store, inbox, rest)
+            pairs = control_pairs(store)
+            controls, rest = split_controls(rest, pairs)
+            _run_group(controls, store, inbox, config, setup, claims, known, summary, counter)
+            setup.controls = find_controls(store, pairs)
         _run_group(rest, store, inbox, config, setup, claims, known, summary, counter)
     finally:
         claims.close()
