@@ -114,18 +114,25 @@ def marker_stats(
     """Median, mean and robust CV of every non-time channel inside every population.
 
     Values are compensated, untransformed (linear) intensities, as FlowJo reports them.
+    One percentile pass per population serves median and robust CV of all channels.
     """
     names = names or {}
     channels = [c for c in sample.channels if c.pnn.strip().lower() != "time"]
+    # Channel-major copy once: boolean selection and partitioning of contiguous rows is
+    # several times faster than of strided columns.
+    by_channel = np.ascontiguousarray(compensated[:, [c.index for c in channels]].T)
     out = []
     for m in memberships:
         shown = tuple(names.get(g, g) for g in m.path)
-        sub = compensated[m.mask][:, [c.index for c in channels]] if m.mask.any() else None
+        path = "/".join(shown)
+        n = int(m.mask.sum())
+        everything = n == m.mask.size
         for j, ch in enumerate(channels):
-            if sub is None:
-                med = mean = rcv = None
-            else:
-                col = sub[:, j]
-                med, mean, rcv = float(np.median(col)), float(np.mean(col)), robust_cv(col)
-            out.append(MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, med, mean, rcv))
+            if n == 0:
+                out.append(MarkerStat(shown[-1], path, ch.label, ch.pnn, None, None, None))
+                continue
+            v = by_channel[j] if everything else by_channel[j][m.mask]
+            lo, med, hi = np.percentile(v, [15.87, 50.0, 84.13])
+            rcv = float(100.0 * (hi - lo) / (2.0 * abs(med))) if n >= 2 and med != 0 else None
+            out.append(MarkerStat(shown[-1], path, ch.label, ch.pnn, float(med), float(v.mean()), rcv))
     return out
