@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from assays import ddpcr, qpcr, sheets, str_export
 from assays.detect import detect_kind
 from assays.errors import GraftwatchError, InputError
@@ -83,8 +85,31 @@ def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = 
     return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
 
 
+def _qc_row(check) -> dict:
+    return {"check": check.check, "value": float(check.value), "passed": bool(check.passed)}
+
+
+def template_qc(sample: FcsSample) -> list:
+    """Acquisition checks for a sample gated by a template (the adaptive panel adds its own)."""
+    from gating.qc import events_acquired, margin_events, stable_flow
+
+    names = [c.pnn.strip().lower() for c in sample.channels]
+    time = sample.events[:, names.index("time")] if "time" in names else None
+    cols = [c.index for c in sample.channels if c.pnn.strip().lower() != "time"]
+    ranges = []
+    for c in sample.channels:
+        if c.index in cols:
+            try:
+                ranges.append(float(sample.keywords.get(f"$P{c.index + 1}R", "inf")))
+            except ValueError:
+                ranges.append(float("inf"))
+    return [events_acquired(sample.events.shape[0]), stable_flow(time),
+            margin_events(sample.events[:, cols], np.asarray(ranges))]
+
+
 def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     from gating.compensation import compensate
+    from gating.qc import count_checks
     from gating.statistics import marker_stats, population_stats
 
     sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
@@ -102,8 +127,8 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     markers = marker_stats(memberships, sample, compensate(sample), names)
     now = utcnow()
     sid = sample.sample_id
-    qc_rows = [{"check": "events_acquired", "value": float(n), "passed": n > 0}]
-    qc_rows += [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c) for c in qc]
+    qc_rows = [_qc_row(c) for c in (qc or template_qc(sample))]
+    qc_rows += [_qc_row(c) for c in count_checks({p.population: p.count for p in pops})]
     if sample.n_datasets > 1:
         qc_rows.append({"check": "extra_data_sets_ignored", "value": float(sample.n_datasets - 1), "passed": True})
     review = not all(r["passed"] for r in qc_rows)
