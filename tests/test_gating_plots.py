@@ -1,0 +1,114 @@
+"""Gating pictures (flows/gating_plots.py): adaptive panel on a simulated tube, every
+Gating-ML 2.0 gate type from the reference data, file placement, failure handling."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _image(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def adaptive(tmp_path_factory):
+    from assays.fcs import read_fcs
+    from assays.simulators.tcell import simulate_tube
+    from gating.adaptive import build_adaptive_gating
+    from gating.engine import apply_strategy
+    from gating.panel import load_panel
+
+    path = tmp_path_factory.mktemp("tube") / "tube.fcs"
+    simulate_tube(path, seed=11, n_events=30_000, sample_id="SIM-PIC")
+    sample = read_fcs(path)
+    gating = build_adaptive_gating(sample, load_panel())
+    return sample, gating.strategy, apply_strategy(gating.strategy, sample), gating.names
+
+
+def test_adaptive_picture_draws_every_gate(adaptive):
+    from flows.gating_plots import N_COLS, PANEL_INCHES, DPI, _panels, render_gating_png
+
+    sample, strategy, memberships, names = adaptive
+    t0 = time.perf_counter()
+    png = render_gating_png(sample, strategy, memberships, names)
+    seconds = time.perf_counter() - t0
+    assert png[:8] == PNG_MAGIC
+    panels, booleans = _panels(strategy, memberships, names)
+    drawn = sum(len(p.gates) + len(p.quadrants) for p in panels) + len(booleans)
+    assert drawn == len(memberships)  # every population is on some panel
+    # Gates sharing parent and axes share a panel (the CD4/CD8 quadrant is one panel).
+    assert len(panels) < len(memberships)
+    img = _image(png)
+    n_rows = -(-len(panels) // N_COLS)
+    assert img.shape[1] == int(PANEL_INCHES * min(N_COLS, len(panels)) * DPI)
+    assert img.shape[0] == int((PANEL_INCHES * n_rows + 0.4) * DPI)
+    # Gate outlines are drawn in red: there must be clearly red pixels.
+    red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    assert red.sum() > 500
+    assert img.std() > 20  # not blank
+    assert len(png) < 1_000_000
+    print(f"\nadaptive picture: {len(panels)} panels, {len(png) / 1024:.0f} kB, {seconds:.2f} s for 30k events")
+
+
+def test_picture_is_deterministic(adaptive):
+    from flows.gating_plots import render_gating_png
+
+    sample, strategy, memberships, names = adaptive
+    assert _image(render_gating_png(sample, strategy, memberships, names)).tobytes() == \
+        _image(render_gating_png(sample, strategy, memberships, names)).tobytes()
+
+
+def test_all_gatingml_gate_types(shared_data):
+    """Polygons, rectangles, ranges, ellipses, quadrants, booleans, ratio dimensions, transforms."""
+    import flowkit as fk
+
+    from assays.fcs import read_fcs
+    from gating.engine import apply_strategy
+    from flows.gating_plots import _panels, render_gating_png
+
+    strategy = fk.parse_gating_xml(str(shared_data / "fcs/gatingml2/gml/gml_all_gates.xml"))
+    sample = read_fcs(shared_data / "fcs/gatingml2/data1.fcs")
+    memberships = apply_strategy(strategy, sample)
+    png = render_gating_png(sample, strategy, memberships, {})
+    assert png[:8] == PNG_MAGIC
+    panels, booleans = _panels(strategy, memberships, {})
+    assert booleans, "the reference template has boolean gates: listed in a text panel"
+    assert sum(len(p.quadrants) for p in panels) > 0
+    assert _image(png).std() > 20
+
+
+def test_picture_path_beside_store_and_safe(tmp_path):
+    from flows.gating_plots import PICTURES_DIR, picture_path
+
+    store = tmp_path / "data" / "store"
+    p = picture_path(str(store), "HP01-D030", "20250101T000000-abcd")
+    assert p == tmp_path / "data" / PICTURES_DIR / "HP01-D030" / "20250101T000000-abcd.png"
+    # Ids cannot climb out of the pictures folder or collide.
+    odd = picture_path(str(store), "../x/y z%", "a")
+    assert odd.parent.parent == tmp_path / "data" / PICTURES_DIR
+    assert odd.parent.name == "%2E.%2Fx%2Fy%20z%25"
+    assert picture_path(str(store), "a/b", "x") != picture_path(str(store), "a%2Fb", "x")
+    assert picture_path(f"file://{store}", "S", "A") == picture_path(str(store), "S", "A")
+
+
+def test_write_gating_png_atomic_and_never_raises(adaptive, tmp_path, caplog):
+    from flows.gating_plots import picture_path, write_gating_png
+
+    sample, strategy, memberships, names = adaptive
+    store = tmp_path / "store"
+    path = write_gating_png(str(store), sample, strategy, memberships, names, "A1")
+    assert path == picture_path(str(store), sample.sample_id, "A1")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert [p.name for p in path.parent.iterdir()] == ["A1.png"]  # no temporary left behind
+    # A broken call logs a warning without the sample id and returns None.
+    assert write_gating_png(str(store), sample, strategy, memberships[:1] + [None], names, "A2") is None
+    assert "gating picture not written" in caplog.text and sample.sample_id not in caplog.text
