@@ -116,3 +116,89 @@ def query(store: Path, sql: str) -> list[tuple]:
     from storage.views import connect
 
     return connect(Store(store)).execute(sql).fetchall()
+
+
+# --- FCS files rebuilt from parts, for broken and mutated variants ---------------------
+
+def fcs_parts(path: Path) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(version, TEXT keywords in order, DATA bytes) of a well-formed FCS file."""
+    raw = Path(path).read_bytes()
+    version = raw[:6].decode()
+    t0, t1, d0, d1 = (int(raw[a:a + 8]) for a in (10, 18, 26, 34))
+    text = raw[t0:t1 + 1]
+    delim = text[:1]
+    tokens = text[1:-1].split(delim)
+    pairs = [(tokens[i].decode(), tokens[i + 1].decode()) for i in range(0, len(tokens) - 1, 2)]
+    if d0 == 0:  # offsets past 99,999,999 live in TEXT only
+        kw = dict(pairs)
+        d0, d1 = int(kw["$BEGINDATA"]), int(kw["$ENDDATA"])
+    return version, pairs, raw[d0:d1 + 1]
+
+
+def build_fcs(version: str, pairs: list[tuple[str, str]], data: bytes, header: dict[str, str] | None = None) -> bytes:
+    """Bytes of an FCS file: HEADER with offsets computed, TEXT ('/' delimited), DATA.
+
+    ``$BEGINDATA``/``$ENDDATA`` are set to the true offsets unless ``pairs`` sets them
+    explicitly to something that is not digits; ``header`` overrides HEADER fields
+    (``text_start``, ``text_end``, ``data_start``, ``data_end``) verbatim (8 chars).
+    """
+    pairs = [(k, v) for k, v in pairs]
+    keys = [k.upper() for k, _ in pairs]
+    for k in ("$BEGINDATA", "$ENDDATA"):
+        if k not in keys:
+            pairs.append((k, "0"))
+    # Fixed-width offsets so their own length does not move the DATA segment.
+    width = 20
+
+    def text_bytes(d0: int, d1: int) -> bytes:
+        body = []
+        for k, v in pairs:
+            if k.upper() == "$BEGINDATA" and v.isdigit():
+                v = str(d0).rjust(width)
+            elif k.upper() == "$ENDDATA" and v.isdigit():
+                v = str(d1).rjust(width)
+            body.append(f"{k}/{v}")
+        return ("/" + "/".join(body) + "/").encode("utf-8")
+
+    text_start = 58
+    probe = text_bytes(0, 0)
+    text_end = text_start + len(probe) - 1
+    d0 = text_end + 1
+    d1 = d0 + len(data) - 1
+    text = text_bytes(d0, d1)
+    assert len(text) == len(probe)
+    fields = {"text_start": str(text_start), "text_end": str(text_end),
+              "data_start": str(d0) if d1 <= 99_999_999 else "0", "data_end": str(d1) if d1 <= 99_999_999 else "0"}
+    fields.update(header or {})
+    head = version.encode() + b"    " + b"".join(
+        fields[k].rjust(8)[:8].encode() for k in ("text_start", "text_end", "data_start", "data_end")
+    ) + b"       0       0"
+    return head + text + data
+
+
+def replace_kw(pairs: list[tuple[str, str]], **changes: str | None) -> list[tuple[str, str]]:
+    """``pairs`` with keywords changed (``P_TOT="9"`` changes ``$TOT``); None removes one."""
+    names = {k.replace("P_", "$", 1) if k.startswith("P_") else k: v for k, v in changes.items()}
+    out = []
+    for k, v in pairs:
+        if k.upper() in names:
+            if names[k.upper()] is not None:
+                out.append((k, names[k.upper()]))
+        else:
+            out.append((k, v))
+    return out
+
+
+def broken_fcs_kinds(good: Path) -> dict[str, bytes]:
+    """Five kinds of broken FCS the lab meets: truncated copy, bad offsets, $TOT lie,
+    unknown $DATATYPE, bogus $BYTEORD."""
+    version, pairs, data = fcs_parts(good)
+    raw = good.read_bytes()
+    tot = int(dict(pairs)["$TOT"])
+    return {
+        "truncated.fcs": raw[: len(raw) * 2 // 3],
+        "bad_offsets.fcs": build_fcs(version, pairs, data, header={"text_start": "99999990", "text_end": "99999999"}),
+        "tot_lie.fcs": build_fcs(version, replace_kw(pairs, P_TOT=str(tot * 3)), data),
+        "datatype_z.fcs": build_fcs(version, replace_kw(pairs, P_DATATYPE="Z"), data),
+        "byteorder.fcs": build_fcs(version, replace_kw(pairs, P_BYTEORD="3,1,2,4"), data),
+    }

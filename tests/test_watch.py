@@ -1,0 +1,212 @@
+"""The folder watcher (flows/watch.py), end to end and in pieces.
+
+End to end: one watcher subprocess (``flows.watch.watch``) against a shared Prefect API
+server, fed like a lab would: a file written slowly, a duplicate under another name,
+five broken FCS files; SIGINT must stop it with exit 0. The pieces (stability rule,
+temporary names, polling fallback, failed batches) run in-process with a stub batch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ops_helpers import (REPO, PYTHON, broken_fcs_kinds, cli_env, query, shared_api_url, simulate, wait_for,
+                         write_template)
+
+STABLE = 1.5
+LATENCY_LIMIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A running watcher on a fresh inbox; stopped with SIGINT at the end (exit 0 asserted)."""
+    root = tmp_path_factory.mktemp("watch")
+    inbox, store = root / "inbox", root / "store"
+    inbox.mkdir()
+    template = write_template(root / "template.xml")
+    config = root / "graftwatch.toml"
+    config.write_text(f"[inbox]\nstable_seconds = {STABLE}\npoll_seconds = 0.25\n")
+    src = simulate(root / "src", 1, n_events=20000, prefix="SLOW")[0]
+    code = ("import sys; from pathlib import Path; from flows.watch import watch; "
+            f"sys.exit(watch(Path({str(inbox)!r}), {str(store)!r}, {str(config)!r}, template_path={str(template)!r}))")
+    log = root / "watch.log"
+    proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, env=cli_env(shared_api_url()),
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    assert wait_for(lambda: "watching" in log.read_text(errors="replace"), 60), log.read_text(errors="replace")
+    ctx = {"root": root, "inbox": inbox, "store": store, "src": src, "log": log, "proc": proc}
+    yield ctx
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _ingest(store: Path, name: str) -> list[tuple]:
+    if not (store / "commits").exists():
+        return []
+    return query(store, f"SELECT status, error FROM ingest_log WHERE source_name = '{name}'")
+
+
+def test_slow_writer_is_read_once_complete_and_fast(lab):
+    data = lab["src"].read_bytes()
+    target = lab["inbox"] / "slow.fcs"
+    chunks = 8
+    step = len(data) // chunks + 1
+    with open(target, "wb") as fh:  # an instrument writing over ~4 s, pausing below stable_seconds
+        for i in range(chunks):
+            fh.write(data[i * step:(i + 1) * step])
+            fh.flush()
+            os.fsync(fh.fileno())
+            if i < chunks - 1:
+                time.sleep(0.6)
+    stable_at = time.monotonic() + STABLE
+    assert wait_for(lambda: _ingest(lab["store"], "slow.fcs"), STABLE + LATENCY_LIMIT, 0.1), \
+        lab["log"].read_text(errors="replace")
+    latency = time.monotonic() - stable_at
+    print(f"\nstable -> queryable: {latency:.2f} s")
+    assert latency < LATENCY_LIMIT
+    assert _ingest(lab["store"], "slow.fcs") == [("stored", None)]
+    (n_events,) = query(lab["store"], "SELECT n_events FROM samples WHERE sample_id = 'SLOW00'")
+    assert n_events == (20000,)  # the complete file, not the part written when it was first seen
+    assert not (lab["root"] / "quarantine").exists()
+
+
+def test_duplicate_under_another_name_adds_no_rows(lab):
+    assert wait_for(lambda: _ingest(lab["store"], "slow.fcs"), 30)
+    rows_before = query(lab["store"], "SELECT count(*) FROM flow_populations")
+    tmp = lab["inbox"] / ".copy.fcs.tmp"  # the writer's rename pattern: hidden name, then rename
+    tmp.write_bytes(lab["src"].read_bytes())
+    os.rename(tmp, lab["inbox"] / "copy of slow.fcs")
+    assert wait_for(lambda: _ingest(lab["store"], "copy of slow.fcs"), 20, 0.1)
+    assert _ingest(lab["store"], "copy of slow.fcs") == [("duplicate", None)]
+    assert query(lab["store"], "SELECT count(*) FROM flow_populations") == rows_before
+    assert query(lab["store"], "SELECT count(*) FROM samples WHERE sample_id = 'SLOW00'") == [(1,)]
+
+
+def test_broken_fcs_land_in_quarantine_with_plain_reason(lab):
+    kinds = broken_fcs_kinds(lab["src"])
+    for name, data in kinds.items():
+        (lab["inbox"] / name).write_bytes(data)
+    quarantine = lab["root"] / "quarantine"
+
+    def notes():
+        return sorted(quarantine.glob("*.error.txt")) if quarantine.exists() else []
+
+    assert wait_for(lambda: len(notes()) >= len(kinds), 30, 0.2), lab["log"].read_text(errors="replace")
+    assert sorted(p.name[: -len(".error.txt")] for p in notes()) == sorted(kinds)
+    for note in notes():
+        text = note.read_text()
+        assert "Traceback" not in text and 'File "' not in text
+        assert "Expected" in text and "What to do" in text
+        assert (quarantine / note.name[: -len(".error.txt")]).exists()  # the original beside it
+    assert not any(lab["inbox"].iterdir())
+    # The watcher kept going: a good file after the bad ones is still stored.
+    simulate(lab["root"] / "src2", 1, n_events=3000, prefix="AFTER", seed0=7)
+    os.replace(lab["root"] / "src2" / "AFTER00.fcs", lab["inbox"] / "after.fcs")
+    assert wait_for(lambda: _ingest(lab["store"], "after.fcs") == [("stored", None)], 20, 0.1)
+
+
+def test_sigint_stops_cleanly(lab):
+    proc = lab["proc"]
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert proc.wait(timeout=30) == 0
+    out = lab["log"].read_text(errors="replace")
+    assert "stopped after" in out and "Traceback" not in out
+    batch_lines = [line for line in out.splitlines() if " batch " in line and " files: " in line]
+    assert batch_lines and all("FAILED" not in line for line in batch_lines)
+    # Counts only: no file names (they can carry patient identifiers) in the batch lines.
+    assert not any("slow" in line or "SLOW" in line for line in batch_lines)
+    assert not (lab["root"] / ".graftwatch-ready").exists() or not any((lab["root"] / ".graftwatch-ready").rglob("*.fcs"))
+
+
+# --- pieces, in-process ----------------------------------------------------------------
+
+def test_stability_rule():
+    from flows.watch import StabilityTracker, is_temporary
+
+    t = StabilityTracker(2.0)
+    assert not t.observe("a", (10, 1), 0.0)
+    assert not t.observe("a", (10, 1), 1.0)
+    assert not t.observe("a", (20, 2), 2.5)  # grew: the clock restarts
+    assert not t.observe("a", (20, 2), 4.0)
+    assert t.observe("a", (20, 2), 4.6)
+    t.mark_renamed("b")
+    assert not t.observe("b", (5, 5), 0.0)  # one look to learn its size...
+    assert t.observe("b", (5, 5), 0.1)  # ...one more unchanged and it is ready
+    for name in (".x.fcs", "a.fcs.part", "sub/b.FCS.TMP", "c.crdownload", "~$sheet.xlsx", "d.fcs~"):
+        assert is_temporary(name), name
+    assert not is_temporary("sub/P01-D030.fcs") and not is_temporary("sheet.xlsx")
+
+
+def _stub_watcher(tmp_path, monkeypatch, runner):
+    import flows.watch as w
+    from flows.config import Config
+
+    monkeypatch.setattr(w, "_start_observer", lambda inbox, handler: None)  # inotify unavailable
+    monkeypatch.setattr(w, "RETRY_SECONDS", (0.2,))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = Config()
+    config.inbox.stable_seconds, config.inbox.poll_seconds = 0.3, 0.1
+    watcher = w.Watcher(inbox, str(tmp_path / "store"), config, run_batch=runner, out=open(os.devnull, "w"))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    return inbox, watcher, thread
+
+
+def test_polling_fallback_ignores_temporaries_and_retries_failed_batches(tmp_path, monkeypatch):
+    processed: list[str] = []
+    calls = {"n": 0}
+    staging = tmp_path / ".graftwatch-ready"
+
+    def runner():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("store unreachable")  # the whole batch fails once; nothing may be lost
+        for p in sorted(staging.rglob("*")):
+            if p.is_file():
+                processed.append(p.relative_to(staging).as_posix())
+                p.unlink()
+        from flows.pipeline import RunSummary
+
+        return RunSummary(stored=1)
+
+    inbox, watcher, thread = _stub_watcher(tmp_path, monkeypatch, runner)
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "a.fcs").write_bytes(b"x" * 10)
+    (inbox / "b.fcs.part").write_bytes(b"y")
+    (inbox / ".hidden").write_bytes(b"z")
+    thread.start()
+    try:
+        assert wait_for(lambda: processed == ["sub/a.fcs"], 10)
+    finally:
+        watcher.stop.set()
+        thread.join(10)
+    assert calls["n"] == 2 and not thread.is_alive()
+    assert sorted(p.name for p in inbox.rglob("*") if p.is_file()) == [".hidden", "b.fcs.part"]
+
+
+def test_staging_never_overwrites(tmp_path):
+    from flows.watch import _move_no_replace
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.fcs").write_text("first")
+    (tmp_path / "in" / "a.fcs").write_text("second")
+    moved = _move_no_replace(tmp_path / "in" / "a.fcs", tmp_path / "out" / "a.fcs")
+    assert moved.name == "a__watch1.fcs" and moved.read_text() == "second"
+    assert (tmp_path / "out" / "a.fcs").read_text() == "first" and not (tmp_path / "in" / "a.fcs").exists()
+
+
+def test_bad_inbox_is_a_usage_error(tmp_path):
+    from flows.watch import watch
+
+    assert watch(tmp_path / "missing", str(tmp_path / "store"), None) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inbox]\nstable_seconds = 'soon'\n")
+    (tmp_path / "inbox").mkdir()
+    assert watch(tmp_path / "inbox", str(tmp_path / "store"), str(bad)) == 2
