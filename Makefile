@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: setup run test demo-inbox clean
+.PHONY: setup run test demo-inbox clean chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +31,11 @@ run: setup
 demo-inbox: setup
 	$(BIN)/python examples/build_demo.py examples/demo_inbox
 
-test: setup
+# The report test opens the HTML in headless Chromium (Debian's package), installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 clean:

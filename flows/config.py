@@ -13,6 +13,9 @@ Example ``graftwatch.toml``::
 
     [privacy]
     show_patient_ids = false # patient identifiers in logs and Prefect artifacts
+
+    [flow]
+    gating_pictures = true   # write a PNG of each sample's gates beside the store
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ class InboxSettings:
 
 
 @dataclass
+class FlowSettings:
+    gating_pictures: bool = True  # a PNG of each sample's gates beside the store (~0.5-1 s per file)
+
+
+@dataclass
 class PrivacySettings:
     show_patient_ids: bool = False
 
@@ -50,6 +58,7 @@ class Config:
     chimerism: ChimerismSettings = field(default_factory=ChimerismSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    flow: FlowSettings = field(default_factory=FlowSettings)
     panel: str | None = None  # path of a panel TOML replacing the built-in T-cell panel
 
 
@@ -88,8 +97,8 @@ def load_config(path: str | Path | None) -> Config:
     for key, value in data.items():
         if key == "panel":
             config.panel = str((path.parent / value).resolve())
-        elif key in ("chimerism", "inbox", "privacy") and isinstance(value, dict):
+        elif key in ("chimerism", "inbox", "privacy", "flow") and isinstance(value, dict):
             _apply(getattr(config, key), value, key, str(path))
         else:
-            raise ConfigError(f"{path}: unknown section or key {key!r} (known: chimerism, inbox, privacy, panel)")
+            raise ConfigError(f"{path}: unknown section or key {key!r} (known: chimerism, inbox, privacy, flow, panel)")
     return config

@@ -9,6 +9,7 @@ chunk's rows are committed.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class RunSummary:
     flagged_samples: list[str] = field(default_factory=list)
     chimerism_results: int = 0
     seconds_by_kind: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over files; "write" = commits
+
+    def add_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     @property
     def files(self) -> int:
@@ -92,7 +97,9 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
             "archived_as": str(targets[i]) if i in targets else None,
         }])
     batch.n_files = len(outcomes)
+    t0 = time.perf_counter()
     batch.commit()
+    summary.add_stage("write", time.perf_counter() - t0)
     # Originals leave the inbox only once their rows are committed.
     for i, out in enumerate(outcomes):
         if out.status == "quarantined":
@@ -108,6 +115,8 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
                 if out.review:
                     summary.flagged_samples.extend(out.sample_ids)
         summary.seconds_by_kind[out.kind or "unknown"] = summary.seconds_by_kind.get(out.kind or "unknown", 0.0) + out.seconds
+        for stage, sec in out.stage_seconds.items():
+            summary.add_stage(stage, sec)
 
 
 def _is_sheet(f: InboxFile) -> bool:
@@ -187,6 +196,8 @@ def process_inbox(inbox: str, store: str, config_path: str | None = None, templa
     """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
     config = load_config(config_path)
     setup = build_setup(config, template_path)
+    if config.flow.gating_pictures:
+        setup.pictures_store = store
     inbox_p = Path(inbox)
     if not inbox_p.is_dir():
         raise ConfigError(f"inbox {inbox}: no such folder")

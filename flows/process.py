@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,13 @@ class FileOutcome:
     sample_ids: list[str] = field(default_factory=list)
     review: bool = False
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # read / gate / statistics ...
+
+    def timed(self, stage: str, t0: float) -> float:
+        """Add the time since ``t0`` to ``stage``; returns now (for the next stage)."""
+        now = time.perf_counter()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - t0
+        return now
 
     def add(self, table: str, rows: list) -> None:
         self.rows.setdefault(table, []).extend(rows)
@@ -55,6 +63,7 @@ class GatingSetup:
     template: object | None = None  # gating.templates.Template
     panel: object | None = None  # gating.panel.Panel
     controls: dict[str, Path] = field(default_factory=dict)  # stimulated sample_id -> control tube
+    pictures_store: str | None = None  # store root beside which gating pictures are written
 
 
 def _export_gatingml(strategy) -> str | None:
@@ -112,7 +121,9 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     from gating.qc import count_checks
     from gating.statistics import marker_stats, population_stats
 
+    t = time.perf_counter()
     sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
+    t = out.timed("read", t)
     control = None
     ctrl_path = setup.controls.get(sample.sample_id)
     if ctrl_path is not None and setup.template is None:
@@ -121,10 +132,19 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         except InputError as exc:
             log.warning("control tube for a sample is unreadable, using the sample's own negatives: %s", exc)
     template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control)
+    t = out.timed("gate", t)
     analysis_id = new_id()
+    if setup.pictures_store:
+        from flows.gating_plots import write_gating_png
+
+        write_gating_png(setup.pictures_store, sample, strategy, memberships, names, analysis_id)
+        t = out.timed("picture", t)
     n = sample.events.shape[0]
     pops = population_stats(memberships, n, names)
-    markers = marker_stats(memberships, sample, compensate(sample), names)
+    compensated = compensate(sample)
+    t = out.timed("compensate", t)
+    markers = marker_stats(memberships, sample, compensated, names)
+    t = out.timed("statistics", t)
     now = utcnow()
     sid = sample.sample_id
     qc_rows = [_qc_row(c) for c in (qc or template_qc(sample))]
@@ -150,6 +170,7 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         "gatingml": _export_gatingml(strategy), "population_ids": json.dumps(names) if names else None,
     }])
     out.add("flow_qc", [dict(r, sample_id=sid, analysis_id=analysis_id) for r in qc_rows])
+    out.timed("export", t)
 
 
 def process_sheet(out: FileOutcome) -> None:
@@ -188,8 +209,6 @@ def process_export(out: FileOutcome) -> None:
 
 def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> FileOutcome:
     """Turn one inbox file into an outcome. Never raises for a bad file."""
-    import time
-
     t0 = time.perf_counter()
     out = FileOutcome(file=f, sha256="")
     try:
@@ -197,6 +216,7 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> Fi
             raise InputError("a regular file inside the inbox", f"{f.name}: {f.refused}",
                              "copy the real file into the inbox instead of linking to it")
         out.sha256 = sha256_of(f.path)
+        out.timed("hash", t0)
         if out.sha256 in known_sha256:
             out.status = "duplicate"
             return out
