@@ -2,7 +2,8 @@
 
 Every contract table is a view of its committed rows. On top of them:
 
-* ``immune_timeline``   one row per flow sample (latest analysis), linked to its patient;
+* ``immune_timeline``   one row per flow sample (latest analysis), linked to its patient
+  (unstimulated control tubes, sheet ``control_of``, are left out);
 * ``chimerism_timeline`` one row per sample x method x donor (latest analysis);
 * ``unlinked_samples``  stored samples without a sample-sheet row.
 
@@ -36,7 +37,7 @@ SELECT * EXCLUDE (rn) FROM (
   FROM patients) WHERE rn = 1;
 
 CREATE OR REPLACE VIEW sample_timepoints AS
-SELECT s.sample_id, s.patient_id, s.collection_date, s.specimen, s.cell_fraction, s.role, s.donor_id,
+SELECT s.sample_id, s.patient_id, s.collection_date, s.specimen, s.cell_fraction, s.role, s.donor_id, s.control_of,
        CAST(s.collection_date - (SELECT min(p.mst_date) FROM patients_latest p
                                  WHERE p.patient_id = s.patient_id) AS INTEGER) AS days_post_mst,
        (SELECT max(p.cycle) FROM patients_latest p
@@ -81,7 +82,9 @@ SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,
        100.0 * w.th17_count / nullif(w.cd4_count, 0) AS th17_pct_cd4,
        100.0 * w.treg_count / nullif(w.cd4_count, 0) AS treg_pct_cd4,
        t.specimen, t.cell_fraction, t.role, w.analysis_id
-FROM w LEFT JOIN sample_timepoints t USING (sample_id);
+FROM w LEFT JOIN sample_timepoints t USING (sample_id)
+-- Unstimulated control tubes set cytokine gates; they are not timepoints of their own.
+WHERE t.control_of IS NULL;
 
 CREATE OR REPLACE VIEW chimerism_timeline AS
 SELECT t.patient_id, c.sample_id, t.collection_date, t.days_post_mst, t.cycle, t.cell_fraction,
