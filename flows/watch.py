@@ -252,12 +252,18 @@ class Watcher:
     def _warm_up(self) -> None:
         """Start Prefect's temporary server now (5-10 s) rather than inside the first batch.
 
-        Without ``PREFECT_API_URL`` the first flow run starts a local server; doing it
-        before watching keeps every batch's latency at processing time only.
+        Without ``PREFECT_API_URL`` the first flow run would start a local server; doing it
+        before watching keeps each batch's latency at processing time. It is started in
+        its own session (:func:`flows.runners.start_local_api`) so that a Ctrl-C stops
+        the watcher after its batch without killing the server under that batch.
         """
         if self._run_batch != self._run_flow:
             return
         try:
+            if threading.current_thread() is threading.main_thread():
+                from flows.runners import start_local_api
+
+                start_local_api()
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:

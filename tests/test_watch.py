@@ -1,8 +1,9 @@
 """The folder watcher (flows/watch.py), end to end and in pieces.
 
-End to end: one watcher subprocess (``flows.watch.watch``) against a shared Prefect API
+End to end: one watcher subprocess (``flows.watch.watch``) on Prefect's default temporary
 server, fed like a lab would: a file written slowly, a duplicate under another name,
-five broken FCS files; SIGINT must stop it with exit 0. The pieces (stability rule,
+five broken FCS files; SIGINT to its process group (a terminal's Ctrl-C) in the middle
+of a batch must let the batch finish and exit 0. The pieces (stability rule,
 temporary names, polling fallback, failed batches) run in-process with a stub batch.
 """
 
@@ -17,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_helpers import (REPO, PYTHON, broken_fcs_kinds, cli_env, query, shared_api_url, simulate, wait_for,
-                         write_template)
+from ops_helpers import REPO, PYTHON, broken_fcs_kinds, cli_env, query, simulate, wait_for, write_template
 
 STABLE = 1.5
 LATENCY_LIMIT = 15.0
@@ -37,7 +37,9 @@ def lab(tmp_path_factory):
     code = ("import sys; from pathlib import Path; from flows.watch import watch; "
             f"sys.exit(watch(Path({str(inbox)!r}), {str(store)!r}, {str(config)!r}, template_path={str(template)!r}))")
     log = root / "watch.log"
-    proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, env=cli_env(shared_api_url()),
+    env = cli_env(None)
+    env.pop("PREFECT_API_URL", None)  # the default: graftwatch starts Prefect's temporary server
+    proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     assert wait_for(lambda: "watching" in log.read_text(errors="replace"), 60), log.read_text(errors="replace")
     ctx = {"root": root, "inbox": inbox, "store": store, "src": src, "log": log, "proc": proc}
@@ -111,10 +113,18 @@ def test_broken_fcs_land_in_quarantine_with_plain_reason(lab):
     assert wait_for(lambda: _ingest(lab["store"], "after.fcs") == [("stored", None)], 20, 0.1)
 
 
-def test_sigint_stops_cleanly(lab):
+def test_sigint_during_a_batch_finishes_it_and_exits_0(lab):
     proc = lab["proc"]
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    assert proc.wait(timeout=30) == 0
+    names = [p.name for p in simulate(lab["root"] / "src3", 6, n_events=60000, prefix="LATE", seed0=30)]
+    for n in names:
+        os.replace(lab["root"] / "src3" / n, lab["inbox"] / n)
+    claims = lab["root"] / ".graftwatch-claims"
+    assert wait_for(lambda: claims.exists() and any(p.suffix == ".fcs" for p in claims.rglob("*")), 30, 0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    assert proc.wait(timeout=60) == 0
+    archived = {p.name for p in (lab["root"] / "archive").rglob("*.fcs")}
+    assert set(names) <= archived  # the batch in progress was finished, nothing lost
+    assert query(lab["store"], "SELECT count(*) FROM samples WHERE sample_id LIKE 'LATE%'") == [(6,)]
     out = lab["log"].read_text(errors="replace")
     assert "stopped after" in out and "Traceback" not in out
     batch_lines = [line for line in out.splitlines() if " batch " in line and " files: " in line]

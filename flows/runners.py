@@ -1,0 +1,118 @@
+"""Where per-file work runs, and the local Prefect API a command talks to.
+
+:func:`make_task_runner` picks Prefect's task runner for the inbox flow: threads on this
+machine (default), or prefect-dask's ``DaskTaskRunner`` either on a throw-away local Dask
+cluster or on an existing scheduler (``tcp://host:8786``) for a cluster. Per-file work is
+independent and returns rows; only the flow process writes the store, so Dask workers
+need read access to the inbox/claim folder (the same paths: a shared filesystem) and
+nothing else.
+
+:func:`start_local_api` starts Prefect's temporary server (used when no
+``PREFECT_API_URL`` is set) in its own session: a Ctrl-C in the terminal then reaches
+graftwatch, which stops cleanly, but not the server, which must outlive the batch in
+progress (a server killed mid-run makes the client hang on its state updates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+
+from assays.errors import ConfigError
+
+log = logging.getLogger("graftwatch")
+
+KINDS = ("thread", "dask")
+PREFECT_DASK_PIN = "prefect-dask==0.3.7"
+
+
+def make_task_runner(kind: str | None, address: str | None = None, workers: int | None = None):
+    """A Prefect task runner for the inbox flow.
+
+    Parameters
+    ----------
+    kind : ``"thread"`` (or None): a thread pool in this process, Prefect's default.
+        ``"dask"``: prefect-dask's ``DaskTaskRunner``.
+    address : with ``dask``, a running scheduler (``tcp://10.0.0.5:8786``); without it a
+        local cluster of worker processes is started for the run and closed after it.
+    workers : thread-pool size, or local Dask worker processes (default: CPU count).
+
+    Raises ``ConfigError`` (exit 2 in the CLI) for an unknown kind, an address without
+    ``dask``, or prefect-dask not installed.
+    """
+    kind = (kind or "thread").lower()
+    if kind not in KINDS:
+        raise ConfigError(f"--task-runner {kind}: unknown (choose {' or '.join(KINDS)})")
+    if kind == "thread":
+        if address:
+            raise ConfigError("--dask-address needs --task-runner dask")
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers) if workers else ThreadPoolTaskRunner()
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError(f"--task-runner dask needs prefect-dask: pip install '{PREFECT_DASK_PIN}'") from None
+    if address:
+        if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+            raise ConfigError(f"--dask-address {address}: expected a scheduler address such as tcp://host:8786")
+        return DaskTaskRunner(address=address)
+    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    # One thread per worker process: gating is CPU-bound numpy code, and separate processes
+    # sidestep the GIL the way a real cluster would.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "dashboard_address": None})
+
+
+@contextlib.contextmanager
+def _children_in_own_session():
+    """Processes spawned inside this block start their own session and die with us.
+
+    Own session: the terminal's Ctrl-C (sent to the foreground process group) does not
+    reach them. Parent-death signal (Linux): a kill -9 of graftwatch does not leave an
+    orphan server behind. Only used around the one call that spawns Prefect's server.
+    """
+    real_init = subprocess.Popen.__init__
+
+    def _set_pdeathsig() -> None:
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+    def init(self, *args, **kwargs):
+        kwargs.setdefault("start_new_session", True)
+        if kwargs.get("preexec_fn") is None and os.name == "posix":
+            kwargs["preexec_fn"] = _set_pdeathsig
+        real_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = init
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = real_init
+
+
+def start_local_api(timeout: int = 60) -> str | None:
+    """Start Prefect's temporary server now, shielded from Ctrl-C; its URL, or None.
+
+    None means an API is configured (``PREFECT_API_URL``: a real server) and nothing was
+    started. Prefect reuses this server for every flow run of the process (it is a
+    per-process singleton), and stops it at exit. Must be called from the main thread
+    (the parent-death signal is tied to the thread that spawns the server).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if not server.running:
+        with _children_in_own_session():
+            server.start(timeout=timeout)
+    return server.api_url
