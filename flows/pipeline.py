@@ -9,12 +9,14 @@ chunk's rows are committed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from assays.errors import ConfigError
 from flows import progress
@@ -191,7 +193,14 @@ def _run_group(group, store, inbox, config, setup, claims, known, summary, count
         known |= {o.sha256 for o in outcomes if o.status == "stored"}
 
 
-@flow(name="process-inbox", validate_parameters=False)
+def default_workers() -> int:
+    """Files gated at once: one per core, at most 4 (each 1M-event file holds ~0.5 GB)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# Bounded thread pool: Prefect's default has no limit, and every 1M-event file in flight
+# holds its events, their compensated copy and the transformed columns in memory.
+@flow(name="process-inbox", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=default_workers()))
 def process_inbox(inbox: str, store: str, config_path: str | None = None, template_path: str | None = None) -> RunSummary:
     """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
     config = load_config(config_path)
