@@ -27,8 +27,8 @@ JOIN (SELECT sample_id, arg_max(source_sha256, ingested_at) AS sha FROM samples
 """
 
 
-def _records(con, cls, sql: str) -> list:
-    cur = con.execute(sql)
+def _records(con, cls, sql: str, params: list | None = None) -> list:
+    cur = con.execute(sql, params or [])
     cols = [d[0] for d in cur.description]
     wanted = [f.name for f in dataclasses.fields(cls)]
     return [cls(**{k: v for k, v in zip(cols, row) if k in wanted}) for row in cur.fetchall()]
@@ -44,6 +44,28 @@ def _fingerprint(results: list) -> tuple:
     ))
 
 
+def _plate_inputs(con, table: str, assay: str, cls, post_ids: set[str]):
+    """Per plate (source file) holding post samples: its own wells, plus the wells of
+    reference samples (recipient pre, donors) that are not on it, from their latest plate.
+
+    Standards, NTCs and blanks only ever come from the plate itself: a plate's
+    calibration must not change when an unrelated plate arrives later.
+    """
+    latest = _records(con, cls, _LATEST_SOURCE.format(table=table, assay=assay))
+    plates = con.execute(
+        f"""SELECT m.source_sha256, max(s.ingested_at) AS stored_at FROM {table} m
+            JOIN samples s ON s.source_sha256 = m.source_sha256 AND s.sample_id = m.sample_id
+            GROUP BY 1 ORDER BY stored_at, 1"""
+    ).fetchall()
+    for sha, _ in plates:
+        wells = _records(con, cls, f"SELECT * FROM {table} WHERE source_sha256 = ?", [sha])
+        on_plate = {w.sample_id for w in wells}
+        if not on_plate & post_ids:
+            continue
+        borrowed = [w for w in latest if w.sample_id not in on_plate and w.sample_id not in post_ids]
+        yield on_plate & post_ids, wells + borrowed
+
+
 def update_chimerism(store: Store, config: Config) -> int:
     """Quantify every post sample with the data now stored; returns result rows written."""
     from gating.chimerism import ChimerismConfig, quantify_chimerism
@@ -54,17 +76,34 @@ def update_chimerism(store: Store, config: Config) -> int:
     if not any(r.role == "post" for r in sheet):
         return 0
     registry = _records(con, PatientCycle, "SELECT * FROM patients_latest")
-    peaks = _records(con, StrPeak, _LATEST_SOURCE.format(table="str_peaks", assay="str"))
-    qwells = _records(con, QpcrWell, _LATEST_SOURCE.format(table="qpcr_wells", assay="qpcr"))
-    dwells = _records(con, DdpcrWell, _LATEST_SOURCE.format(table="ddpcr_wells", assay="ddpcr"))
-    if not (peaks or qwells or dwells):
-        return 0
+    post_ids = {r.sample_id for r in sheet if r.role == "post"}
     cfg = ChimerismConfig(
         reference_genes=tuple(config.chimerism.reference_genes),
         str_lod_pct=config.chimerism.str_lod_pct,
         qpcr_lod_pct=config.chimerism.qpcr_lod_pct,
     )
-    markers, results = quantify_chimerism(sheet, registry, peaks, qwells, dwells, cfg)
+    markers, results = [], []
+    peaks = _records(con, StrPeak, _LATEST_SOURCE.format(table="str_peaks", assay="str"))
+    if peaks:
+        m, r = quantify_chimerism(sheet, registry, peaks, [], [], cfg)
+        markers += m
+        results += r
+    # qPCR and ddPCR are quantified plate by plate; a post sample on several plates
+    # takes the result of its latest plate.
+    for table, assay, cls, slot in (("qpcr_wells", "qpcr", QpcrWell, 1), ("ddpcr_wells", "ddpcr", DdpcrWell, 2)):
+        chosen_m: dict[str, list] = {}
+        chosen_r: dict[str, list] = {}
+        for posts, wells in _plate_inputs(con, table, assay, cls, post_ids):
+            args: list[list] = [[], [], []]
+            args[slot] = wells
+            m, r = quantify_chimerism(sheet, registry, *args, cfg)
+            for sid in posts:
+                chosen_m[sid] = [x for x in m if x.sample_id == sid]
+                chosen_r[sid] = [x for x in r if x.sample_id == sid]
+        markers += [x for v in chosen_m.values() for x in v]
+        results += [x for v in chosen_r.values() for x in v]
+    if not results:
+        return 0
     stored_rows = con.execute(
         "SELECT c.* FROM chimerism c JOIN latest_analyses a USING (analysis_id, sample_id) WHERE a.kind = 'chimerism'"
     ).fetchall()

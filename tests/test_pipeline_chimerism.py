@@ -48,3 +48,22 @@ def test_str_qpcr_ddpcr_on_the_timeline(tmp_path):
     run_pipeline(inbox, store)
     assert query(store, "SELECT count(*) FROM chimerism")[0][0] == n
     assert d_case.path.name  # the plate was stored (its rows fed ddpcr above)
+
+
+def test_a_later_plate_does_not_recalibrate_earlier_samples(tmp_path):
+    """Plates are quantified on their own standards (seeds 21 and 22)."""
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    first = write_qpcr_case(inbox, seed=21, donor_pcts=(2.0, 0.2), patient_id="P05")
+    write_sample_sheet(inbox / "sheet1.csv", first.sheet)
+    write_registry(inbox / "registry1.csv", first.registry)
+    run_pipeline(inbox, store)
+    before = query(store, "SELECT sample_id, donor_pct, analysis_id FROM chimerism_timeline ORDER BY 1")
+    assert len(before) == 2
+    second = write_qpcr_case(inbox, seed=22, donor_pcts=(5.0,), patient_id="P06", ct_noise=0.3)
+    write_sample_sheet(inbox / "sheet2.csv", second.sheet)
+    write_registry(inbox / "registry2.csv", second.registry)
+    run_pipeline(inbox, store)
+    after = query(store, "SELECT sample_id, donor_pct, analysis_id FROM chimerism_timeline ORDER BY 1")
+    assert [r for r in after if r[0].startswith("P05")] == before
+    assert any(r[0].startswith("P06") for r in after)
