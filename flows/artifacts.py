@@ -20,6 +20,12 @@ def summary_markdown(summary, show_names: bool) -> str:
         f"| {summary.files} | {summary.stored} | {summary.duplicates} | {len(summary.quarantined)} | "
         f"{summary.samples} | {len(summary.flagged_samples)} | {summary.chimerism_results} |",
     ]
+    if summary.flagged_samples:
+        lines += ["", "## Flagged for review (a QC check failed)", ""]
+        if show_names:
+            lines += [f"- {sid}: gating pictures in `gating_plots/{sid}/` beside the store" for sid in summary.flagged_samples]
+        else:
+            lines.append(f"- {len(summary.flagged_samples)} sample(s); see `flow_qc` where passed = false")
     if summary.quarantined:
         lines += ["", "## Quarantined", ""]
         for i, q in enumerate(summary.quarantined, 1):
