@@ -1,0 +1,56 @@
+"""Configuration errors (exit 2 with one line) and the privacy of run artifacts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from assays.errors import ConfigError
+from flows.artifacts import summary_markdown
+from flows.config import load_config
+from flows.pipeline import QuarantinedFile, RunSummary
+
+
+def test_config_defaults_and_overrides(tmp_path):
+    assert load_config(None).chimerism.qpcr_lod_pct == 0.1
+    f = tmp_path / "g.toml"
+    f.write_text('[chimerism]\nreference_genes = ["ALB"]\nstr_lod_pct = 2\n[flow]\ngating_pictures = false\n')
+    c = load_config(f)
+    assert c.chimerism.reference_genes == ("ALB",) and c.chimerism.str_lod_pct == 2.0
+    assert c.flow.gating_pictures is False
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[chimerism]\nlod = 1\n", "unknown setting"),
+    ("[chimerism]\nstr_lod_pct = 'high'\n", "non-negative number"),
+    ("[nonsense]\nx = 1\n", "unknown section"),
+    ("[chimerism\n", "not valid TOML"),
+])
+def test_bad_config_is_a_config_error(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(f)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "x.csv").write_text("a,b\n")
+    f = tmp_path / "bad.toml"
+    f.write_text("[inbox]\nstable_seconds = -1\n")
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--inbox", str(tmp_path / "inbox"),
+                        "--store", str(tmp_path / "s"), "--config", str(f)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "stable_seconds" in r.stderr
+    assert (tmp_path / "inbox" / "x.csv").exists()
+
+
+def test_artifact_hides_names_unless_configured():
+    s = RunSummary(stored=2, quarantined=[QuarantinedFile("P07-secret.fcs", "Expected X; found Y.")],
+                   flagged_samples=["P07-D030"])
+    hidden = summary_markdown(s, show_names=False)
+    assert "P07" not in hidden and "file 1" in hidden and "Expected X" in hidden
+    shown = summary_markdown(s, show_names=True)
+    assert "P07-secret.fcs" in shown and "P07-D030" in shown
