@@ -117,9 +117,9 @@ def template_qc(sample: FcsSample) -> list:
 
 
 def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
-    from gating.compensation import compensate
+    from gating.compensation import channel_major
     from gating.qc import count_checks
-    from gating.statistics import marker_stats, population_stats
+    from gating.statistics import marker_stats, population_stats, stat_channels
 
     t = time.perf_counter()
     sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
@@ -141,9 +141,10 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         t = out.timed("picture", t)
     n = sample.events.shape[0]
     pops = population_stats(memberships, n, names)
-    compensated = compensate(sample)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)])
     t = out.timed("compensate", t)
-    markers = marker_stats(memberships, sample, compensated, names)
+    markers = marker_stats(memberships, sample, by_channel, names)
+    del by_channel
     t = out.timed("statistics", t)
     now = utcnow()
     sid = sample.sample_id

@@ -16,6 +16,13 @@ Placement methods (each function's docstring gives its failure mode):
   parent population; without a valley :func:`mixture_threshold` (two resolved Gaussian
   components), and with a single population :func:`peak_threshold` on the side of the
   marker's expected minority (panel key ``majority``).
+* a quadrant (four populations of one parent gated on the four sign combinations of two
+  ``valley`` markers: CD4/CD8 inside CD3+) - each axis as above; an axis whose cut is not a
+  valley or resolved 1-D mixture, or leaves less than ``QUADRANT_MIN_SHARE`` of the parent
+  on one side, takes its cut from :func:`quadrant_mixture` (2-D Gaussian mixture on both
+  markers). If that does not resolve the pair either, the 1-D cut stays and the quadrant QC
+  row fails. The ``quadrant_<x>_<y>@<parent>:<method>`` row of ``flow_qc`` says which method
+  placed the cuts (``valley_1d``, ``mixture_2d`` or ``unresolved``).
 * cytokines - :func:`control_threshold` on the unstimulated control tube when given, else
   :func:`cytokine_threshold` on the negative population.
 
@@ -35,7 +42,8 @@ from assays.markers import match_markers
 from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import GateTerm, Panel, PopulationSpec, load_panel
-from gating.qc import QcCheck, events_acquired, margin_events, separation, stable_flow
+from gating.qc import (QcCheck, events_acquired, margin_events, quadrant_check, separation,
+                       stable_flow)
 
 __all__ = [
     "AdaptiveGating",
@@ -48,6 +56,9 @@ __all__ = [
     "peak_threshold",
     "cytokine_threshold",
     "control_threshold",
+    "QuadrantFit",
+    "quadrant_mixture",
+    "QUADRANT_MODES",
 ]
 
 COMP_ID = "spill"
@@ -56,6 +67,18 @@ FLUOR_XFORM = "logicle"
 CONTROL_PERCENTILE = 99.9
 NEGATIVE_K = 4.0
 MIN_PLACEMENT_EVENTS = 100
+# A quadrant cut leaving less than this share of the parent on one side is implausible
+# for CD4/CD8 inside CD3+ (blood T cells hold several % of each): the 2-D method is tried.
+QUADRANT_MIN_SHARE = 0.01
+# A 2-D placement whose populations keep less than this modelled share in their own
+# quadrant (diagonal clouds cut by axis-parallel lines) is flagged for review.
+QUADRANT_MIN_RECOVERY = 0.9
+# How a quadrant's cuts are placed: "auto" (1-D valleys, 2-D mixture for an axis whose
+# 1-D cut is missing or implausible), "mixture_2d" (always the 2-D mixture when it
+# resolves the pair), "valley_1d" (never the 2-D mixture).
+QUADRANT_MODES = ("auto", "mixture_2d", "valley_1d")
+VALLEY_HOW = "density valley"
+MIXTURE_HOW = "no valley: two-component mixture boundary"
 
 
 @dataclass
@@ -260,6 +283,108 @@ def mixture_threshold(x: np.ndarray, min_d: float = 2.0, seed: int = 0,
     return float(grid[np.argmin(np.abs(post - 0.5))])
 
 
+@dataclass
+class QuadrantFit:
+    """Result of :func:`quadrant_mixture`: the two axis cuts and how well they fit.
+
+    ``cut_x``/``cut_y`` are logicle values on the first (x, e.g. CD4) and second (y, e.g.
+    CD8) marker; ``separation`` is the Mahalanobis distance between the x+y- and x-y+
+    components; ``recovery`` is the smaller of the two components' modelled shares that fall
+    in their own quadrant; ``k`` is the number of mixture components chosen by BIC.
+    """
+
+    cut_x: float
+    cut_y: float
+    separation: float
+    recovery: float
+    k: int
+    means: tuple[tuple[float, float], tuple[float, float]]  # (x+y- mean, x-y+ mean)
+    weights: tuple[float, float]
+
+
+def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple[int, int] = (2, 4),
+                     min_weight: float = 0.01, min_d: float = 2.0,
+                     max_fit: int = 10_000) -> QuadrantFit | None:
+    """Quadrant cuts for two markers (x, y: e.g. CD4, CD8) from a 2-D Gaussian mixture.
+
+    Used for a quadrant (CD4/CD8 inside CD3+) when the 1-D density valley of an axis is
+    missing or implausible: compensation spread, or a population that is dim on one axis,
+    can fill both 1-D valleys while the two populations stay apart in the plane, in
+    particular along the anti-diagonal when their spread is correlated.
+
+    Method: ``GaussianMixture`` with full covariances on the (x, y) logicle values of up to
+    ``max_fit`` events (seeded subsample, fixed ``random_state``); the number of
+    components k in ``k_range`` minimises the BIC. Components are labelled by their means:
+    among those holding at least ``min_weight`` of the events, the one with the largest
+    contrast mean_x - mean_y is the x+y- population (CD4+CD8-) and the one with the smallest
+    is x-y+ (CD4-CD8+). This ordering holds whatever the brightness of either marker, since
+    x+y- has the highest x and lowest y level of the four quadrant populations. The pair is
+    accepted only if (1) the x+y- component is higher on x and lower on y than the x-y+
+    component (they are offset across the anti-diagonal, not along the diagonal), and (2)
+    their Mahalanobis distance under the average of their two covariances is at least
+    ``min_d`` (the 2-D form of Ashman's D; 2 is the usual bound for resolved populations).
+    Each cut lies between the two components' means on its axis, at the point of equal
+    standardised distance from both, t = (mu1*s2 + mu2*s1) / (s1 + s2) with s the
+    components' marginal SDs: each population is cut at the same number of its own SDs, so
+    neither loses a larger share of its events to the other, whatever their sizes. Cuts stay
+    axis-parallel, i.e. Gating-ML rectangle gates. ``recovery`` is the smaller of the two
+    components' modelled probabilities of lying in their own quadrant (bivariate normal).
+
+    Returns None when the pair is not accepted (e.g. a single cloud elongated along the
+    diagonal: every component is high or low on both markers at once).
+
+    Failure modes: populations that are far from Gaussian on the logicle scale are split
+    into several components, and the extreme-contrast component may then be only part of
+    its population, which moves the cut towards it by a fraction of an SD. Populations
+    elongated along the diagonal can be resolved in 2-D yet overlap the axis-parallel
+    quadrants; ``recovery`` well below 1 reports this, and the numbers are then biased by
+    about 1 - recovery. A population smaller than ``min_weight``, or one the mixture merges
+    into a neighbour, is not seen: the result is None.
+    """
+    from scipy.stats import multivariate_normal
+    from sklearn.mixture import GaussianMixture
+
+    pts = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < MIN_PLACEMENT_EVENTS:
+        return None
+    if len(pts) > max_fit:
+        pts = pts[np.random.default_rng(seed).choice(len(pts), max_fit, replace=False)]
+    best = None
+    for k in range(k_range[0], k_range[1] + 1):
+        g = GaussianMixture(k, covariance_type="full", random_state=seed, n_init=1, max_iter=300,
+                            reg_covar=1e-6).fit(pts)
+        bic = g.bic(pts)
+        if best is None or bic < best[0]:
+            best = (bic, g)
+    g = best[1]
+    big = [i for i in range(g.n_components) if g.weights_[i] >= min_weight]
+    if len(big) < 2:
+        return None
+    contrast = {i: g.means_[i, 0] - g.means_[i, 1] for i in big}
+    a = max(big, key=contrast.get)  # x+y-
+    b = min(big, key=contrast.get)  # x-y+
+    ma, mb = g.means_[a], g.means_[b]
+    if not (ma[0] > mb[0] and mb[1] > ma[1]):
+        return None
+    ca, cb = g.covariances_[a], g.covariances_[b]
+    d = ma - mb
+    sep = float(np.sqrt(d @ np.linalg.solve((ca + cb) / 2, d)))
+    if sep < min_d:
+        return None
+    sa, sb = np.sqrt(np.diag(ca)), np.sqrt(np.diag(cb))
+    cut = (ma * sb + mb * sa) / (sa + sb)
+    # Modelled share of each component inside its own quadrant:
+    # x+y-: P(x >= tx, y < ty) = P(y < ty) - P(x < tx, y < ty); x-y+ likewise.
+    from scipy.stats import norm
+
+    in_a = norm.cdf(cut[1], ma[1], sa[1]) - multivariate_normal(ma, ca).cdf(cut)
+    in_b = norm.cdf(cut[0], mb[0], sb[0]) - multivariate_normal(mb, cb).cdf(cut)
+    return QuadrantFit(float(cut[0]), float(cut[1]), sep, float(min(in_a, in_b)), g.n_components,
+                       ((float(ma[0]), float(ma[1])), (float(mb[0]), float(mb[1]))),
+                       (float(g.weights_[a]), float(g.weights_[b])))
+
+
 def peak_threshold(x: np.ndarray, k: float = NEGATIVE_K, side: str = "above") -> float:
     """Threshold ``k`` robust SDs away from the main (most frequent) population.
 
@@ -395,7 +520,7 @@ def _terms_for(spec: PopulationSpec, prep: _Prepared) -> tuple[GateTerm, ...] | 
     return None
 
 
-def _marker_threshold(term: GateTerm, kind: str, values: np.ndarray,
+def _marker_threshold(term: GateTerm | None, kind: str, values: np.ndarray,
                       control_values: np.ndarray | None, majority: str = "negative") -> tuple[float, str]:
     if kind == "cytokine":
         if control_values is not None and control_values.size >= 200:
@@ -403,18 +528,43 @@ def _marker_threshold(term: GateTerm, kind: str, values: np.ndarray,
         return cytokine_threshold(values)
     t = density_valley(values)
     if t is not None:
-        return t, "density valley"
+        return t, VALLEY_HOW
     t = mixture_threshold(values)
     if t is not None:
-        return t, "no valley: two-component mixture boundary"
+        return t, MIXTURE_HOW
     # One population: the cut goes on the side of the expected minority.
     side = "below" if majority == "positive" else "above"
     return peak_threshold(values, side=side), f"one peak: mode {'-' if side == 'below' else '+'} {NEGATIVE_K:g} rSD"
 
 
+def _quadrants(panel: Panel) -> dict[tuple[str, frozenset], tuple[str, str]]:
+    """(parent, {x, y}) -> (x, y) for every quadrant of the panel.
+
+    A quadrant is four populations of one parent whose gates are the four sign combinations
+    of the same two ``valley`` markers (CD4+CD8-, CD4-CD8+, CD4+CD8+, CD4-CD8-); x is the
+    marker named first. Recognised from the hierarchy, so a panel needs no extra key.
+    """
+    groups: dict[tuple[str, frozenset], set] = {}
+    order: dict[tuple[str, frozenset], tuple[str, str]] = {}
+    for spec in panel.populations:
+        if spec.method != "markers" or len(spec.gate) != 2:
+            continue
+        a, b = spec.gate
+        if a.marker == b.marker or any(panel.markers[t.marker].threshold != "valley" for t in spec.gate):
+            continue
+        if any(t.sign == "lo" for t in spec.gate):
+            continue
+        key = (spec.parent, frozenset((a.marker, b.marker)))
+        signs = {a.marker: a.positive, b.marker: b.positive}
+        order.setdefault(key, (a.marker, b.marker))
+        x, y = order[key]
+        groups.setdefault(key, set()).add((signs[x], signs[y]))
+    return {k: order[k] for k, combos in groups.items() if len(combos) == 4}
+
+
 def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
           control_prep: _Prepared | None = None, seed: int = 0,
-          with_cytokines: bool = True) -> _Walk:
+          with_cytokines: bool = True, quadrant: str = "auto") -> _Walk:
     import flowkit as fk
     from flowutils import gating as fu_gating
 
@@ -425,6 +575,62 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
     redirect: dict[str, str] = {}
     gates, placements, qc, missing = [], [], [], []
     cache: dict[tuple[str, str], tuple[float, str]] = {}
+    quadrants = _quadrants(panel)
+
+    def placement_values(marker, pmask):
+        vals = prep.fluor[marker][pmask]
+        if vals.size < MIN_PLACEMENT_EVENTS:
+            # Too few events to place a gate: place it on all events so the strategy stays
+            # complete; the count checks flag the sample.
+            vals = prep.fluor[marker]
+        return vals
+
+    def axis_qc(marker, parent, vals):
+        t, how = cache[(marker, parent)]
+        above = vals >= t
+        where = f"{marker}@{ids[parent]}"
+        qc.append(separation(where, vals[~above], vals[above]))
+        if how.startswith("one peak") and panel.markers[marker].required:
+            # A required marker that does not resolve into two populations gives numbers
+            # nobody should trust without looking.
+            qc.append(QcCheck(f"resolved_{where}", 0.0, False))
+
+    def place_quadrant(x, y, parent, pmask):
+        """Cuts of both quadrant axes, put in ``cache``; one quadrant QC row."""
+        sel = pmask if pmask.sum() >= MIN_PLACEMENT_EVENTS else np.ones_like(pmask)
+        vals = {m: prep.fluor[m][sel] for m in (x, y)}
+        plausible = {}
+        for m in (x, y):
+            t, how = _marker_threshold(None, "valley", vals[m], None, panel.markers[m].majority)
+            cache[(m, parent)] = (t, how)
+            share = float(np.mean(vals[m] >= t))
+            plausible[m] = how in (VALLEY_HOW, MIXTURE_HOW) and min(share, 1 - share) >= QUADRANT_MIN_SHARE
+        if quadrant == "mixture_2d":
+            redo = [x, y]
+        elif quadrant == "valley_1d":
+            redo = []
+        else:
+            redo = [m for m in (x, y) if not plausible[m]]
+        fit = quadrant_mixture(vals[x], vals[y], seed=seed) if redo else None
+        if fit is not None:
+            label = f"2-D mixture (k={fit.k}, D={fit.separation:.1f}, recovery={fit.recovery:.2f})"
+            for m, cut in ((x, fit.cut_x), (y, fit.cut_y)):
+                if m in redo:
+                    cache[(m, parent)] = (cut, label)
+        for m in (x, y):
+            axis_qc(m, parent, vals[m])
+        tx, ty = cache[(x, parent)][0], cache[(y, parent)][0]
+        sides = [float(np.mean(vals[x] >= tx)), float(np.mean(vals[y] >= ty))]
+        smallest = min(min(v, 1 - v) for v in sides)
+        where = f"{x}_{y}@{ids[parent]}"
+        if not redo:
+            qc.append(quadrant_check(where, "valley_1d", smallest, True))
+        elif fit is not None:
+            qc.append(quadrant_check(where, "mixture_2d", fit.recovery, fit.recovery >= QUADRANT_MIN_RECOVERY))
+        else:
+            # Neither method resolves the pair: the 1-D cuts stay (one of them implausible)
+            # and the sample goes to review.
+            qc.append(quadrant_check(where, "unresolved", smallest, False))
 
     def scatter_dim(name):
         return fk.Dimension(_pnn_of(prep, name), compensation_ref="uncompensated",
@@ -481,6 +687,10 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
                 continue
             dims, thresholds, notes = [], {}, []
             mask = pmask.copy()
+            quad = quadrants.get((spec.parent, frozenset(t.marker for t in terms)))
+            if quad is not None and terms == spec.gate \
+                    and any((m, parent) not in cache for m in quad):
+                place_quadrant(*quad, parent, pmask)
             for term in terms:
                 key = (term.marker, parent)
                 if key not in cache:
@@ -489,21 +699,11 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
                     if kind == "cytokine" and control is not None and control_prep is not None \
                             and term.marker in control_prep.fluor and parent in control.masks:
                         ctrl_vals = control_prep.fluor[term.marker][control.masks[parent]]
-                    vals = prep.fluor[term.marker][pmask]
-                    if vals.size < MIN_PLACEMENT_EVENTS:
-                        # Too few events to place a gate: place it on all events so the
-                        # strategy stays complete; the count checks flag the sample.
-                        vals = prep.fluor[term.marker]
+                    vals = placement_values(term.marker, pmask)
                     cache[key] = _marker_threshold(term, kind, vals, ctrl_vals,
                                                    panel.markers[term.marker].majority)
                     if kind != "cytokine":
-                        above = vals >= cache[key][0]
-                        where = f"{term.marker}@{ids[parent]}"
-                        qc.append(separation(where, vals[~above], vals[above]))
-                        if cache[key][1].startswith("one peak") and panel.markers[term.marker].required:
-                            # A required marker that does not resolve into two populations
-                            # gives numbers nobody should trust without looking.
-                            qc.append(QcCheck(f"resolved_{where}", 0.0, False))
+                        axis_qc(term.marker, parent, vals)
                 t, how = cache[key]
                 thresholds[term.marker] = t
                 notes.append(f"{term.marker}: {how}")
@@ -547,7 +747,7 @@ def _strategy(sample: FcsSample, panel: Panel, walk: _Walk):
 
 def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
                           control: FcsSample | None = None, max_events: int = 100_000,
-                          seed: int = 0) -> AdaptiveGating:
+                          seed: int = 0, quadrant: str = "auto") -> AdaptiveGating:
     """Place the panel's gates on ``sample`` and return them as a flowkit GatingStrategy.
 
     ``control`` is the unstimulated tube of the same specimen (sample-sheet ``control_of``):
@@ -555,7 +755,16 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     percentile sets the cytokine thresholds. Raises ``InputError`` naming a missing required
     marker and listing the channels found; a missing optional marker leaves its populations
     out (listed in ``missing_optional``).
+
+    ``quadrant`` chooses how quadrant cuts (CD4/CD8) are placed, one of
+    :data:`QUADRANT_MODES`: ``"auto"`` (default) uses the 1-D valley of each axis and the
+    2-D mixture (:func:`quadrant_mixture`) only for an axis whose 1-D cut is missing or
+    implausible; ``"mixture_2d"`` uses the 2-D mixture for both axes whenever it resolves
+    the pair (for panels known to smear in 1-D, and to validate the method);
+    ``"valley_1d"`` never uses it.
     """
+    if quadrant not in QUADRANT_MODES:
+        raise ValueError(f"quadrant must be one of {', '.join(QUADRANT_MODES)}, not {quadrant!r}")
     panel = panel or load_panel()
     matched = match_markers(sample.channels, panel.aliases, panel.required)
     prep = _prepare(sample, panel, matched, max_events, seed)
@@ -566,9 +775,9 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
         ctrl_prep = _prepare(control, panel, c_matched, max_events, seed)
         ctrl_prep.has_comp = control.spillover is not None and _spill_covers(control, c_matched)
         with _single_thread():
-            ctrl_walk = _walk(ctrl_prep, panel, seed=seed, with_cytokines=False)
+            ctrl_walk = _walk(ctrl_prep, panel, seed=seed, with_cytokines=False, quadrant=quadrant)
     with _single_thread():
-        walk = _walk(prep, panel, ctrl_walk, ctrl_prep, seed=seed)
+        walk = _walk(prep, panel, ctrl_walk, ctrl_prep, seed=seed, quadrant=quadrant)
     strategy = _strategy(sample, panel, walk)
 
     qc = [events_acquired(sample.events.shape[0])]

@@ -43,3 +43,27 @@ def compensate(sample: FcsSample, spill: Spillover | None = None) -> np.ndarray:
     if spill is None:
         return sample.events
     return compensate_array(sample.events, sample.pnn, spill)
+
+
+def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None) -> np.ndarray:
+    """Compensated events of the given channel indices, channel-major: shape (len(channels), n).
+
+    Statistics scan one channel at a time, and a contiguous row is several times faster
+    to select from and partition than a strided column. Solving ``S^T C = X^T`` yields the
+    compensated detectors already channel-major, so no full row-major copy is made.
+    """
+    spill = spill or sample.spillover
+    n = sample.events.shape[0]
+    out = np.empty((len(channels), n), dtype=np.float64)
+    solved: dict[int, np.ndarray] = {}
+    if spill is not None:
+        pnn = sample.pnn
+        det_idx = [pnn.index(d) for d in spill.detectors if d in pnn]
+        if len(det_idx) == len(spill.detectors):
+            comp_t = np.linalg.solve(spill.matrix.T, sample.events[:, det_idx].T)
+            solved = {ch: comp_t[k] for k, ch in enumerate(det_idx)}
+        else:
+            compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
+    for row, ch in enumerate(channels):
+        out[row] = solved[ch] if ch in solved else sample.events[:, ch]
+    return out

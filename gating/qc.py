@@ -97,6 +97,30 @@ def separation(gate_id: str, negative: np.ndarray, positive: np.ndarray,
     return QcCheck(name, value, value >= minimum)
 
 
+QUADRANT_METHODS = ("valley_1d", "mixture_2d", "unresolved")
+
+
+def quadrant_check(where: str, method: str, value: float, passed: bool) -> QcCheck:
+    """Which method placed a quadrant's two cuts (e.g. CD4/CD8 inside CD3+).
+
+    The row is named ``quadrant_<x>_<y>@<parent gate id>:<method>``, method one of
+    :data:`QUADRANT_METHODS`; the value depends on it:
+
+    * ``valley_1d`` - both cuts are 1-D density valleys (or resolved 1-D mixtures); value:
+      the smallest share of the parent on one side of either cut; passes.
+    * ``mixture_2d`` - at least one cut comes from the 2-D Gaussian mixture of both markers;
+      value: the smaller modelled share of the two main populations inside their own
+      quadrant; passes at ``>= 0.9`` (below that, axis-parallel cuts misrepresent
+      diagonal populations and the percentages are biased by about 1 - value).
+    * ``unresolved`` - neither method separates the populations: the 1-D cuts are kept (at
+      least one leaves almost nothing on one side, or falls on a single peak); value as for
+      ``valley_1d``; fails, so the sample goes to review.
+    """
+    if method not in QUADRANT_METHODS:
+        raise ValueError(f"quadrant method must be one of {', '.join(QUADRANT_METHODS)}, not {method!r}")
+    return QcCheck(f"quadrant_{where}:{method}", float(value), bool(passed))
+
+
 def count_checks(counts: dict[str, int], min_lymphocytes: int = MIN_LYMPHOCYTES,
                  min_cd3: int = MIN_CD3) -> list[QcCheck]:
     """``lymphocytes`` and ``cd3_events`` rows from final population counts

@@ -108,31 +108,34 @@ def population_stats(
 def marker_stats(
     memberships: list[GateMembership],
     sample: FcsSample,
-    compensated: np.ndarray,
+    by_channel: np.ndarray,
     names: dict[str, str] | None = None,
 ) -> list[MarkerStat]:
     """Median, mean and robust CV of every non-time channel inside every population.
 
-    Values are compensated, untransformed (linear) intensities, as FlowJo reports them.
-    One percentile pass per population serves median and robust CV of all channels.
+    ``by_channel``: compensated, untransformed (linear) intensities, channel-major, one row
+    per channel of :func:`stat_channels` (``gating.compensation.channel_major``), as FlowJo
+    reports them.
     """
     names = names or {}
-    channels = [c for c in sample.channels if c.pnn.strip().lower() != "time"]
-    # Channel-major copy once: boolean selection and partitioning of contiguous rows is
-    # several times faster than of strided columns.
-    by_channel = np.ascontiguousarray(compensated[:, [c.index for c in channels]].T)
-    out = []
-    for m in memberships:
-        shown = tuple(names.get(g, g) for g in m.path)
-        path = "/".join(shown)
-        n = int(m.mask.sum())
-        everything = n == m.mask.size
-        for j, ch in enumerate(channels):
+    channels = stat_channels(sample)
+    shown_paths = [tuple(names.get(g, g) for g in m.path) for m in memberships]
+    counts = [int(m.mask.sum()) for m in memberships]
+    rows: dict[tuple[int, int], MarkerStat] = {}
+    for j, ch in enumerate(channels):
+        values = by_channel[j]
+        for i, m in enumerate(memberships):
+            shown, n = shown_paths[i], counts[i]
             if n == 0:
-                out.append(MarkerStat(shown[-1], path, ch.label, ch.pnn, None, None, None))
+                rows[(i, j)] = MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, None, None, None)
                 continue
-            v = by_channel[j] if everything else by_channel[j][m.mask]
+            v = values if n == values.size else values[m.mask]
             lo, med, hi = np.percentile(v, [15.87, 50.0, 84.13])
             rcv = float(100.0 * (hi - lo) / (2.0 * abs(med))) if n >= 2 and med != 0 else None
-            out.append(MarkerStat(shown[-1], path, ch.label, ch.pnn, float(med), float(v.mean()), rcv))
-    return out
+            rows[(i, j)] = MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, float(med), float(v.mean()), rcv)
+    return [rows[(i, j)] for i in range(len(memberships)) for j in range(len(channels))]
+
+
+def stat_channels(sample: FcsSample) -> list:
+    """Channels that get marker statistics: every channel but Time."""
+    return [c for c in sample.channels if c.pnn.strip().lower() != "time"]

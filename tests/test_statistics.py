@@ -7,7 +7,8 @@ import pytest
 
 from assays.records import Channel, FcsSample
 from gating.engine import GateMembership
-from gating.statistics import lymphocyte_base, marker_stats, population_stats, robust_cv
+from gating.compensation import channel_major, compensate_array
+from gating.statistics import lymphocyte_base, marker_stats, population_stats, robust_cv, stat_channels
 
 
 def _sample(events: np.ndarray) -> FcsSample:
@@ -39,7 +40,9 @@ def test_population_and_marker_stats():
     # % of lymphocytes uses the Live lymphocytes as base (DESIGN.md).
     assert pops["CD4+"].pct_of_lymphocytes == pytest.approx(100 * cd4.sum() / live.sum())
     assert pops["Lymphocytes"].pct_of_lymphocytes == pytest.approx(100.0)
-    stats = marker_stats(ms, _sample(ev), ev, {"CD4_pos": "CD4+"})
+    sample = _sample(ev)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)])
+    stats = marker_stats(ms, sample, by_channel, {"CD4_pos": "CD4+"})
     s = next(x for x in stats if x.population == "CD4+" and x.marker == "CD4")
     v = ev[cd4, 1]
     assert s.median == pytest.approx(np.median(v))
@@ -52,3 +55,19 @@ def test_lymphocyte_base_levels():
     assert lymphocyte_base(("Lymphocytes", "Singlets", "Live", "CD3+")) == 2
     assert lymphocyte_base(("Live", "CD3+")) is None  # Live on all events is no lymphocyte base
     assert lymphocyte_base(("Lymphs", "CD3+")) == 0
+
+
+def test_channel_major_matches_row_major_compensation():
+    from assays.records import Spillover
+
+    rng = np.random.default_rng(5)
+    ev = np.column_stack([rng.uniform(0, 100, 500), rng.lognormal(5, 1, 500), rng.lognormal(4, 1, 500),
+                          np.arange(500.0)])
+    chans = [Channel(0, "FSC-A", None), Channel(1, "FITC-A", "CD4"), Channel(2, "PE-A", "CD8"), Channel(3, "Time", None)]
+    spill = Spillover(["FITC-A", "PE-A"], np.array([[1.0, 0.2], [0.05, 1.0]]), "$SPILLOVER")
+    sample = FcsSample("S", "s.fcs", "0" * 64, "FCS3.1", chans, ev, {}, spill, None, None)
+    cm = channel_major(sample, [0, 1, 2])
+    rm = compensate_array(ev, sample.pnn, spill)
+    assert np.allclose(cm, rm[:, :3].T, rtol=1e-12, atol=1e-9)
+    # c @ S recovers the observed signal (the definition of compensation)
+    assert np.allclose(rm[:, 1:3] @ spill.matrix, ev[:, 1:3])
