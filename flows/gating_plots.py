@@ -446,7 +446,9 @@ def render_gating_png(sample, strategy, memberships, names: dict[str, str] | Non
             pc = counts.get(m.parent_path, n)
             lines.append(f"{name}: {m.count:,} ({_pct(m, pc)} of parent)")
         ax.text(0.02, 0.98, "\n".join(lines), ha="left", va="top", fontsize=8, transform=ax.transAxes)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # Fixed spacing: tight_layout measures every tick label and cost a third of the render.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15 / n_rows, top=1 - 0.17 / n_rows,
+                        wspace=0.38, hspace=0.5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
