@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assays.records import PatientCycle, SampleSheetRow
-from assays.simulators.str_sim import CaseSheet, PostTruth, case_sheet
+from assays.simulators.str_sim import WrittenCase, case_sheet
 
 DROPLET_VOLUME_UL = 0.00085
 MARKER_TARGET = "InDel-12"
@@ -33,26 +32,12 @@ _COLUMNS = [
 
 
 @dataclass
-class DdpcrCase:
+class DdpcrCase(WrittenCase):
     """What :func:`write_ddpcr_case` wrote, and the truth behind it."""
 
-    path: Path
-    case: CaseSheet
     marker: str
     reference: str
     marker_copies_per_donor_genome: int
-
-    @property
-    def sheet(self) -> list[SampleSheetRow]:
-        return self.case.sheet
-
-    @property
-    def registry(self) -> list[PatientCycle]:
-        return self.case.registry
-
-    @property
-    def posts(self) -> list[PostTruth]:
-        return self.case.posts
 
 
 def droplet_positives(rng: np.random.Generator, copies: int, droplets: int) -> int:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assays.records import PatientCycle, SampleSheetRow
-from assays.simulators.str_sim import CaseSheet, PostTruth, case_sheet
+from assays.simulators.str_sim import WrittenCase, case_sheet
 
 
 @dataclass(frozen=True)
@@ -37,26 +36,12 @@ DILUTION_PCTS = (10.0, 1.0, 0.1, 0.01)
 
 
 @dataclass
-class QpcrCase:
+class QpcrCase(WrittenCase):
     """What :func:`write_qpcr_case` wrote, and the truth behind it."""
 
-    path: Path
-    case: CaseSheet
     marker: str
     reference: str
     marker_efficiency: float
-
-    @property
-    def sheet(self) -> list[SampleSheetRow]:
-        return self.case.sheet
-
-    @property
-    def registry(self) -> list[PatientCycle]:
-        return self.case.registry
-
-    @property
-    def posts(self) -> list[PostTruth]:
-        return self.case.posts
 
 
 @dataclass

@@ -86,12 +86,11 @@ class CaseSheet:
 
 
 @dataclass
-class StrCase:
-    """What :func:`write_str_case` wrote, and the truth behind it."""
+class WrittenCase:
+    """An export file a simulator wrote, with the patient's sheet, registry and truth."""
 
     path: Path
     case: CaseSheet
-    genotypes: dict[str, Genotype] = field(default_factory=dict)  # sample_id -> genotype (pure samples)
 
     @property
     def sheet(self) -> list[SampleSheetRow]:
@@ -104,6 +103,13 @@ class StrCase:
     @property
     def posts(self) -> list[PostTruth]:
         return self.case.posts
+
+
+@dataclass
+class StrCase(WrittenCase):
+    """What :func:`write_str_case` wrote, and the truth behind it."""
+
+    genotypes: dict[str, Genotype] = field(default_factory=dict)  # sample_id -> genotype (pure samples)
 
 
 def _as_tuples(donor_pcts: Sequence[float | Sequence[float]]) -> list[tuple[float, ...]]:
