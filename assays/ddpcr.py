@@ -96,18 +96,16 @@ def _read_biorad(table: tabular.Table) -> list[DdpcrWell]:
         negatives = table.integer(pos, neg_i)
         if negatives is None and positives is not None and accepted is not None:
             negatives = accepted - positives
-        wells.append(
-            DdpcrWell(
-                sample_id=table.text(row, sample_i) or f"unnamed_{well}",
-                well=well,
-                target=target,
-                concentration=table.number(pos, conc_i),
-                positives=positives,
-                accepted=accepted,
-                negatives=negatives,
-            )
-        )
+        wells.append(_well(table, pos, sample_i, well, target, conc_i, positives, accepted, negatives))
     return wells
+
+
+def _well(table: tabular.Table, pos: int, sample_i: int | None, well: str, target: str,
+          conc_i: int | None, positives: int | None, accepted: int | None, negatives: int | None) -> DdpcrWell:
+    """One well x target of data row ``pos``; a well without a sample name is ``unnamed_<well>``."""
+    return DdpcrWell(sample_id=table.text(table.rows[pos], sample_i) or f"unnamed_{well}", well=well,
+                     target=target, concentration=table.number(pos, conc_i), positives=positives,
+                     accepted=accepted, negatives=negatives)
 
 
 def _read_absq_wells(table: tabular.Table) -> list[DdpcrWell]:
@@ -128,17 +126,8 @@ def _read_absq_wells(table: tabular.Table) -> list[DdpcrWell]:
             continue
         positives = table.integer(pos, pos_i)
         accepted = table.integer(pos, total_i)
-        wells.append(
-            DdpcrWell(
-                sample_id=table.text(row, sample_i) or f"unnamed_{well}",
-                well=well,
-                target=target,
-                concentration=table.number(pos, conc_i),
-                positives=positives,
-                accepted=accepted,
-                negatives=None if positives is None or accepted is None else accepted - positives,
-            )
-        )
+        negatives = None if positives is None or accepted is None else accepted - positives
+        wells.append(_well(table, pos, sample_i, well, target, conc_i, positives, accepted, negatives))
     return wells
 
 

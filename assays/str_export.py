@@ -75,17 +75,15 @@ def _read_genotypes(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
             allele = table.text(row, allele_i)
             if allele is None:
                 continue
-            peaks.append(
-                StrPeak(
-                    sample_id=sample_id,
-                    marker=marker,
-                    allele=allele,
-                    size=table.number(pos, size_i),
-                    height=table.number(pos, height_i),
-                    area=table.number(pos, area_i),
-                )
-            )
+            peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
     return peaks
+
+
+def _peak(table: tabular.Table, pos: int, sample_id: str, marker: str, allele: str,
+          size_i: int | None, height_i: int | None, area_i: int | None) -> StrPeak:
+    """One called peak; numbers read from data row ``pos`` of ``table``."""
+    return StrPeak(sample_id=sample_id, marker=marker, allele=allele, size=table.number(pos, size_i),
+                   height=table.number(pos, height_i), area=table.number(pos, area_i))
 
 
 def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
@@ -101,16 +99,7 @@ def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
         allele = table.text(row, allele_i)
         if sample_id is None or marker is None or allele is None:
             continue  # unlabelled peaks (primer peaks, noise) carry no allele call
-        peaks.append(
-            StrPeak(
-                sample_id=sample_id,
-                marker=marker,
-                allele=allele,
-                size=table.number(pos, size_i),
-                height=table.number(pos, height_i),
-                area=table.number(pos, area_i),
-            )
-        )
+        peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
     return peaks
 
 
