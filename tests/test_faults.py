@@ -153,6 +153,25 @@ def test_two_runs_at_once_and_symlinks_refused(tmp_path, fcs_setup):
     assert not _files(inbox)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "ClaimSession.close() (flows/inbox.py) rmtree()s the claim folder when a run ends with an "
+    "exception or Ctrl-C, deleting files claimed but not yet archived; fix: move them back to the "
+    "inbox before removing the folder (see the operations report). Remove this mark once fixed."))
+def test_ctrl_c_during_run_loses_no_file(tmp_path, fcs_setup):
+    root = tmp_path
+    (root / "inbox").mkdir()
+    for p in fcs_setup["src"]:
+        shutil.copy(p, root / "inbox" / p.name)
+    names = [p.name for p in fcs_setup["src"]]
+    proc = start_cli(_run_args(root, fcs_setup), cli_env(shared_api_url()), root / "run.log")
+    claims = root / ".graftwatch-claims"
+    assert wait_for(lambda: any(p.suffix == ".fcs" for p in _files(claims)), 60, 0.01)
+    kill_group(proc, signal.SIGINT)  # a terminal's Ctrl-C
+    proc.wait(60)
+    copies = _where_is_everything(root, names)
+    assert all(c == 1 for c in copies.values()), f"files lost or doubled by Ctrl-C: {copies}"
+
+
 # --- fuzzing through process_file (no Prefect) ----------------------------------------
 
 MAX_SECONDS_PER_FILE = 20
