@@ -8,7 +8,6 @@ plain-language reason.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import time
@@ -66,17 +65,19 @@ class GatingSetup:
     pictures_store: str | None = None  # store root beside which gating pictures are written
 
 
-def _export_gatingml(strategy) -> str | None:
-    """The strategy as Gating-ML 2.0 text (flowkit's writer)."""
-    import flowkit as fk
+def _export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """Gating-ML 2.0 of the gates used, and {Gating-ML id: population name}.
 
-    buf = io.BytesIO()
+    Strategies with no Gating-ML form (FlowJo's biex transform) store NULL and a warning.
+    """
+    from gating.gatingml_export import GatingMLExportError, export_gatingml
+
     try:
-        fk.export_gatingml(strategy, buf)
-    except Exception as exc:  # FlowJo-only constructs have no Gating-ML form
-        log.warning("Gating-ML export failed: %s", exc)
-        return None
-    return buf.getvalue().decode("utf-8")
+        xml, ids = export_gatingml(strategy)
+    except GatingMLExportError as exc:
+        log.warning("gates not exportable as Gating-ML 2.0: %s", exc)
+        return None, {}
+    return xml, {gid: names.get(orig, orig) for gid, orig in ids.items()}
 
 
 def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None):
@@ -166,9 +167,10 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     }])
     out.add("flow_populations", [dict(dataclasses.asdict(p), sample_id=sid, analysis_id=analysis_id) for p in pops])
     out.add("flow_markers", [dict(dataclasses.asdict(m), sample_id=sid, analysis_id=analysis_id) for m in markers])
+    gatingml, population_ids = _export_gatingml(strategy, names)
     out.add("flow_gates", [{
         "sample_id": sid, "analysis_id": analysis_id, "template": template_name,
-        "gatingml": _export_gatingml(strategy), "population_ids": json.dumps(names) if names else None,
+        "gatingml": gatingml, "population_ids": json.dumps(population_ids) if population_ids else None,
     }])
     out.add("flow_qc", [dict(r, sample_id=sid, analysis_id=analysis_id) for r in qc_rows])
     out.timed("export", t)
