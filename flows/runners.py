@@ -33,7 +33,8 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
 
     Parameters
     ----------
-    kind : ``"thread"`` (or None): a thread pool in this process, Prefect's default.
+    kind : ``"thread"`` (or None): a thread pool in this process, sized as the inbox
+        flow's default (:func:`flows.pipeline.default_workers`).
         ``"dask"``: prefect-dask's ``DaskTaskRunner``.
     address : with ``dask``, a running scheduler (``tcp://10.0.0.5:8786``); without it a
         local cluster of worker processes is started for the run and closed after it.
@@ -50,7 +51,9 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
             raise ConfigError("--dask-address needs --task-runner dask")
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=workers) if workers else ThreadPoolTaskRunner()
+        from flows.pipeline import default_workers  # the inbox flow's own default pool size
+
+        return ThreadPoolTaskRunner(max_workers=workers or default_workers())
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
