@@ -38,7 +38,7 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
         ``"dask"``: prefect-dask's ``DaskTaskRunner``.
     address : with ``dask``, a running scheduler (``tcp://10.0.0.5:8786``); without it a
         local cluster of worker processes is started for the run and closed after it.
-    workers : thread-pool size, or local Dask worker processes (default: CPU count).
+    workers : thread-pool size, or local Dask worker processes (default: one per core, at most 4).
 
     Raises ``ConfigError`` (exit 2 in the CLI) for an unknown kind, an address without
     ``dask``, or prefect-dask not installed.
@@ -62,7 +62,9 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
         if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
             raise ConfigError(f"--dask-address {address}: expected a scheduler address such as tcp://host:8786")
         return DaskTaskRunner(address=address)
-    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    from flows.pipeline import default_workers  # same memory reasoning: ~0.5 GB per 1M-event file
+
+    n = workers or default_workers()
     # One thread per worker process: gating is CPU-bound numpy code, and separate processes
     # sidestep the GIL the way a real cluster would.
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "dashboard_address": None})
