@@ -176,8 +176,17 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
             f"{', '.join(absent[:5])} missing in {name}",
             _ACTION_REEXPORT,
         )
-    if text.get("$BYTEORD", "") not in ("1,2,3,4", "4,3,2,1", "1,2", "2,1", "1,2,3,4,5,6,7,8", "8,7,6,5,4,3,2,1"):
+    byteord = text.get("$BYTEORD", "").replace(" ", "")
+    if byteord not in ("1,2,3,4", "4,3,2,1", "1,2", "2,1", "1,2,3,4,5,6,7,8", "8,7,6,5,4,3,2,1"):
         raise InputError("$BYTEORD 1,2,3,4 or 4,3,2,1", f"{text.get('$BYTEORD')!r} in {name}", _ACTION_REEXPORT)
+    width = {"F": 4, "D": 8}.get(text.get("$DATATYPE", "").upper())
+    if width and len(byteord.split(",")) not in (width, 4 if width == 8 else width):
+        # Some writers keep a 4-byte $BYTEORD for doubles; a 2-byte order for floats is never right.
+        raise InputError(
+            f"a $BYTEORD of {width} bytes for $DATATYPE {text['$DATATYPE']}",
+            f"{text.get('$BYTEORD')!r} in {name}",
+            _ACTION_REEXPORT,
+        )
 
     if version == "FCS2.0":
         data_start, data_end = hdr_data_start, hdr_data_end

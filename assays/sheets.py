@@ -93,6 +93,9 @@ def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
             donor_id=c["donor_id"] or None,
             control_of=c.get("control_of") or None,
         )
+    if not by_id:
+        raise InputError("a sample sheet with at least one sample row", f"only a header row in {path.name}",
+                         "fill in the samples and drop the sheet again")
     return list(by_id.values())
 
 
@@ -114,4 +117,7 @@ def read_registry(path: Path) -> list[PatientCycle]:
             mst_date=parse_iso_date(c["mst_date"], "mst_date", i, path.name),
             donor_id=c["donor_id"] or None,
         )
+    if not by_key:
+        raise InputError("a patient registry with at least one row", f"only a header row in {path.name}",
+                         "fill in the patients' MST cycles and drop the registry again")
     return list(by_key.values())

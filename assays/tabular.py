@@ -281,7 +281,14 @@ def has_section(text: str, name: str) -> bool:
 
 
 def _split(line: str, delimiter: str) -> list[str]:
-    return next(csv.reader([line], delimiter=delimiter), [])
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error as exc:  # e.g. a field over csv's size limit: not an export we can read
+        raise InputError(
+            expected="a delimited export with ordinary cells",
+            found=f"a line csv cannot split ({exc}): {line[:80]!r}...",
+            action="export the table again from the instrument software; do not edit it in a text editor",
+        ) from None
 
 
 def _is_comment(line: str) -> bool:

@@ -49,8 +49,18 @@ def cmd_run(args) -> int:
         console.print(f"Inbox {inbox} is empty: nothing to do.")
         return EXIT_OK
 
-    from flows.pipeline import process_inbox
     from flows import progress as prog
+    from flows.pipeline import process_inbox
+    from flows.runners import make_task_runner, start_local_api
+
+    try:
+        runner = make_task_runner(args.task_runner, args.dask_address)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    # The temporary Prefect server runs in its own session: Ctrl-C stops this run
+    # cleanly (claimed files go back to the inbox) instead of killing the server under it.
+    start_local_api()
+    flow = process_inbox.with_options(task_runner=runner)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
@@ -61,7 +71,7 @@ def cmd_run(args) -> int:
 
         try:
             with prog.reporting(report):
-                summary = process_inbox(str(inbox), str(args.store), args.config, args.template)
+                summary = flow(str(inbox), str(args.store), args.config, args.template)
         except ConfigError as exc:
             return _fail(str(exc))
     _print_summary(console, summary, config.privacy.show_patient_ids)
@@ -90,7 +100,7 @@ def cmd_query(args) -> int:
 def cmd_watch(args) -> int:
     from flows.watch import watch
 
-    return watch(Path(args.inbox), args.store, args.config)
+    return watch(Path(args.inbox), args.store, args.config, template_path=args.template)
 
 
 def cmd_report(args) -> int:
@@ -117,12 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", required=True, help="store root (folder or URI such as file:///data/store)")
     r.add_argument("--config", help="TOML settings (see docs/configuration.md)")
     r.add_argument("--template", help="Gating-ML 2.0 .xml or FlowJo .wsp replacing the built-in T-cell panel")
+    r.add_argument("--task-runner", choices=("thread", "dask"), default="thread",
+                   help="where per-file work runs: threads here (default) or a Dask cluster")
+    r.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("watch", help="keep watching the inbox; Ctrl-C stops")
     w.add_argument("--inbox", required=True)
     w.add_argument("--store", required=True)
     w.add_argument("--config")
+    w.add_argument("--template", help="Gating-ML 2.0 .xml or FlowJo .wsp replacing the built-in T-cell panel")
     w.set_defaults(func=cmd_watch)
 
     q = sub.add_parser("query", help="run SQL over the store's tables and views")
@@ -140,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve the deployments of prefect.yaml to a Prefect server")
     s.add_argument("--prefect-yaml", default="prefect.yaml")
+    s.add_argument("--deployment", action="append", help="serve only this deployment (repeatable)")
+    s.add_argument("--limit", type=int, help="at most N flow runs at once")
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -28,6 +28,17 @@ def sibling(inbox: Path, name: str) -> Path:
     return Path(inbox).resolve().parent / name
 
 
+# Names writers use while a file is incomplete (browsers, rsync, Office, copy tools).
+IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart",
+                        ".swp", ".!sync", "~")
+
+
+def is_in_progress(name: str) -> bool:
+    """True for hidden names and names a writer uses while the file is incomplete."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith((".", "~$")) or base.lower().endswith(IN_PROGRESS_SUFFIXES)
+
+
 def list_inbox(inbox: Path) -> list[InboxFile]:
     """Every regular file under ``inbox`` (any depth), oldest first.
 
@@ -43,7 +54,7 @@ def list_inbox(inbox: Path) -> list[InboxFile]:
         for d in links:
             dirnames.remove(d)
         for fname in sorted(filenames) + links:
-            if fname.startswith("."):
+            if is_in_progress(fname):
                 continue
             p = Path(dirpath) / fname
             rel = p.relative_to(root).as_posix()
@@ -139,16 +150,33 @@ class ClaimSession:
         return InboxFile(target, f.name, f.refused)
 
     def close(self) -> None:
+        """Return anything still claimed to the inbox (an interrupted or failed run), then
+        release the claim. Files are never deleted: only empty folders are removed."""
         import fcntl
         import shutil
 
+        _return_to_inbox(self.dir, self.inbox)
+        shutil.rmtree(self.dir, ignore_errors=True)
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
         try:
             os.unlink(self.root / f"{self.dir.name}.lock")
         except FileNotFoundError:
             pass
+
+
+def _return_to_inbox(folder: Path, inbox: Path) -> int:
+    """Move every file under ``folder`` back to the same place in ``inbox``; the count."""
+    moved = 0
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() or p.is_symlink():
+            back = inbox / p.relative_to(folder)
+            back.parent.mkdir(parents=True, exist_ok=True)
+            if back.exists() or back.is_symlink():
+                back = _free_name(back.parent, back.name, "recovered")
+            os.replace(p, back)
+            moved += 1
+    return moved
 
 
 def recover_stale_claims(inbox: Path) -> int:
@@ -167,15 +195,7 @@ def recover_stale_claims(inbox: Path) -> int:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its run is alive
-            for p in sorted(folder.rglob("*")):
-                if p.is_file() or p.is_symlink():
-                    rel = p.relative_to(folder)
-                    back = Path(inbox) / rel
-                    back.parent.mkdir(parents=True, exist_ok=True)
-                    if back.exists():
-                        back = _free_name(back.parent, back.name, "recovered")
-                    os.replace(p, back)
-                    moved += 1
+            moved += _return_to_inbox(folder, Path(inbox))
             shutil.rmtree(folder, ignore_errors=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
         try:

@@ -49,13 +49,11 @@ from pathlib import Path
 
 from assays.errors import ConfigError
 from flows.config import Config, load_config
-from flows.inbox import list_inbox, sibling
+from flows.inbox import is_in_progress, list_inbox, sibling
 
 log = logging.getLogger("graftwatch")
 
 STAGING = ".graftwatch-ready"
-# Names that writers use while a file is still being written (browsers, rsync, scp, Office).
-TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart", ".swp", "~")
 DEBOUNCE_SECONDS = 0.5
 MAX_BATCH_WAIT = 5.0
 RETRY_SECONDS = (5.0, 15.0, 60.0, 300.0)
@@ -65,8 +63,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 def is_temporary(name: str) -> bool:
     """True for names a writer uses while the file is incomplete (and for hidden names)."""
-    base = name.rsplit("/", 1)[-1]
-    return base.startswith(".") or base.lower().endswith(TEMP_SUFFIXES) or base.startswith("~$")
+    return is_in_progress(name)
 
 
 @dataclass

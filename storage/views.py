@@ -107,7 +107,14 @@ def connect(store: Store):
     import duckdb
 
     con = duckdb.connect(":memory:")
+    # Commits first: data files committed after this point stay invisible to this
+    # connection, which therefore sees one consistent snapshot.
+    con.register("_commits_snapshot", store.read_table("commits"))
+    con.execute("CREATE TABLE _raw_commits_t AS SELECT DISTINCT * FROM _commits_snapshot")
+    con.unregister("_commits_snapshot")
     for table in TABLES:
+        if table == "commits":
+            continue
         files = store.files(table) if store.local_root is not None else []
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -115,12 +122,13 @@ def connect(store: Store):
         else:
             # Remote stores (and empty tables) go through pyarrow; DuckDB scans the Arrow table.
             con.register(f"_raw_{table}", store.read_table(table))
-    con.execute("CREATE VIEW commits AS SELECT * FROM _raw_commits")
+    # DISTINCT: compaction briefly holds a batch's commit row twice (storage/compaction.py).
+    con.execute("CREATE VIEW commits AS SELECT * FROM _raw_commits_t")
     for table in TABLES:
         if table != "commits":
             con.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM _raw_{table} "
-                "WHERE batch_id IN (SELECT batch_id FROM _raw_commits)"
+                "WHERE batch_id IN (SELECT batch_id FROM _raw_commits_t)"
             )
     con.execute(_VIEWS)
     return con

@@ -153,10 +153,6 @@ def test_two_runs_at_once_and_symlinks_refused(tmp_path, fcs_setup):
     assert not _files(inbox)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ClaimSession.close() (flows/inbox.py) rmtree()s the claim folder when a run ends with an "
-    "exception or Ctrl-C, deleting files claimed but not yet archived; fix: move them back to the "
-    "inbox before removing the folder (see the operations report). Remove this mark once fixed."))
 def test_ctrl_c_during_run_loses_no_file(tmp_path, fcs_setup):
     root = tmp_path
     (root / "inbox").mkdir()
