@@ -289,8 +289,9 @@ class QuadrantFit:
 
     ``cut_x``/``cut_y`` are logicle values on the first (x, e.g. CD4) and second (y, e.g.
     CD8) marker; ``separation`` is the Mahalanobis distance between the x+y- and x-y+
-    components; ``recovery`` is the smaller of the two components' modelled shares that fall
-    in their own quadrant; ``k`` is the number of mixture components chosen by BIC.
+    components; ``recovery`` is the modelled share of events lying in the same quadrant as
+    most of their mixture component (1 when no component is cut by a line); ``k`` is the
+    number of mixture components chosen by BIC.
     """
 
     cut_x: float
@@ -302,7 +303,7 @@ class QuadrantFit:
     weights: tuple[float, float]
 
 
-def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple[int, int] = (2, 4),
+def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple[int, int] = (2, 6),
                      min_weight: float = 0.01, min_d: float = 2.0,
                      max_fit: int = 10_000) -> QuadrantFit | None:
     """Quadrant cuts for two markers (x, y: e.g. CD4, CD8) from a 2-D Gaussian mixture.
@@ -314,7 +315,10 @@ def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple
 
     Method: ``GaussianMixture`` with full covariances on the (x, y) logicle values of up to
     ``max_fit`` events (seeded subsample, fixed ``random_state``); the number of
-    components k in ``k_range`` minimises the BIC. Components are labelled by their means:
+    components k in ``k_range`` minimises the BIC. Up to 6, not 4: besides the four
+    quadrant populations, a negative population is skewed on the logicle scale and takes a
+    second component; with k capped at 4 the mixture then merged CD4-CD8- into CD4+CD8-
+    on simulated tubes and put the CD4 cut inside the CD8 T cells. Components are labelled by their means:
     among those holding at least ``min_weight`` of the events, the one with the largest
     contrast mean_x - mean_y is the x+y- population (CD4+CD8-) and the one with the smallest
     is x-y+ (CD4-CD8+). This ordering holds whatever the brightness of either marker, since
@@ -327,21 +331,25 @@ def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple
     standardised distance from both, t = (mu1*s2 + mu2*s1) / (s1 + s2) with s the
     components' marginal SDs: each population is cut at the same number of its own SDs, so
     neither loses a larger share of its events to the other, whatever their sizes. Cuts stay
-    axis-parallel, i.e. Gating-ML rectangle gates. ``recovery`` is the smaller of the two
-    components' modelled probabilities of lying in their own quadrant (bivariate normal).
+    axis-parallel, i.e. Gating-ML rectangle gates. ``recovery`` checks the cuts against the
+    whole model: for each component holding at least ``min_weight`` of the events, the
+    largest of its four quadrant probabilities (bivariate normal), averaged with the
+    components' weights; i.e. the share of events that the quadrant puts with the majority
+    of their component. A cut through a large population (or through pieces of one the
+    mixture split) lowers it by about half that population's share.
 
     Returns None when the pair is not accepted (e.g. a single cloud elongated along the
     diagonal: every component is high or low on both markers at once).
 
-    Failure modes: populations that are far from Gaussian on the logicle scale are split
-    into several components, and the extreme-contrast component may then be only part of
-    its population, which moves the cut towards it by a fraction of an SD. Populations
-    elongated along the diagonal can be resolved in 2-D yet overlap the axis-parallel
-    quadrants; ``recovery`` well below 1 reports this, and the numbers are then biased by
-    about 1 - recovery. A population smaller than ``min_weight``, or one the mixture merges
-    into a neighbour, is not seen: the result is None.
+    Failure modes: a population far from Gaussian on the logicle scale (curved by
+    compensation spread) is split into several components; the extreme-contrast component
+    is then only its tip and the cut moves into the population. Populations elongated along
+    the diagonal can be resolved in 2-D yet overlap the axis-parallel quadrants. Both show as
+    ``recovery`` well below 1 (the caller flags the sample; the percentages are then biased
+    by up to about 1 - recovery). A population smaller than ``min_weight``, or one the
+    mixture merges into a neighbour, is not seen: the result is None.
     """
-    from scipy.stats import multivariate_normal
+    from scipy.stats import multivariate_normal, norm
     from sklearn.mixture import GaussianMixture
 
     pts = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
@@ -374,13 +382,18 @@ def quadrant_mixture(x: np.ndarray, y: np.ndarray, seed: int = 0, k_range: tuple
         return None
     sa, sb = np.sqrt(np.diag(ca)), np.sqrt(np.diag(cb))
     cut = (ma * sb + mb * sa) / (sa + sb)
-    # Modelled share of each component inside its own quadrant:
-    # x+y-: P(x >= tx, y < ty) = P(y < ty) - P(x < tx, y < ty); x-y+ likewise.
-    from scipy.stats import norm
-
-    in_a = norm.cdf(cut[1], ma[1], sa[1]) - multivariate_normal(ma, ca).cdf(cut)
-    in_b = norm.cdf(cut[0], mb[0], sb[0]) - multivariate_normal(mb, cb).cdf(cut)
-    return QuadrantFit(float(cut[0]), float(cut[1]), sep, float(min(in_a, in_b)), g.n_components,
+    kept = 0.0
+    for i in big:
+        mu, cov = g.means_[i], g.covariances_[i]
+        sd = np.sqrt(np.diag(cov))
+        px, py = norm.cdf(cut[0], mu[0], sd[0]), norm.cdf(cut[1], mu[1], sd[1])
+        both = float(multivariate_normal(mu, cov).cdf(cut))  # P(x < tx, y < ty)
+        quadrants = (both, py - both, px - both, 1.0 - px - py + both)
+        kept += g.weights_[i] * max(quadrants)
+    # Weighted, not the worst component: a small broad component gathering two minor
+    # populations (double positives and a tail) may straddle a cut without biasing much.
+    recovery = kept / float(sum(g.weights_[i] for i in big))
+    return QuadrantFit(float(cut[0]), float(cut[1]), sep, float(recovery), g.n_components,
                        ((float(ma[0]), float(ma[1])), (float(mb[0]), float(mb[1]))),
                        (float(g.weights_[a]), float(g.weights_[b])))
 
@@ -596,7 +609,11 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
             qc.append(QcCheck(f"resolved_{where}", 0.0, False))
 
     def place_quadrant(x, y, parent, pmask):
-        """Cuts of both quadrant axes, put in ``cache``; one quadrant QC row."""
+        """Cuts of both quadrant axes, put in ``cache``; one quadrant QC row.
+
+        Both axes are placed together (not one marker at a time) because the 2-D fallback
+        needs the two markers on the same events and sets both cuts from one model.
+        """
         sel = pmask if pmask.sum() >= MIN_PLACEMENT_EVENTS else np.ones_like(pmask)
         vals = {m: prep.fluor[m][sel] for m in (x, y)}
         plausible = {}
@@ -623,10 +640,12 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
         sides = [float(np.mean(vals[x] >= tx)), float(np.mean(vals[y] >= ty))]
         smallest = min(min(v, 1 - v) for v in sides)
         where = f"{x}_{y}@{ids[parent]}"
-        if not redo:
-            qc.append(quadrant_check(where, "valley_1d", smallest, True))
-        elif fit is not None:
+        if fit is not None:
             qc.append(quadrant_check(where, "mixture_2d", fit.recovery, fit.recovery >= QUADRANT_MIN_RECOVERY))
+        elif all(plausible.values()):
+            # Also reached when mixture_2d is forced but the mixture refuses the pair:
+            # the 1-D cuts are sound, so nothing is flagged.
+            qc.append(quadrant_check(where, "valley_1d", smallest, True))
         else:
             # Neither method resolves the pair: the 1-D cuts stay (one of them implausible)
             # and the sample goes to review.

@@ -109,9 +109,10 @@ def quadrant_check(where: str, method: str, value: float, passed: bool) -> QcChe
     * ``valley_1d`` - both cuts are 1-D density valleys (or resolved 1-D mixtures); value:
       the smallest share of the parent on one side of either cut; passes.
     * ``mixture_2d`` - at least one cut comes from the 2-D Gaussian mixture of both markers;
-      value: the smaller modelled share of the two main populations inside their own
-      quadrant; passes at ``>= 0.9`` (below that, axis-parallel cuts misrepresent
-      diagonal populations and the percentages are biased by about 1 - value).
+      value: the mixture's ``recovery``, the modelled share of events that the quadrant
+      puts with the majority of their mixture component; passes at ``>= 0.9`` (below that,
+      axis-parallel cuts go through populations, e.g. clouds elongated along the diagonal,
+      and the percentages can be biased by about 1 - value).
     * ``unresolved`` - neither method separates the populations: the 1-D cuts are kept (at
       least one leaves almost nothing on one side, or falls on a single peak); value as for
       ``valley_1d``; fails, so the sample goes to review.
