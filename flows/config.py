@@ -9,7 +9,8 @@ Example ``graftwatch.toml``::
 
     [inbox]
     stable_seconds = 2.0     # a file must keep its size and mtime this long before it is read
-    chunk_files = 25         # files committed together (smaller = less rework after a crash)
+    chunk_files = 100        # files committed together (smaller = less rework after a crash)
+    chunk_mb = 2048          # ... and at most about this many MB of files per commit
 
     [privacy]
     show_patient_ids = false # patient identifiers in logs and Prefect artifacts
@@ -39,7 +40,8 @@ class ChimerismSettings:
 @dataclass
 class InboxSettings:
     stable_seconds: float = 2.0
-    chunk_files: int = 25
+    chunk_files: int = 100
+    chunk_mb: float = 2048.0
     poll_seconds: float = 1.0
 
 

@@ -44,6 +44,7 @@ class FileOutcome:
     review: bool = False
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # read / gate / statistics ...
+    worker: str = ""  # which worker thread/process did it (for the orchestration share)
 
     def timed(self, stage: str, t0: float) -> float:
         """Add the time since ``t0`` to ``stage``; returns now (for the next stage)."""
