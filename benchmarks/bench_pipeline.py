@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -59,15 +58,15 @@ def write_files(workdir: Path, n_files: int, n_events: int) -> tuple[list[Path],
 
 
 def run_cli(args: list[str], env: dict) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MB) of the child, stderr tail."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds, peak RSS (MB) of that graftwatch process (GNU time), stderr tail."""
+    timer = ["/usr/bin/time", "-f", "MAXRSS_KB %M"] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
-    r = subprocess.run([str(ROOT / ".venv/bin/graftwatch"), *args], capture_output=True, text=True, env=env)
+    r = subprocess.run([*timer, str(ROOT / ".venv/bin/graftwatch"), *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if r.returncode != 0:
         raise SystemExit(f"graftwatch {' '.join(args)} failed: {r.stderr[-2000:]}")
-    return wall, max(rss, before) // 1024, r.stderr[-300:]
+    kb = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("MAXRSS_KB ")]
+    return wall, (kb[-1] // 1024 if kb else -1), r.stderr[-300:]
 
 
 def main() -> None:
