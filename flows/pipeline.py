@@ -68,33 +68,40 @@ def process_files_task(files: list[InboxFile], setup: GatingSetup, known: set[st
     return outcomes
 
 
-def work_units(files: list[InboxFile], workers: int, max_bytes: int = 64 * 2**20) -> list[list[InboxFile]]:
-    """Group files into Prefect tasks: big files alone, small files together.
+def _size(f: InboxFile) -> int:
+    try:
+        return f.path.lstat().st_size
+    except OSError:
+        return 0
 
-    A task costs Prefect ~20-30 ms of bookkeeping, more than gating a 10k-event tube; so
-    consecutive files are packed until a unit holds ``target`` bytes, where ``target`` =
-    total / (2 x workers), capped at ``max_bytes``, leaving every worker about two units.
-    """
-    def size(f: InboxFile) -> int:
-        try:
-            return f.path.lstat().st_size
-        except OSError:
-            return 0
 
-    sizes = [size(f) for f in files]
-    target = min(max_bytes, max(1, sum(sizes) // max(1, 2 * workers)))
-    units: list[list[InboxFile]] = []
+def pack(files: list[InboxFile], max_files: int, max_bytes: float) -> list[list[InboxFile]]:
+    """Consecutive groups of at most ``max_files`` files and about ``max_bytes`` bytes
+    (a single larger file makes a group of its own)."""
+    groups: list[list[InboxFile]] = []
     current: list[InboxFile] = []
     held = 0
-    for f, n in zip(files, sizes):
-        if current and held + n > target:
-            units.append(current)
+    for f in files:
+        n = _size(f)
+        if current and (len(current) >= max(1, max_files) or held + n > max_bytes):
+            groups.append(current)
             current, held = [], 0
         current.append(f)
         held += n
     if current:
-        units.append(current)
-    return units
+        groups.append(current)
+    return groups
+
+
+def work_units(files: list[InboxFile], workers: int, max_bytes: int = 64 * 2**20) -> list[list[InboxFile]]:
+    """Group files into Prefect tasks: big files alone, small files together.
+
+    A task costs Prefect ~20-30 ms of bookkeeping, more than gating a 10k-event tube; so
+    consecutive files share a task up to ``total / (2 x workers)`` bytes (at most
+    ``max_bytes``), leaving every worker about two units.
+    """
+    target = min(max_bytes, max(1, sum(_size(f) for f in files) // max(1, 2 * workers)))
+    return pack(files, len(files) or 1, target)
 
 
 def known_sha256(store: Store) -> set[str]:
@@ -210,32 +217,10 @@ class _Counter:
         progress.report("files", self.done, self.total)
 
 
-def _chunks(files: list[InboxFile], max_files: int, max_bytes: float) -> list[list[InboxFile]]:
-    """Consecutive groups of at most ``max_files`` files and about ``max_bytes`` bytes.
-
-    A chunk is the unit of commit: a crash redoes at most one chunk's work.
-    """
-    out: list[list[InboxFile]] = []
-    current: list[InboxFile] = []
-    held = 0
-    for f in files:
-        try:
-            n = f.path.lstat().st_size
-        except OSError:
-            n = 0
-        if current and (len(current) >= max(1, max_files) or held + n > max_bytes):
-            out.append(current)
-            current, held = [], 0
-        current.append(f)
-        held += n
-    if current:
-        out.append(current)
-    return out
-
-
 def _run_group(group, store, inbox, config, setup, claims, known, summary, counter) -> None:
     """Claim, process and commit ``group`` in chunks (``[inbox] chunk_files`` / ``chunk_mb``)."""
-    for part in _chunks(group, config.inbox.chunk_files, config.inbox.chunk_mb * 2**20):
+    # A chunk is the unit of commit: a crash redoes at most one chunk's work.
+    for part in pack(group, config.inbox.chunk_files, config.inbox.chunk_mb * 2**20):
         chunk = [c for c in (claims.claim(f) for f in part) if c is not None]
         futures = [process_files_task.submit(unit, setup, known) for unit in work_units(chunk, default_workers())]
         outcomes = []

@@ -54,3 +54,18 @@ def test_artifact_hides_names_unless_configured():
     assert "P07" not in hidden and "file 1" in hidden and "Expected X" in hidden
     shown = summary_markdown(s, show_names=True)
     assert "P07-secret.fcs" in shown and "P07-D030" in shown
+
+
+def test_work_units_and_chunks_pack_by_size(tmp_path):
+    from flows.inbox import InboxFile
+    from flows.pipeline import pack, work_units
+
+    files = []
+    for i, n in enumerate([10, 10, 10, 10, 1000, 10, 10, 10]):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(b"x" * n)
+        files.append(InboxFile(p, p.name))
+    units = work_units(files, workers=2)  # target = 1070 // 4 = 267 bytes
+    assert [len(u) for u in units] == [4, 1, 3]
+    assert [f for u in units for f in u] == files  # order kept, nothing lost
+    assert [len(c) for c in pack(files, max_files=3, max_bytes=10**9)] == [3, 3, 2]
