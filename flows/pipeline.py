@@ -47,7 +47,6 @@ class RunSummary:
     samples: int = 0
     flagged_samples: list[str] = field(default_factory=list)
     chimerism_results: int = 0
-    seconds_by_kind: dict[str, float] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over files; "write" = commits
     worker_seconds: dict[str, float] = field(default_factory=dict)  # per-file work by worker thread/process
     chimerism_inputs: int = 0  # stored files that can change chimerism (exports, sheets, registries)
@@ -160,7 +159,6 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
                     summary.chimerism_inputs += 1
                 if out.review:
                     summary.flagged_samples.extend(out.sample_ids)
-        summary.seconds_by_kind[out.kind or "unknown"] = summary.seconds_by_kind.get(out.kind or "unknown", 0.0) + out.seconds
         for stage, sec in out.stage_seconds.items():
             summary.add_stage(stage, sec)
         summary.worker_seconds[out.worker] = summary.worker_seconds.get(out.worker, 0.0) + out.seconds

@@ -34,17 +34,6 @@ def compensate_array(events: np.ndarray, pnn: list[str], spill: Spillover) -> np
     return out
 
 
-def compensate(sample: FcsSample, spill: Spillover | None = None) -> np.ndarray:
-    """Compensated events of ``sample`` with ``spill`` (default: the file's own $SPILLOVER).
-
-    Without any matrix the raw events are returned unchanged (no copy).
-    """
-    spill = spill or sample.spillover
-    if spill is None:
-        return sample.events
-    return compensate_array(sample.events, sample.pnn, spill)
-
-
 def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None) -> np.ndarray:
     """Compensated events of the given channel indices, channel-major: shape (len(channels), n).
 

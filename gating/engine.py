@@ -3,15 +3,12 @@ to one sample and return every gate's event membership.
 
 This is the single entry point the pipeline uses. The evaluator behind it is
 :mod:`gating.fast_engine`, which gives flowkit's results event by event while
-transforming each channel once per sample; ``flowkit_reference=True`` runs
-flowkit's own ``GatingStrategy.gate_sample`` instead (for cross-checks).
+transforming each channel once per sample (tests/test_fast_engine.py compares the two).
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
 
 from assays.records import FcsSample
 from gating.fast_engine import GateMembership, evaluate_sample
@@ -30,30 +27,11 @@ def _flowjo_view(sample: FcsSample) -> FcsSample:
     return dataclasses.replace(sample, channels=chans, spillover=spill)
 
 
-def apply_strategy(
-    strategy, sample: FcsSample, flowjo_labels: bool = False, flowkit_reference: bool = False
-) -> list[GateMembership]:
+def apply_strategy(strategy, sample: FcsSample, flowjo_labels: bool = False) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``sample``; parents come before children.
 
     ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
     """
     if flowjo_labels:
         sample = _flowjo_view(sample)
-    if flowkit_reference:
-        return _flowkit_gate_sample(strategy, sample, flowjo_labels)
     return evaluate_sample(strategy, sample, sample_id=sample.sample_id)
-
-
-def _flowkit_gate_sample(strategy, sample: FcsSample, flowjo_labels: bool) -> list[GateMembership]:
-    import flowkit as fk
-
-    if sample.path is None:
-        raise ValueError("the flowkit reference evaluator needs the sample's file path")
-    fk_sample = fk.Sample(sample.path, sample_id=sample.sample_id, subsample=0, use_flowjo_labels=flowjo_labels)
-    results = strategy.gate_sample(fk_sample)
-    out = []
-    for m in evaluate_sample(strategy, sample, sample_id=sample.sample_id):
-        parent = ("root",) + m.parent_path
-        mask = np.asarray(results.get_gate_membership(m.gate_id, gate_path=parent), dtype=bool)
-        out.append(dataclasses.replace(m, mask=mask))
-    return out
