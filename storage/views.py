@@ -3,7 +3,8 @@
 Every contract table is a view of its committed rows. On top of them:
 
 * ``immune_timeline``   one row per flow sample (latest analysis), linked to its patient
-  (unstimulated control tubes, sheet ``control_of``, are left out);
+  (unstimulated control tubes, sheet ``control_of``, are left out; CD4/CD8 subsets are NULL
+  when the adaptive panel found no CD4/CD8 split and flagged the sample);
 * ``chimerism_timeline`` one row per sample x method x donor (latest analysis);
 * ``unlinked_samples``  stored samples without a sample-sheet row.
 
@@ -74,15 +75,25 @@ WITH p AS (
   FROM p GROUP BY ALL
 )
 SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,
-       w.cd3_pct_lymph, w.cd4_pct_lymph, w.cd8_pct_lymph,
-       CAST(w.cd4_count AS DOUBLE) / nullif(w.cd8_count, 0) AS cd4_cd8_ratio,
-       100.0 * w.th1_count / nullif(w.cd4_count, 0) AS th1_pct_cd4,
-       100.0 * w.th2_count / nullif(w.cd4_count, 0) AS th2_pct_cd4,
-       100.0 * w.th0_count / nullif(w.cd4_count, 0) AS th0_pct_cd4,
-       100.0 * w.th17_count / nullif(w.cd4_count, 0) AS th17_pct_cd4,
-       100.0 * w.treg_count / nullif(w.cd4_count, 0) AS treg_pct_cd4,
+       w.cd3_pct_lymph,
+       CASE WHEN NOT u.unresolved THEN w.cd4_pct_lymph END AS cd4_pct_lymph,
+       CASE WHEN NOT u.unresolved THEN w.cd8_pct_lymph END AS cd8_pct_lymph,
+       CASE WHEN NOT u.unresolved THEN CAST(w.cd4_count AS DOUBLE) / nullif(w.cd8_count, 0) END AS cd4_cd8_ratio,
+       CASE WHEN NOT u.unresolved THEN 100.0 * w.th1_count / nullif(w.cd4_count, 0) END AS th1_pct_cd4,
+       CASE WHEN NOT u.unresolved THEN 100.0 * w.th2_count / nullif(w.cd4_count, 0) END AS th2_pct_cd4,
+       CASE WHEN NOT u.unresolved THEN 100.0 * w.th0_count / nullif(w.cd4_count, 0) END AS th0_pct_cd4,
+       CASE WHEN NOT u.unresolved THEN 100.0 * w.th17_count / nullif(w.cd4_count, 0) END AS th17_pct_cd4,
+       CASE WHEN NOT u.unresolved THEN 100.0 * w.treg_count / nullif(w.cd4_count, 0) END AS treg_pct_cd4,
        t.specimen, t.cell_fraction, t.role, w.analysis_id
-FROM w LEFT JOIN sample_timepoints t USING (sample_id)
+FROM w
+-- The adaptive panel writes a failed QC row 'quadrant_CD4_CD8@<parent>:unresolved' when the
+-- data show no CD4/CD8 split: those subsets are NULL rather than an invented cut.
+JOIN (SELECT a.analysis_id,
+             coalesce(bool_or(NOT q.passed AND starts_with(q."check", 'quadrant_CD4_CD8@')
+                              AND ends_with(q."check", ':unresolved')), false) AS unresolved
+      FROM (SELECT DISTINCT analysis_id FROM w) a LEFT JOIN flow_qc q USING (analysis_id)
+      GROUP BY a.analysis_id) u USING (analysis_id)
+LEFT JOIN sample_timepoints t USING (sample_id)
 -- Unstimulated control tubes set cytokine gates; they are not timepoints of their own.
 WHERE t.control_of IS NULL;
 

@@ -168,3 +168,22 @@ def test_cli_run_and_query(shared_data, tmp_path):
     j = subprocess.run(exe + ["query", "SELECT 1 AS x FROM nothing_here", "--store", str(tmp_path / "s")],
                        capture_output=True, text=True)
     assert j.returncode == 2 and "immune_timeline" in j.stderr
+
+
+def test_real_panel_100715_through_the_default_panel(shared_data, tmp_path):
+    """100715.fcs (real FACSAria T-cell panel, no cytokines) on the built-in adaptive panel.
+
+    CD3+ is plausible; CD4 and CD8 show no split in this file (see test_adaptive_panel), so
+    the sample is flagged for review and its CD4/CD8 subsets are NULL, not an invented ratio.
+    """
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(shared_data / "fcs/flowkit/100715.fcs", inbox)
+    summary = run_pipeline(inbox, tmp_path / "store")
+    assert summary.stored == 1 and summary.flagged_samples == ["100715"]
+    (row,) = query(tmp_path / "store", """SELECT cd3_pct_lymph, cd4_pct_lymph, cd8_pct_lymph, cd4_cd8_ratio,
+                                                 th1_pct_cd4, treg_pct_cd4 FROM immune_timeline""")
+    assert 40 <= row[0] <= 90
+    assert row[1:] == (None, None, None, None, None)
+    counts = dict(query(tmp_path / "store", "SELECT population, count FROM flow_populations"))
+    assert counts["CD3+"] > 0 and "CD4+CD8-" in counts  # populations stay stored for review
