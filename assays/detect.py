@@ -18,19 +18,11 @@ _HEAD_BYTES = 16384
 
 def _xlsx_head(path: Path) -> str:
     """The first rows of an XLSX workbook as tab-separated text, for sniffing."""
-    import openpyxl
-
     try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception:
-        return ""
-    try:
-        lines = []
-        for row in wb.worksheets[0].iter_rows(max_row=60, values_only=True):
-            lines.append("\t".join("" if v is None else str(v) for v in row))
-        return "\n".join(lines)
-    finally:
-        wb.close()
+        rows = tabular.xlsx_rows(tabular.read_bytes(path), path.name)
+    except InputError:
+        return ""  # not a readable workbook: detect_kind reports it as an unknown file
+    return "\n".join("\t".join(r) for r in rows[:60])
 
 
 def detect_kind(path: Path) -> str:

@@ -85,7 +85,7 @@ def head_text(path: Path, n_bytes: int = 8192) -> str:
     """First ``n_bytes`` of a file decoded as text (what the readers' ``sniff`` expects)."""
     raw = read_bytes(path)
     if is_xlsx(raw):
-        rows = _xlsx_rows(raw, Path(path).name)
+        rows = xlsx_rows(raw, Path(path).name)
         return "\n".join("\t".join(r) for r in rows[:60])[:n_bytes]
     return decode(raw[:n_bytes], Path(path).name)
 
@@ -319,7 +319,7 @@ def find_header(
     return None
 
 
-def _xlsx_rows(raw: bytes, source_name: str) -> list[list[str]]:
+def xlsx_rows(raw: bytes, source_name: str) -> list[list[str]]:
     import openpyxl  # local import: only XLSX exports need it
 
     try:
@@ -379,7 +379,7 @@ def load_table(
     if not raw.strip():
         raise empty_file_error(path, what)
     if is_xlsx(raw):
-        cell_rows = _xlsx_rows(raw, path.name)
+        cell_rows = xlsx_rows(raw, path.name)
         lines = ["\t".join(r) for r in cell_rows]
     else:
         text = decode(raw, path.name)

@@ -390,16 +390,20 @@ def _dilution_curve(standards, reference, wells, levels, config) -> qp.StandardC
     return curve
 
 
+def _no_reference(pairing, method: str, config) -> list:
+    """One ``reference_failed`` result per donor when a post sample has no reference-gene target."""
+    return [_empty(pairing.post.sample_id, method, d, REFERENCE_FAILED,
+                   f"No reference-gene target ({', '.join(config.reference_genes)}) on this sample's "
+                   "wells: run a reference assay with the marker or add its name to the reference list.")
+            for d in ([d for d, _ in pairing.donors] or [None])]
+
+
 def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
     sid = pairing.post.sample_id
     post = index[sid]
     ref = _reference(post, config.reference_genes)
     if ref is None:
-        donors = [d for d, _ in pairing.donors] or [None]
-        return [], [_empty(sid, "qpcr", d, REFERENCE_FAILED,
-                           f"No reference-gene target ({', '.join(config.reference_genes)}) on this sample's "
-                           "wells: run a reference gene with the marker or add its name to the reference list.")
-                    for d in donors]
+        return [], _no_reference(pairing, "qpcr", config)
     results, pairs = _missing(pairing, "qpcr")
     if not pairs:
         return [], results
@@ -534,11 +538,7 @@ def _ddpcr_for_post(pairing, index, config) -> tuple[list, list]:
     sid = pairing.post.sample_id
     ref = _reference(index[sid], config.reference_genes)
     if ref is None:
-        donors = [d for d, _ in pairing.donors] or [None]
-        return [], [_empty(sid, "ddpcr", d, REFERENCE_FAILED,
-                           f"No reference-gene target ({', '.join(config.reference_genes)}) on this sample's "
-                           "wells: run a reference assay with the marker or add its name to the reference list.")
-                    for d in donors]
+        return [], _no_reference(pairing, "ddpcr", config)
     results, pairs = _missing(pairing, "ddpcr")
     if not pairs:
         return [], results

@@ -47,7 +47,9 @@ def test_str_qpcr_ddpcr_on_the_timeline(tmp_path):
     write_sample_sheet(inbox / "sheet_again.csv", str_case.sheet)  # new bytes, same content
     run_pipeline(inbox, store)
     assert query(store, "SELECT count(*) FROM chimerism")[0][0] == n
-    assert d_case.path.name  # the plate was stored (its rows fed ddpcr above)
+    stored_wells = {r[0] for r in query(store, "SELECT DISTINCT sample_id FROM ddpcr_wells")}
+    assert {d_case.case.recipient_sample, *d_case.case.donor_samples.values(),
+            *(p.sample_id for p in d_case.posts)} <= stored_wells
 
 
 def test_a_later_plate_does_not_recalibrate_earlier_samples(tmp_path):
