@@ -22,6 +22,7 @@ class InboxFile:
     path: Path
     name: str  # path relative to the inbox, '/'-separated
     refused: str | None = None  # why it must be quarantined unread
+    kind: str | None = None  # assays.detect kind, once sniffed
 
 
 def sibling(inbox: Path, name: str) -> Path:
@@ -147,7 +148,7 @@ class ClaimSession:
             os.rename(f.path, target)
         except FileNotFoundError:
             return None
-        return InboxFile(target, f.name, f.refused)
+        return InboxFile(target, f.name, f.refused, f.kind)
 
     def close(self) -> None:
         """Return anything still claimed to the inbox (an interrupted or failed run), then

@@ -8,6 +8,7 @@ chunk's rows are committed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -164,15 +165,17 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
         summary.worker_seconds[out.worker] = summary.worker_seconds.get(out.worker, 0.0) + out.seconds
 
 
-def _is_sheet(f: InboxFile) -> bool:
+def _with_kind(f: InboxFile) -> InboxFile:
+    """``f`` with its detected kind, so the file is sniffed once per run; an undetectable
+    file keeps kind None and gets its reason when it is processed."""
     from assays.detect import detect_kind
 
     if f.refused:
-        return False
+        return f
     try:
-        return detect_kind(f.path) in SHEET_KINDS
+        return dataclasses.replace(f, kind=detect_kind(f.path))
     except Exception:
-        return False
+        return f
 
 
 def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> RunSummary:
@@ -181,7 +184,8 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> 
     recover_stale_claims(inbox)
     files = list_inbox(inbox)
     # Sheets first: they name roles and unstimulated controls the other files need.
-    sheets = [f for f in files if _is_sheet(f)]
+    files = [_with_kind(f) for f in files]
+    sheets = [f for f in files if f.kind in SHEET_KINDS]
     rest = [f for f in files if f not in sheets]
     known = known_sha256(store)
     counter = _Counter(len(files))

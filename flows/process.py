@@ -224,7 +224,7 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> Fi
         if out.sha256 in known_sha256:
             out.status = "duplicate"
             return out
-        out.kind = detect_kind(f.path)
+        out.kind = f.kind or detect_kind(f.path)
         if out.kind == "fcs":
             process_fcs(out, setup)
         elif out.kind == "sample_sheet":
