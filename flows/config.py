@@ -16,7 +16,9 @@ Example ``graftwatch.toml``::
     show_patient_ids = false # patient identifiers in logs and Prefect artifacts
 
     [flow]
-    gating_pictures = true   # write a PNG of each sample's gates beside the store
+    gating_pictures = "review"  # PNG of the gates beside the store during the run: "all",
+                                # "review" (only samples flagged for review) or "none";
+                                # `graftwatch report` draws any missing picture on demand
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ class InboxSettings:
     poll_seconds: float = 1.0
 
 
+PICTURE_POLICIES = ("all", "review", "none")
+
+
 @dataclass
 class FlowSettings:
-    gating_pictures: bool = True  # a PNG of each sample's gates beside the store (~0.5-1 s per file)
+    # Which samples get their gating picture drawn during the run (~0.5-1 s per 1M-event
+    # file, as much as gating itself). Flagged samples need one now, for sign-off; the rest
+    # are drawn by `graftwatch report` when someone looks.
+    gating_pictures: str = "review"
 
 
 @dataclass
@@ -74,6 +82,11 @@ def _apply(section_obj, values: dict, section: str, source: str) -> None:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: [{section}] {key} must be a list of names")
             value = tuple(value)
+        elif key == "gating_pictures":
+            value = {True: "all", False: "none"}.get(value, value) if isinstance(value, bool) else value
+            if value not in PICTURE_POLICIES:
+                raise ConfigError(f"{source}: [{section}] {key} must be one of "
+                                  f"{', '.join(repr(p) for p in PICTURE_POLICIES)} (or true / false)")
         elif isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: [{section}] {key} must be true or false")

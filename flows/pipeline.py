@@ -252,8 +252,8 @@ def process_inbox(inbox: str, store: str, config_path: str | None = None, templa
     """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
     config = load_config(config_path)
     setup = build_setup(config, template_path)
-    if config.flow.gating_pictures:
-        setup.pictures_store = store
+    if config.flow.gating_pictures != "none":
+        setup.pictures_store, setup.pictures = store, config.flow.gating_pictures
     inbox_p = Path(inbox)
     if not inbox_p.is_dir():
         raise ConfigError(f"inbox {inbox}: no such folder")

@@ -64,6 +64,7 @@ class GatingSetup:
     panel: object | None = None  # gating.panel.Panel
     controls: dict[str, Path] = field(default_factory=dict)  # stimulated sample_id -> control tube
     pictures_store: str | None = None  # store root beside which gating pictures are written
+    pictures: str = "none"  # which samples get a picture during the run: all / review / none
 
 
 def _export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[str, str]]:
@@ -102,26 +103,19 @@ def _qc_row(check) -> dict:
 
 def template_qc(sample: FcsSample) -> list:
     """Acquisition checks for a sample gated by a template (the adaptive panel adds its own)."""
-    from gating.qc import events_acquired, margin_events, stable_flow
+    from gating.qc import channel_ranges, events_acquired, margin_events, stable_flow
 
     names = [c.pnn.strip().lower() for c in sample.channels]
     time = sample.events[:, names.index("time")] if "time" in names else None
     cols = [c.index for c in sample.channels if c.pnn.strip().lower() != "time"]
-    ranges = []
-    for c in sample.channels:
-        if c.index in cols:
-            try:
-                ranges.append(float(sample.keywords.get(f"$P{c.index + 1}R", "inf")))
-            except ValueError:
-                ranges.append(float("inf"))
     return [events_acquired(sample.events.shape[0]), stable_flow(time),
-            margin_events(sample.events[:, cols], np.asarray(ranges))]
+            margin_events(sample.events, channel_ranges(sample, cols))]
 
 
 def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     from gating.compensation import channel_major
     from gating.qc import count_checks
-    from gating.statistics import marker_stats, population_stats, stat_channels
+    from gating.statistics import grouped_populations, marker_stats, population_stats, stat_channels
 
     t = time.perf_counter()
     sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
@@ -136,16 +130,12 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control)
     t = out.timed("gate", t)
     analysis_id = new_id()
-    if setup.pictures_store:
-        from flows.gating_plots import write_gating_png
-
-        write_gating_png(setup.pictures_store, sample, strategy, memberships, names, analysis_id)
-        t = out.timed("picture", t)
     n = sample.events.shape[0]
     pops = population_stats(memberships, n, names)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)])
+    groups = grouped_populations(memberships, n)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order)
     t = out.timed("compensate", t)
-    markers = marker_stats(memberships, sample, by_channel, names)
+    markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel
     t = out.timed("statistics", t)
     now = utcnow()
@@ -155,6 +145,12 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     if sample.n_datasets > 1:
         qc_rows.append({"check": "extra_data_sets_ignored", "value": float(sample.n_datasets - 1), "passed": True})
     review = not all(r["passed"] for r in qc_rows)
+    if setup.pictures_store and (setup.pictures == "all" or (setup.pictures == "review" and review)):
+        from flows.gating_plots import write_gating_png
+
+        t = out.timed("export", t)
+        write_gating_png(setup.pictures_store, sample, strategy, memberships, names, analysis_id)
+        t = out.timed("picture", t)
     out.sample_ids = [sid]
     out.review = review
     out.add("samples", [{

@@ -42,7 +42,7 @@ from assays.markers import match_markers
 from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import GateTerm, Panel, PopulationSpec, load_panel
-from gating.qc import (QcCheck, events_acquired, margin_events, quadrant_check, separation,
+from gating.qc import (QcCheck, channel_ranges, events_acquired, margin_events, quadrant_check, separation,
                        stable_flow)
 
 __all__ = [
@@ -804,7 +804,7 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     qc.append(stable_flow(sample.events[:, t] if t is not None else None))
     scat = [i for i in (_find_channel(sample, n) for n in ("FSC-A", "FSC-H", "SSC-A")) if i is not None]
     used = scat + [c.index for c in matched.values()]
-    qc.append(margin_events(sample.events[prep.rows][:, used], _ranges(sample, used)))
+    qc.append(margin_events(sample.events[prep.rows], channel_ranges(sample, used)))
     qc.extend(walk.qc)
     missing = sorted(set(panel.markers) - set(matched))
     return AdaptiveGating(
@@ -828,14 +828,3 @@ def _single_thread():
 def _spill_covers(sample: FcsSample, matched: dict[str, Channel]) -> bool:
     dets = set(sample.spillover.detectors)
     return any(ch.pnn in dets for ch in matched.values())
-
-
-def _ranges(sample: FcsSample, idx: list[int]) -> np.ndarray:
-    out = []
-    for i in idx:
-        v = sample.keywords.get(f"$P{i + 1}R") or sample.keywords.get(f"$p{i + 1}r")
-        try:
-            out.append(float(v))
-        except (TypeError, ValueError):
-            out.append(math.inf)
-    return np.asarray(out)

@@ -34,15 +34,17 @@ def compensate_array(events: np.ndarray, pnn: list[str], spill: Spillover) -> np
     return out
 
 
-def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None) -> np.ndarray:
+def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None,
+                  order: np.ndarray | None = None) -> np.ndarray:
     """Compensated events of the given channel indices, channel-major: shape (len(channels), n).
 
     Statistics scan one channel at a time, and a contiguous row is several times faster
     to select from and partition than a strided column. Solving ``S^T C = X^T`` yields the
     compensated detectors already channel-major, so no full row-major copy is made.
+    ``order``: event indices to reorder by (``EventGroups.order``), applied while copying.
     """
     spill = spill or sample.spillover
-    n = sample.events.shape[0]
+    n = sample.events.shape[0] if order is None else order.size
     out = np.empty((len(channels), n), dtype=np.float64)
     solved: dict[int, np.ndarray] = {}
     if spill is not None:
@@ -54,5 +56,9 @@ def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | Non
         else:
             compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
     for row, ch in enumerate(channels):
-        out[row] = solved[ch] if ch in solved else sample.events[:, ch]
+        src = solved[ch] if ch in solved else sample.events[:, ch]
+        if order is None:
+            out[row] = src
+        else:
+            np.take(src, order, out=out[row])
     return out

@@ -66,10 +66,28 @@ def stable_flow(time: np.ndarray | None, n_windows: int = 100, tolerance: float 
     return QcCheck("stable_flow", float(kept), kept >= minimum)
 
 
+def channel_ranges(sample, columns) -> np.ndarray:
+    """$PnR of every channel of ``sample`` (one entry per column); inf for channels not in
+    ``columns`` and for a missing or non-numeric $PnR, so they never count as margin."""
+    wanted = set(columns)
+    out = np.full(len(sample.channels), np.inf)
+    for c in sample.channels:
+        if c.index not in wanted:
+            continue
+        v = sample.keywords.get(f"$P{c.index + 1}R") or sample.keywords.get(f"$p{c.index + 1}r")
+        try:
+            out[c.index] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
 def margin_events(events: np.ndarray, ranges: np.ndarray, maximum: float = MAX_MARGIN_SHARE) -> QcCheck:
     """Share of events sitting on the upper edge of any given channel (saturated detector).
 
-    ``ranges`` holds each column's $PnR; an event at or above ``PnR - 1`` is on the margin.
+    ``ranges`` holds each column's $PnR (:func:`channel_ranges`; inf = not checked); an event
+    at or above ``PnR - 1`` is on the margin. The whole matrix is compared at once: a
+    column selection would copy it first.
     Failure mode: files whose $PnR does not match the data range (some exports) report 0.
     """
     if events.size == 0:

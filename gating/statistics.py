@@ -20,6 +20,8 @@ import numpy as np
 
 from assays.records import FcsSample
 from gating.engine import GateMembership
+from gating.grouped_quantiles import EventGroups, event_groups
+from gating.grouped_quantiles import population_stats as grouped_stats
 
 # Population names that define the lymphocyte base, from outermost to innermost.
 _BASE_LEVELS = (("lymphocytes", "lymphocyte", "lymphs", "lymph"), ("singlets", "singlet"), ("live", "viable", "livecells"))
@@ -47,14 +49,21 @@ class MarkerStat:
     robust_cv: float | None
 
 
-def robust_cv(values: np.ndarray) -> float | None:
-    """FlowJo's robust CV in percent: 100 * (P84.13 - P15.87) / (2 * median)."""
-    if values.size < 2:
-        return None
-    lo, med, hi = np.percentile(values, [15.87, 50.0, 84.13])
-    if med == 0:
+# Percentiles behind the robust CV: the centre 68.26 % (+-1 SD of a normal) and the median.
+RCV_PERCENTS = (15.87, 50.0, 84.13)
+
+
+def _rcv(lo: float, med: float, hi: float, n: int) -> float | None:
+    """100 * (hi - lo) / (2 |med|); None for fewer than 2 events or a zero median."""
+    if n < 2 or med == 0:
         return None
     return float(100.0 * (hi - lo) / (2.0 * abs(med)))
+
+
+def robust_cv(values: np.ndarray) -> float | None:
+    """FlowJo's robust CV in percent: 100 * (P84.13 - P15.87) / (2 * median)."""
+    lo, med, hi = np.percentile(values, RCV_PERCENTS) if values.size else (0.0, 0.0, 0.0)
+    return _rcv(float(lo), float(med), float(hi), values.size)
 
 
 def _norm(name: str) -> str:
@@ -109,31 +118,38 @@ def marker_stats(
     memberships: list[GateMembership],
     sample: FcsSample,
     by_channel: np.ndarray,
+    groups: EventGroups,
     names: dict[str, str] | None = None,
 ) -> list[MarkerStat]:
     """Median, mean and robust CV of every non-time channel inside every population.
 
-    ``by_channel``: compensated, untransformed (linear) intensities, channel-major, one row
-    per channel of :func:`stat_channels` (``gating.compensation.channel_major``), as FlowJo
-    reports them.
+    ``groups``: :func:`grouped_populations` of ``memberships``. ``by_channel``: compensated,
+    untransformed (linear) intensities, channel-major, one row per channel of
+    :func:`stat_channels`, events in ``groups.order`` (``gating.compensation.channel_major``
+    with ``order=groups.order``), as FlowJo reports them. Percentiles are numpy's linear ones,
+    for all populations at once (:mod:`gating.grouped_quantiles`, equal to ``np.percentile``
+    bit for bit).
     """
     names = names or {}
     channels = stat_channels(sample)
-    shown_paths = [tuple(names.get(g, g) for g in m.path) for m in memberships]
-    counts = [int(m.mask.sum()) for m in memberships]
-    rows: dict[tuple[int, int], MarkerStat] = {}
-    for j, ch in enumerate(channels):
-        values = by_channel[j]
-        for i, m in enumerate(memberships):
-            shown, n = shown_paths[i], counts[i]
-            if n == 0:
-                rows[(i, j)] = MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, None, None, None)
+    stats = grouped_stats(by_channel, groups, RCV_PERCENTS)
+    counts = groups.counts()
+    rows = []
+    for i, m in enumerate(memberships):
+        shown = tuple(names.get(g, g) for g in m.path)
+        for j, ch in enumerate(channels):
+            if counts[i] == 0:
+                rows.append(MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, None, None, None))
                 continue
-            v = values if n == values.size else values[m.mask]
-            lo, med, hi = np.percentile(v, [15.87, 50.0, 84.13])
-            rcv = float(100.0 * (hi - lo) / (2.0 * abs(med))) if n >= 2 and med != 0 else None
-            rows[(i, j)] = MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, float(med), float(v.mean()), rcv)
-    return [rows[(i, j)] for i in range(len(memberships)) for j in range(len(channels))]
+            lo, med, hi = (float(x) for x in stats.percentiles[i, j])
+            rows.append(MarkerStat(shown[-1], "/".join(shown), ch.label, ch.pnn, med, float(stats.means[i, j]),
+                                   _rcv(lo, med, hi, int(counts[i]))))
+    return rows
+
+
+def grouped_populations(memberships: list[GateMembership], n_events: int) -> EventGroups:
+    """Events grouped by which populations hold them (see :mod:`gating.grouped_quantiles`)."""
+    return event_groups([m.mask for m in memberships], n_events)
 
 
 def stat_channels(sample: FcsSample) -> list:

@@ -19,7 +19,8 @@ def test_config_defaults_and_overrides(tmp_path):
     f.write_text('[chimerism]\nreference_genes = ["ALB"]\nstr_lod_pct = 2\n[flow]\ngating_pictures = false\n')
     c = load_config(f)
     assert c.chimerism.reference_genes == ("ALB",) and c.chimerism.str_lod_pct == 2.0
-    assert c.flow.gating_pictures is False
+    assert c.flow.gating_pictures == "none"
+    assert load_config(None).flow.gating_pictures == "review"
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -27,6 +28,7 @@ def test_config_defaults_and_overrides(tmp_path):
     ("[chimerism]\nstr_lod_pct = 'high'\n", "non-negative number"),
     ("[nonsense]\nx = 1\n", "unknown section"),
     ("[chimerism\n", "not valid TOML"),
+    ("[flow]\ngating_pictures = 'some'\n", "must be one of 'all', 'review', 'none'"),
 ])
 def test_bad_config_is_a_config_error(tmp_path, text, needle):
     f = tmp_path / "bad.toml"

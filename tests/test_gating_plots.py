@@ -112,3 +112,26 @@ def test_write_gating_png_atomic_and_never_raises(adaptive, tmp_path, caplog):
     # A broken call logs a warning without the sample id and returns None.
     assert write_gating_png(str(store), sample, strategy, memberships[:1] + [None], names, "A2") is None
     assert "gating picture not written" in caplog.text and sample.sample_id not in caplog.text
+
+
+def test_run_draws_pictures_of_flagged_samples_and_report_draws_the_rest(tmp_path):
+    """Default policy ("review"): during the run only samples flagged for review get a
+    picture (a lead signs those off now); any other is drawn from the store on demand.
+    Seeded simulator tubes: 30k events pass QC, 5k events fail ``events_acquired``."""
+    from assays.simulators.tcell import simulate_tube
+    from conftest import query, run_pipeline
+    from flows.gating_plots import picture_path, render_stored_picture
+
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    simulate_tube(inbox / "ok.fcs", seed=21, n_events=30_000, sample_id="PIC-OK")
+    simulate_tube(inbox / "few.fcs", seed=22, n_events=5_000, sample_id="PIC-FEW")
+    run_pipeline(inbox, store)
+    rows = dict(query(store, "SELECT sample_id, analysis_id FROM latest_analyses WHERE kind = 'flow'"))
+    flagged = {r[0] for r in query(store, "SELECT sample_id FROM latest_analyses WHERE review")}
+    assert flagged == {"PIC-FEW"}
+    assert picture_path(str(store), "PIC-FEW", rows["PIC-FEW"]).read_bytes()[:8] == PNG_MAGIC
+    ok_path = picture_path(str(store), "PIC-OK", rows["PIC-OK"])
+    assert not ok_path.exists()
+    assert render_stored_picture(str(store), "PIC-OK", rows["PIC-OK"]) == ok_path
+    assert ok_path.read_bytes()[:8] == PNG_MAGIC

@@ -8,7 +8,7 @@ import pytest
 from assays.records import Channel, FcsSample
 from gating.engine import GateMembership
 from gating.compensation import channel_major, compensate_array
-from gating.statistics import lymphocyte_base, marker_stats, population_stats, robust_cv, stat_channels
+from gating.statistics import grouped_populations, lymphocyte_base, marker_stats, population_stats, robust_cv, stat_channels
 
 
 def _sample(events: np.ndarray) -> FcsSample:
@@ -41,8 +41,9 @@ def test_population_and_marker_stats():
     assert pops["CD4+"].pct_of_lymphocytes == pytest.approx(100 * cd4.sum() / live.sum())
     assert pops["Lymphocytes"].pct_of_lymphocytes == pytest.approx(100.0)
     sample = _sample(ev)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)])
-    stats = marker_stats(ms, sample, by_channel, {"CD4_pos": "CD4+"})
+    groups = grouped_populations(ms, 1000)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order)
+    stats = marker_stats(ms, sample, by_channel, groups, {"CD4_pos": "CD4+"})
     s = next(x for x in stats if x.population == "CD4+" and x.marker == "CD4")
     v = ev[cd4, 1]
     assert s.median == pytest.approx(np.median(v))
@@ -69,5 +70,7 @@ def test_channel_major_matches_row_major_compensation():
     cm = channel_major(sample, [0, 1, 2])
     rm = compensate_array(ev, sample.pnn, spill)
     assert np.allclose(cm, rm[:, :3].T, rtol=1e-12, atol=1e-9)
+    order = np.random.default_rng(6).permutation(500)
+    np.testing.assert_array_equal(channel_major(sample, [0, 1, 2], order=order), cm[:, order])
     # c @ S recovers the observed signal (the definition of compensation)
     assert np.allclose(rm[:, 1:3] @ spill.matrix, ev[:, 1:3])

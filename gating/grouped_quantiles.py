@@ -1,0 +1,215 @@
+"""Exact percentiles and means of one channel in many overlapping populations at once.
+
+Why this exists
+---------------
+Marker statistics need P15.87, P50, P84.13 and the mean of every channel in every
+population. ``np.percentile(values[mask], ...)`` per population and channel pays a
+boolean gather and a partition of the whole population each time: about 15 ms per
+million events, 0.8 s for a 1M-event tube with ten populations and twelve channels.
+Populations of a gate tree overlap (a child is inside its parent), so most of that work
+is repeated. Here the work per channel is a few linear passes:
+
+1. :func:`event_groups` (once per sample): events are grouped by their *membership
+   signature*, the set of populations that hold them. Every population is a union of
+   groups, and after one reordering every group is a contiguous slice, so a
+   population's values are read as slices instead of gathered through a mask.
+2. :func:`order_bucket` (once per channel): each value gets a 16-bit bucket taken from
+   the top of its IEEE-754 bit pattern with the sign folded so that buckets sort like
+   the values (sign, 11 exponent bits, 4 mantissa bits: 16 buckets per octave).
+3. Per population, the cumulative bucket histogram names the bucket that holds each
+   needed order statistic and its rank inside that bucket; only the values of those few
+   buckets are partitioned (:func:`population_channel_stats`).
+
+Definition (the numbers do not depend on the algorithm)
+--------------------------------------------------------
+Percentiles are numpy's ``percentile(..., method="linear")``, Hyndman & Fan (1996)
+definition 7: for ``n`` sorted values ``x_(0) <= ... <= x_(n-1)`` and ``q = p / 100``,
+``h = (n - 1) q`` and ``P_p = x_(floor h) + (h - floor h) (x_(floor h + 1) - x_(floor h))``,
+interpolated with numpy's own expression (:func:`lerp`), so results equal
+``np.percentile`` bit for bit. The mean is ``sum(x) / n``; sums are accumulated per group
+and may differ from ``np.mean``'s pairwise summation in the last bits. A channel holding
+NaN falls back to ``np.percentile`` on each population (NaN in, NaN out, as numpy).
+
+Reference: R. J. Hyndman and Y. Fan, "Sample quantiles in statistical packages",
+The American Statistician 50(4), 361-365 (1996), doi:10.1080/00031305.1996.10473566.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["EventGroups", "event_groups", "order_bucket", "percentile_positions", "lerp",
+           "PopulationStats", "population_stats"]
+
+N_BUCKETS = 1 << 16
+# Below this many values a plain partition beats the fixed cost of a 65,536-bucket
+# histogram (measured crossover ~30k values).
+SMALL = 32_768
+# Index of the most significant uint16 inside a float64 on this machine.
+_TOP = 3 if np.little_endian else 0
+
+
+@dataclass(frozen=True)
+class EventGroups:
+    """Events partitioned by membership signature.
+
+    ``order``: event indices, grouped (group 0's events first, in input order).
+    ``bounds``: ``(K + 1,)`` offsets into ``order``; group ``k`` is ``order[bounds[k]:bounds[k+1]]``.
+    ``members``: ``(P, K)`` bool, population ``p`` contains group ``k``.
+    """
+
+    order: np.ndarray
+    bounds: np.ndarray
+    members: np.ndarray
+
+    def slices(self, population: int) -> list[slice]:
+        """Slices of the reordered events that make up ``population``."""
+        return [slice(int(self.bounds[k]), int(self.bounds[k + 1])) for k in np.flatnonzero(self.members[population])]
+
+    def counts(self) -> np.ndarray:
+        """Events per population, ``(P,)``."""
+        sizes = np.diff(self.bounds)
+        return self.members.astype(np.int64) @ sizes
+
+
+def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
+    """Group ``n`` events by which of ``masks`` (bool, one per population) contain them.
+
+    Labels are refined one population at a time (``label = 2 * label + in_population``)
+    and renumbered densely after each step, so they stay below the number of distinct
+    signatures instead of growing as ``2**P``.
+    """
+    label = np.zeros(n, dtype=np.int32)
+    signature = np.zeros((1, 0), dtype=bool)  # row = label, column = population
+    for mask in masks:
+        refined = label * 2 + mask.astype(np.int32, copy=False)
+        present = np.flatnonzero(np.bincount(refined, minlength=2 * len(signature)))
+        dense = np.zeros(2 * len(signature), dtype=np.int32)
+        dense[present] = np.arange(present.size, dtype=np.int32)
+        label = dense[refined]
+        signature = np.column_stack([signature[present // 2], (present % 2).astype(bool)])
+    k = len(signature)
+    # A 16-bit key makes numpy's stable sort a radix sort (linear time).
+    key = label.astype(np.uint16) if k <= np.iinfo(np.uint16).max else label
+    order = np.argsort(key, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(label, minlength=k))])
+    return EventGroups(order=order, bounds=bounds, members=np.ascontiguousarray(signature.T))
+
+
+def order_bucket(values: np.ndarray) -> np.ndarray:
+    """16-bit buckets that sort like ``values`` (float64): ``a < b`` implies ``bucket(a) <= bucket(b)``.
+
+    IEEE-754 doubles compare like sign-magnitude integers. Folding the sign (flip every
+    bit of a negative number, only the sign bit of a positive one) turns the pattern into
+    an unsigned integer in value order; its top 16 bits are the bucket. -0.0 and +0.0 land
+    in neighbouring buckets, which is harmless: they are equal values.
+    """
+    top = np.ascontiguousarray(values, dtype=np.float64).view(np.uint16)[_TOP::4]
+    flip = (top >> np.uint16(15)) * np.uint16(0x7FFF) | np.uint16(0x8000)
+    return top ^ flip
+
+
+def percentile_positions(n: int, percents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks (0-based) below and above each percentile of ``n`` values, and the weight.
+
+    numpy's 'linear' method: ``h = (n - 1) * (p / 100)``; ``below = floor(h)``,
+    ``above = below + 1``, both clipped to ``n - 1``; weight ``h - below``.
+    """
+    h = (n - 1) * np.true_divide(np.asarray(percents, dtype=np.float64), 100)
+    below = np.floor(h)
+    above = below + 1
+    last = h >= n - 1
+    below[last] = n - 1
+    above[last] = n - 1
+    return below.astype(np.intp), above.astype(np.intp), h - below
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``a + t (b - a)``, written as numpy's percentile writes it (from ``b`` when ``t >= 0.5``)."""
+    diff = b - a
+    out = np.add(a, diff * t)
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5)
+    return out
+
+
+@dataclass(frozen=True)
+class PopulationStats:
+    """Statistics of every channel in every population.
+
+    ``percentiles``: ``(P, C, len(percents))``; ``means``: ``(P, C)``; NaN where a population is empty.
+    """
+
+    percentiles: np.ndarray
+    means: np.ndarray
+
+
+def _order_statistics(parts: list[np.ndarray], buckets: list[np.ndarray], ranks: np.ndarray) -> np.ndarray:
+    """The values of rank ``ranks`` (0-based) among the concatenation of ``parts``.
+
+    ``buckets``: :func:`order_bucket` of each part.
+    """
+    joint = buckets[0] if len(buckets) == 1 else np.concatenate(buckets)
+    cum = np.cumsum(np.bincount(joint, minlength=N_BUCKETS))
+    where = np.searchsorted(cum, ranks, side="right")  # bucket holding each rank
+    start = np.where(where > 0, cum[np.maximum(where - 1, 0)], 0)
+    wanted = np.zeros(N_BUCKETS, dtype=bool)
+    wanted[where] = True
+    # Few values fall in the wanted buckets: index them once, then two small takes.
+    picks = [np.flatnonzero(wanted[b]) for b in buckets]
+    cand_v = np.concatenate([v[pick] for v, pick in zip(parts, picks)])
+    cand_b = np.concatenate([b[pick] for b, pick in zip(buckets, picks)])
+    out = np.empty(len(ranks), dtype=np.float64)
+    for bucket in np.unique(where):
+        inside = cand_v[cand_b == bucket]
+        which = np.flatnonzero(where == bucket)
+        local = ranks[which] - start[which]
+        part = np.partition(inside, np.unique(local))
+        out[which] = part[local]
+    return out
+
+
+def population_stats(values: np.ndarray, groups: EventGroups, percents: Sequence[float]) -> PopulationStats:
+    """Percentiles and means of every channel (row of ``values``) in every population.
+
+    ``values``: ``(C, n)`` float64, channel-major, events already in ``groups.order``.
+    Small populations are partitioned for all channels in one call; large ones go through
+    the bucket histograms one channel at a time.
+    """
+    percents = np.asarray(percents, dtype=np.float64)
+    n_pop, n_ch, k = groups.members.shape[0], values.shape[0], percents.size
+    pct = np.full((n_pop, n_ch, k), np.nan)
+    sizes = np.diff(groups.bounds)
+    nonempty = np.flatnonzero(sizes > 0)
+    group_sums = np.zeros((n_ch, sizes.size))
+    if nonempty.size:
+        group_sums[:, nonempty] = np.add.reduceat(values, groups.bounds[nonempty], axis=1)
+    counts = groups.counts()
+    # Summed over each population's groups (not a matrix product: inf * 0 would be NaN).
+    means = np.full((n_pop, n_ch), np.nan)
+    for p in np.flatnonzero(counts):
+        means[p] = group_sums[:, groups.members[p]].sum(axis=1) / counts[p]
+    has_nan = np.isnan(group_sums).any(axis=1)  # NaN (or inf - inf) somewhere in the channel
+    buckets: dict[int, np.ndarray] = {}
+    for p in range(n_pop):
+        n = int(counts[p])
+        if n == 0:
+            continue
+        slices = groups.slices(p)
+        below, above, weight = percentile_positions(n, percents)
+        ranks = np.concatenate([below, above])
+        if n <= SMALL:
+            sub = np.concatenate([values[:, s] for s in slices], axis=1)
+            stats = np.partition(sub, np.unique(ranks), axis=1)[:, ranks]
+        else:
+            stats = np.empty((n_ch, ranks.size))
+            for c in np.flatnonzero(~has_nan):
+                if c not in buckets:
+                    buckets[c] = order_bucket(values[c])
+                stats[c] = _order_statistics([values[c, s] for s in slices], [buckets[c][s] for s in slices], ranks)
+        pct[p] = lerp(stats[:, :k], stats[:, k:], weight)
+        for c in np.flatnonzero(has_nan):
+            pct[p, c] = np.percentile(np.concatenate([values[c, s] for s in slices]), percents)
+    return PopulationStats(percentiles=pct, means=means)
