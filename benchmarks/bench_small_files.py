@@ -48,22 +48,24 @@ def main() -> None:
         with open(inbox / f"s{i:03d}.fcs", "wb") as fh:
             flowio.create_fcs(fh, ev.astype("float32").ravel(), channel_names=PNN, metadata_dict={"SAMPLE ID": f"S{i:03d}"})
     cfg = work / "g.toml"
-    cfg.write_text(f"[flow]\ngating_pictures = {'true' if args.pictures else 'false'}\n")
+    policy = "all" if args.pictures else "none"
+    cfg.write_text(f'[flow]\ngating_pictures = "{policy}"\n')
 
     from flows.pipeline import default_workers, process_inbox
-    from flows.runners import start_local_api
+    from flows.runners import local_api
 
-    start_local_api()
-    t0 = time.perf_counter()
-    summary = process_inbox(str(inbox), str(work / "store"), str(cfg), str(tmpl))
-    wall = time.perf_counter() - t0
+    with local_api():  # as `graftwatch run`: the temporary server is up before the run starts
+        t0 = time.perf_counter()
+        summary = process_inbox(str(inbox), str(work / "store"), str(cfg), str(tmpl))
+        wall = time.perf_counter() - t0
     writes = summary.stage_seconds.get("write", 0.0)
     # The busiest worker bounds the file work on the critical path; threads share the
     # GIL, so dividing the summed work by the worker count would flatter the pipeline.
     busy = max(summary.worker_seconds.values()) + writes
     print(f"{summary.stored} files x {args.events:,} events: {wall:.2f} s wall, {wall / max(1, summary.stored) * 1000:.0f} ms per file")
     print("stage seconds (summed over files): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(summary.stage_seconds.items())))
-    print(f"orchestration share: {max(0.0, 1 - busy / wall):.1%} (workers: {default_workers()})")
+    print(f"orchestration share: {max(0.0, 1 - busy / wall):.1%} (workers: {default_workers()}; "
+          f"busy seconds per worker: {sorted(round(v, 2) for v in summary.worker_seconds.values())})")
     shutil.rmtree(work, ignore_errors=True)
 
 

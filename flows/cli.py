@@ -51,19 +51,18 @@ def cmd_run(args) -> int:
 
     from flows import progress as prog
     from flows.pipeline import process_inbox
-    from flows.runners import make_task_runner, start_local_api
+    from flows.runners import local_api, make_task_runner
 
     try:
         runner = make_task_runner(args.task_runner, args.dask_address)
     except ConfigError as exc:
         return _fail(str(exc))
-    # The temporary Prefect server runs in its own session: Ctrl-C stops this run
-    # cleanly (claimed files go back to the inbox) instead of killing the server under it.
-    start_local_api()
     flow = process_inbox.with_options(task_runner=runner)
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+    # The temporary Prefect server runs in its own session: Ctrl-C stops this run
+    # cleanly (claimed files go back to the inbox) instead of killing the server under it.
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with local_api(), Progress(*columns, console=console, transient=False) as bar:
         task_id = bar.add_task("Processing files", total=None)
 
         def report(stage: str, done: int, total: int) -> None:

@@ -118,8 +118,12 @@ def build_setup(config: Config, template_path: str | None) -> GatingSetup:
         template = load_template(Path(template_path))
         from gating.fast_engine import compile_strategy
 
-        # Compiled once per run: the gate tree walk is shared by every file.
+        from flows.process import export_gatingml
+
+        # Compiled and exported once per run: the gate tree walk and the stored
+        # Gating-ML are the same for every file.
         template.compiled = compile_strategy(template.strategy)
+        template.exported = export_gatingml(template.strategy, {})
         return GatingSetup(template=template)
     from gating.panel import load_panel
 

@@ -67,7 +67,7 @@ class GatingSetup:
     pictures: str = "none"  # which samples get a picture during the run: all / review / none
 
 
-def _export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+def export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[str, str]]:
     """Gating-ML 2.0 of the gates used, and {Gating-ML id: population name}.
 
     Strategies with no Gating-ML form (FlowJo's biex transform) store NULL and a warning.
@@ -164,7 +164,8 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     }])
     out.add("flow_populations", [dict(dataclasses.asdict(p), sample_id=sid, analysis_id=analysis_id) for p in pops])
     out.add("flow_markers", [dict(dataclasses.asdict(m), sample_id=sid, analysis_id=analysis_id) for m in markers])
-    gatingml, population_ids = _export_gatingml(strategy, names)
+    exported = setup.template.exported if setup.template is not None else None
+    gatingml, population_ids = exported if exported is not None else export_gatingml(strategy, names)
     out.add("flow_gates", [{
         "sample_id": sid, "analysis_id": analysis_id, "template": template_name,
         "gatingml": gatingml, "population_ids": json.dumps(population_ids) if population_ids else None,

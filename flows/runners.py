@@ -109,15 +109,40 @@ def start_local_api(timeout: int = 60) -> str | None:
     started. Prefect reuses this server for every flow run of the process (it is a
     per-process singleton), and stops it at exit. Must be called from the main thread
     (the parent-death signal is tied to the thread that spawns the server).
+
+    The first request to a fresh server takes ~0.5 s (it sets itself up lazily); one is
+    made here so that this fixed cost is paid at start-up, not inside the first flow run.
     """
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():
         return None
+    from prefect.client.orchestration import get_client
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
     if not server.running:
         with _children_in_own_session():
             server.start(timeout=timeout)
+        with get_client(sync_client=True) as client:
+            client.api_version()
     return server.api_url
+
+
+@contextlib.contextmanager
+def local_api(timeout: int = 60):
+    """Flow runs inside this block use a real API if configured, else the temporary server.
+
+    On the temporary server, flow-run heartbeats are switched off: they exist so that a
+    long-lived server can mark runs whose process died, but this server dies with the
+    process, and the heartbeat thread (sleeping in 1 s steps) holds every flow run up to
+    1 s at its end. Yields the temporary server's URL, or None for a configured API.
+    """
+    url = start_local_api(timeout)
+    if url is None:
+        yield None
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield url

@@ -35,6 +35,7 @@ identifiers, so they are printed only when ``[privacy] show_patient_ids`` is set
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -246,21 +247,22 @@ class Watcher:
         return sum(1 for _ in list_inbox(self.staging))
 
     # --- batches ----------------------------------------------------------------------
-    def _warm_up(self) -> None:
+    def _warm_up(self, stack: contextlib.ExitStack) -> None:
         """Start Prefect's temporary server now (5-10 s) rather than inside the first batch.
 
         Without ``PREFECT_API_URL`` the first flow run would start a local server; doing it
         before watching keeps each batch's latency at processing time. It is started in
-        its own session (:func:`flows.runners.start_local_api`) so that a Ctrl-C stops
-        the watcher after its batch without killing the server under that batch.
+        its own session (:func:`flows.runners.local_api`) so that a Ctrl-C stops the
+        watcher after its batch without killing the server under that batch; ``stack``
+        keeps its settings for the watcher's lifetime.
         """
         if self._run_batch != self._run_flow:
             return
         try:
             if threading.current_thread() is threading.main_thread():
-                from flows.runners import start_local_api
+                from flows.runners import local_api
 
-                start_local_api()
+                stack.enter_context(local_api())
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:
@@ -330,8 +332,12 @@ class Watcher:
             return
 
     def run(self) -> None:
+        with contextlib.ExitStack() as stack:
+            self._warm_up(stack)
+            self._watch()
+
+    def _watch(self) -> None:
         poll = max(0.1, min(self.config.inbox.poll_seconds, self.config.inbox.stable_seconds or 1.0))
-        self._warm_up()
         observer = _start_observer(self.inbox, _Events(self.inbox, self.wake))
         mode = "file events + rescan" if observer else "polling"
         self._print(f"watching {self.inbox} ({mode} every {poll:g} s; files ready after "

@@ -24,6 +24,12 @@ math is not re-implemented:
   evaluated only for the events inside the parent populations of the gates that
   use them, filled in lazily as gates need more; each value is computed on its
   own, so the bits are those of a whole-column call;
+* rectangle bounds and quadrant dividers on logicle/hyperlog dimensions are mostly
+  decided without transforming: both functions are strictly increasing, so a raw
+  value clearly below/above the raw image of a bound (a band of +-1e-7 scale units,
+  edges checked with flowutils' own forward code) is on that side for flowutils
+  too; only raw values inside a band, off-scale (beyond T, where the C solver may
+  not converge) or non-finite are transformed (see ``_raw_band``);
 * every transform is applied through the flowkit transform object's own ``apply``
   (which calls flowutils' C logicle/hyperlog, numpy asinh/log, scipy's interpolator
   for FlowJo biex), on a contiguous ``(n, 1)`` column, the shape flowkit passes;
@@ -147,9 +153,24 @@ class CompiledStrategy:
     transforms: dict[str, Any]
     comp_matrices: dict[str, Any]
     _by_path: dict[tuple[str, ...], _Node] = field(default_factory=dict, repr=False)
+    # (transform ref, bound) -> raw band, see ``band``; sample-independent, so
+    # computed once per plan however many files it gates.
+    _bands: dict[tuple[str, float], tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_path = {n.tree_path: n for n in self.nodes}
+
+    def band(self, xform_ref: str, bound: float) -> tuple[float, float]:
+        """Raw-value band ``(a, b)`` around ``bound`` of transform ``xform_ref`` (cached).
+
+        See ``_raw_band``; ``(-inf, inf)`` when raw comparisons cannot decide this bound.
+        """
+        key = (xform_ref, float(bound))
+        hit = self._bands.get(key)
+        if hit is None:
+            hit = _raw_band(self.transforms[xform_ref], float(bound))
+            self._bands[key] = hit
+        return hit
 
 
 def compile_strategy(strategy: fk.GatingStrategy, sample_id: str | None = None) -> CompiledStrategy:
@@ -209,6 +230,88 @@ _MISSING = object()
 # or go through numpy's vectorised transcendental loops, and are computed on the
 # whole column exactly as flowkit does.
 _PER_VALUE_TRANSFORMS = (fk.transforms.LogicleTransform, fk.transforms.HyperlogTransform)
+
+# Transforms whose per-value function is known to be strictly increasing, so that
+# thresholds can be compared in raw space (``_raw_band``). Matched by exact type: a
+# subclass may override ``apply`` with any function, and then takes the exact path.
+_MONOTONE_TRANSFORMS = (fk.transforms.LogicleTransform, fk.transforms.HyperlogTransform)
+
+# Threshold bands (rectangle bounds, quadrant dividers on logicle/hyperlog dims).
+# Half-width of the band, in transformed units (scales span about 0..1).
+_BAND_MARGIN = 1e-7
+# A band that decides nothing: every event goes through the exact transform.
+_NO_BAND = (-np.inf, np.inf)
+
+
+def _apply_column(xform: Any, src: np.ndarray) -> np.ndarray:
+    """``xform.apply`` on an ``(k, 1)`` float64 column, flattened (the engine's only call)."""
+    return np.ascontiguousarray(np.asarray(xform.apply(src), dtype=np.float64).reshape(-1))
+
+
+def _trusted_limit(xform: Any) -> float:
+    """Largest ``|x|`` for which flowutils' C loop is trusted to have converged.
+
+    ``logicle_scale`` / ``hyperlog_scale`` solve ``B(y) = x`` by Halley's method and
+    return the sentinel ``-1`` when 40 (hyperlog: 10) steps do not converge, which
+    makes the C output non-monotone there. Within ``|x| <= T`` (the top of scale)
+    the solution lies in ``[2*x1 - 1, 1]``, where the absolute stopping tolerance
+    ``3 * DBL_EPSILON`` is at least a few ulps, so the loop converges (hyperlog's
+    tolerance does not grow with ``y``: sentinels were observed from about 2.5e9*T
+    on; NaN and +-inf always give -1). Events beyond ``T`` are off-scale and rare,
+    so they simply take the exact path.
+    """
+    t = float(getattr(xform, "param_t", 0.0))
+    return t if np.isfinite(t) and t > 0 else 0.0
+
+
+def _raw_band(xform: Any, bound: float) -> tuple[float, float]:
+    """Raw values ``(a, b)`` such that ``x <= a`` surely gives ``C(x) < bound`` and
+    ``x >= b`` surely gives ``C(x) >= bound``, for trusted ``x`` (``|x| <= T``), where
+    C is flowutils' C logicle/hyperlog as the engine calls it.
+
+    Why this is exact: the true logicle/hyperlog function T is strictly increasing,
+    and the C implementation (within the trusted range) returns T(x) to a few ulps
+    (Halley's method stopped at a step below ``3 * DBL_EPSILON``; round trips
+    ``C(inverse(y))`` agree with ``y`` to 2e-16), so its error ``err`` < 1e-14 is
+    orders of magnitude below ``_BAND_MARGIN / 4``.
+    ``a`` and ``b`` come from the transform's own ``inverse`` at ``bound -/+ margin``,
+    clamped into the trusted range, and are then checked with the very forward code
+    the engine uses: ``C(a) <= bound - margin/2`` and ``C(b) >= bound + margin/2``.
+    For trusted ``x <= a``: ``C(x) <= T(x) + err <= T(a) + err <= C(a) + 2*err < bound``;
+    for trusted ``x >= b`` symmetrically ``C(x) > bound``. So a raw comparison gives the
+    bit flowkit's ``C(x) >= bound`` / ``C(x) < bound`` gives; only ``a < x < b``,
+    untrusted and non-finite values need the transform. Each edge stands on its own
+    check: an edge whose inverse is NaN or whose check fails is dropped (``-inf`` /
+    ``inf``), so e.g. a bound at the top of scale still decides everything below it.
+    """
+    limit = _trusted_limit(xform)
+    if not np.isfinite(bound) or limit <= 0:
+        return _NO_BAND
+    margin = _BAND_MARGIN
+    try:
+        edges = np.asarray(
+            xform.inverse(np.array([[bound - margin], [bound + margin]])), dtype=np.float64
+        ).reshape(-1)
+    except Exception:  # a transform without a usable inverse: exact path
+        return _NO_BAND
+    if edges.shape != (2,) or np.isnan(edges).any():
+        return _NO_BAND
+    a, b = np.clip(edges, -limit, limit)  # the C check below must run on trusted values
+    c_a, c_b = _apply_column(xform, np.array([[a], [b]]))
+    return (
+        float(a) if c_a <= bound - margin / 2 else -np.inf,
+        float(b) if c_b >= bound + margin / 2 else np.inf,
+    )
+
+
+def _in_range(values: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+    """flowkit's range test ``lo <= v < hi`` (a missing bound is open)."""
+    res = np.ones(values.shape, dtype=bool)
+    if lo is not None:
+        res &= values >= lo
+    if hi is not None:
+        res &= values < hi
+    return res
 
 
 class _SampleState:
@@ -400,7 +503,7 @@ class _SampleState:
 
     @staticmethod
     def _apply(xform: Any, src: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.asarray(xform.apply(src), dtype=np.float64).reshape(-1))
+        return _apply_column(xform, src)
 
     def ratio_column(self, dim: Any) -> np.ndarray:
         """Values of a RatioDimension (raw channels, as flowkit), optionally transformed."""
@@ -419,11 +522,8 @@ class _SampleState:
         self._ratio_columns[key] = col
         return col
 
-    def gate_columns(self, gate: Any, within: np.ndarray | None = None) -> list[np.ndarray]:
-        """One prepared column per dimension of ``gate``, in dimension order.
-
-        Values are valid at least for the events in ``within`` (see ``column``).
-        """
+    def gate_comp_ref(self, gate: Any) -> Any:
+        """The one compensation reference all dimensions of ``gate`` are read with."""
         refs = {
             d.compensation_ref for d in gate.dimensions if d.compensation_ref not in _UNCOMPENSATED
         }
@@ -432,16 +532,101 @@ class _SampleState:
                 f"gate {gate.gate_name!r} mixes compensation references {sorted(refs)}; "
                 "flowkit applies one compensation per gate and rejects this too"
             )
-        comp_ref = next(iter(refs)) if refs else None
-        cols = []
-        for dim in gate.dimensions:
-            if isinstance(dim, fk.RatioDimension):
-                cols.append(self.ratio_column(dim))
-                continue
-            dim_id = dim.dimension_ref if isinstance(dim, fk.QuadrantDivider) else dim.id
-            idx = self.channel_index(dim_id, dim.compensation_ref)
-            cols.append(self.column(comp_ref, dim.transformation_ref, idx, within))
-        return cols
+        return next(iter(refs)) if refs else None
+
+    def dim_index(self, dim: Any) -> int:
+        """Channel index of a (non-ratio) gate dimension or quadrant divider."""
+        dim_id = dim.dimension_ref if isinstance(dim, fk.QuadrantDivider) else dim.id
+        return self.channel_index(dim_id, dim.compensation_ref)
+
+    def dim_column(self, comp_ref: Any, dim: Any, within: np.ndarray | None) -> np.ndarray:
+        """Prepared values of one gate dimension (see ``column`` for ``within``)."""
+        if isinstance(dim, fk.RatioDimension):
+            return self.ratio_column(dim)
+        return self.column(comp_ref, dim.transformation_ref, self.dim_index(dim), within)
+
+    def gate_columns(self, gate: Any, within: np.ndarray | None = None) -> list[np.ndarray]:
+        """One prepared column per dimension of ``gate``, in dimension order.
+
+        Values are valid at least for the events in ``within`` (see ``column``).
+        """
+        comp_ref = self.gate_comp_ref(gate)
+        return [self.dim_column(comp_ref, dim, within) for dim in gate.dimensions]
+
+    def range_mask(
+        self, comp_ref: Any, dim: Any, lo: float | None, hi: float | None, within: np.ndarray | None
+    ) -> np.ndarray:
+        """flowkit's ``lo <= value < hi`` for one dimension; valid inside ``within``.
+
+        On logicle/hyperlog dimensions the test is decided in raw space wherever the
+        raw value is clearly away from the bounds (``_banded_range``), so only events
+        near a bound are transformed; a column already complete in the cache is
+        simply compared. Everything else compares the prepared column, as before.
+        """
+        if isinstance(dim, fk.RatioDimension) or dim.transformation_ref is None:
+            return _in_range(self.dim_column(comp_ref, dim, within), lo, hi)
+        xform = self.plan.transforms[dim.transformation_ref]
+        idx = self.dim_index(dim)
+        if type(xform) not in _MONOTONE_TRANSFORMS or self._complete(comp_ref, dim.transformation_ref, idx):
+            return _in_range(self.column(comp_ref, dim.transformation_ref, idx, within), lo, hi)
+        if lo is None and hi is None:
+            return np.ones(self.n, dtype=bool)  # open on both sides: no value is needed
+        return self._banded_range(comp_ref, dim.transformation_ref, idx, lo, hi, within)
+
+    def _complete(self, comp_ref: Any, xform_ref: str, idx: int) -> bool:
+        """True if ``column`` has this column cached for every event."""
+        hit = self._columns.get((comp_ref if comp_ref not in _UNCOMPENSATED else None, xform_ref, idx))
+        return hit is not None and hit[1] is None
+
+    def _banded_range(
+        self,
+        comp_ref: Any,
+        xform_ref: str,
+        idx: int,
+        lo: float | None,
+        hi: float | None,
+        within: np.ndarray | None,
+    ) -> np.ndarray:
+        """``range_mask`` for a strictly increasing per-value transform, mostly untransformed.
+
+        Each bound has a raw band ``(a, b)`` (``CompiledStrategy.band``; see
+        ``_raw_band`` for why deciding outside it is exact). A trusted raw value
+        (``|x| <= T``, so not NaN/inf) ``<= a`` is below the bound and one ``>= b``
+        is at/above it. An event passes for sure if it is above every ``lo`` and
+        below every ``hi`` band, and fails for sure if it is below a ``lo`` or above a
+        ``hi`` band; the rest (inside a band, untrusted, non-finite) get the exact
+        transform through ``column`` (restricted to them, cached for later gates).
+        """
+        xform = self.plan.transforms[xform_ref]
+        arr, j = self.source(comp_ref, idx)
+        rows = None if within is None else np.flatnonzero(within)
+        x = arr[:, j] if rows is None else arr[rows, j]
+        limit = _trusted_limit(xform)
+        trusted = (x >= -limit) & (x <= limit)  # False for NaN and +-inf
+        sure_pass = trusted.copy()
+        sure_fail = np.zeros_like(trusted)
+        if lo is not None:
+            a, b = self.plan.band(xform_ref, lo)
+            sure_pass &= x >= b
+            sure_fail |= x <= a
+        if hi is not None:
+            a, b = self.plan.band(xform_ref, hi)
+            sure_pass &= x <= a
+            sure_fail |= x >= b
+        sure_fail &= trusted
+        need = ~(sure_pass | sure_fail)
+        res = sure_pass
+        if need.any():
+            need_rows = np.flatnonzero(need) if rows is None else rows[need]
+            exact = np.zeros(self.n, dtype=bool)
+            exact[need_rows] = True
+            col = self.column(comp_ref, xform_ref, idx, exact)
+            res[need] = _in_range(col[need_rows], lo, hi)
+        if rows is None:
+            return res
+        out = np.zeros(self.n, dtype=bool)
+        out[rows] = res
+        return out
 
     # ----- gates --------------------------------------------------------------------
 
@@ -473,21 +658,40 @@ class _SampleState:
         hit = self._quad_results.get(id(qgate))
         if hit is not None:
             return hit
-        cols = self.gate_columns(qgate, parent)
-        by_divider = {div.id: col for div, col in zip(qgate.dimensions, cols)}
+        comp_ref = self.gate_comp_ref(qgate)
+        for div in qgate.dimensions:
+            if not isinstance(div, fk.RatioDimension):
+                self.dim_index(div)  # every divider must resolve, as in flowkit
+        dividers = {div.id: div for div in qgate.dimensions}
+        # a divider range shared by several quadrants (e.g. "CD4 >= v") is tested once
+        tests: dict[tuple[str, float | None, float | None], np.ndarray] = {}
         out: dict[str, np.ndarray] = {}
         for q_id, quadrant in qgate.quadrants.items():
             q = np.ones(self.n, dtype=bool)
             for div_ref in quadrant.divider_refs:
                 lo, hi = quadrant.get_divider_range(div_ref)
-                col = by_divider[div_ref]
-                if lo is not None:
-                    q &= col >= lo
-                if hi is not None:
-                    q &= col < hi
+                key = (div_ref, lo, hi)
+                m = tests.get(key)
+                if m is None:
+                    m = self.range_mask(comp_ref, dividers[div_ref], lo, hi, parent)
+                    tests[key] = m
+                q &= m
             out[q_id] = q
         self._quad_results[id(qgate)] = out
         return out
+
+    def _rectangle(self, gate: Any, parent: np.ndarray | None) -> np.ndarray:
+        """AND of the dimensions' ranges (then ``use_complement``), valid inside ``parent``.
+
+        An event that already failed one dimension cannot pass, so later dimensions
+        only look at the events still in: fewer values to compare and transform.
+        """
+        comp_ref = self.gate_comp_ref(gate)
+        res = np.ones(self.n, dtype=bool)
+        for k, dim in enumerate(gate.dimensions):
+            within = parent if k == 0 else (res if parent is None else parent & res)
+            res &= self.range_mask(comp_ref, dim, getattr(dim, "min", None), getattr(dim, "max", None), within)
+        return ~res if gate.use_complement else res
 
     def _gate(self, gate: Any, parent: np.ndarray | None) -> np.ndarray:
         """The gate's own shape test (before the parent AND)."""
@@ -504,18 +708,10 @@ class _SampleState:
                 return np.logical_not(refs[0])
             raise ValueError(f"unknown boolean type {gate.type!r} in gate {gate.gate_name!r}")
 
-        cols = self.gate_columns(gate, parent)
         if isinstance(gate, fk_gates.RectangleGate):
-            res = np.ones(self.n, dtype=bool)
-            for dim, col in zip(gate.dimensions, cols):
-                lo = getattr(dim, "min", None)
-                hi = getattr(dim, "max", None)
-                if lo is not None:
-                    res &= col >= lo
-                if hi is not None:
-                    res &= col < hi
-            return ~res if gate.use_complement else res
+            return self._rectangle(gate, parent)
 
+        cols = self.gate_columns(gate, parent)
         if isinstance(gate, fk_gates.PolygonGate):
             verts = np.array(gate.vertices, dtype=np.float64)
             # The winding test costs O(events x vertices) and is independent per
