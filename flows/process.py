@@ -82,18 +82,24 @@ def export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[s
     return xml, {gid: names.get(orig, orig) for gid, orig in ids.items()}
 
 
-def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None):
-    """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships)."""
+def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None,
+             compensated: dict | None = None):
+    """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships).
+
+    ``compensated``: filled with the compensated channels the gates used (see
+    ``gating.engine.apply_strategy``).
+    """
     from gating.engine import apply_strategy
 
     if setup.template is not None:
         t = setup.template
-        memberships = apply_strategy(t.compiled or t.strategy, sample, flowjo_labels=(t.kind == "flowjo"))
+        memberships = apply_strategy(t.compiled or t.strategy, sample, flowjo_labels=(t.kind == "flowjo"),
+                                     compensated=compensated)
         return t.name, t.strategy, {}, [], memberships
     from gating.adaptive import build_adaptive_gating
 
     adaptive = build_adaptive_gating(sample, setup.panel, control=control)
-    memberships = apply_strategy(adaptive.strategy, sample)
+    memberships = apply_strategy(adaptive.strategy, sample, compensated=compensated)
     return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
 
 
@@ -113,7 +119,7 @@ def template_qc(sample: FcsSample) -> list:
 
 
 def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
-    from gating.compensation import channel_major
+    from gating.compensation import channel_major, gates_compensation
     from gating.qc import count_checks
     from gating.statistics import grouped_populations, marker_stats, population_stats, stat_channels
 
@@ -127,13 +133,16 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
             control = read_fcs(ctrl_path)
         except InputError as exc:
             log.warning("control tube for a sample is unreadable, using the sample's own negatives: %s", exc)
-    template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control)
+    used: dict = {}
+    template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control, compensated=used)
     t = out.timed("gate", t)
     analysis_id = new_id()
     n = sample.events.shape[0]
     pops = population_stats(memberships, n, names)
     groups = grouped_populations(memberships, n)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order,
+                               solved=gates_compensation(used))
+    del used
     t = out.timed("compensate", t)
     markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel

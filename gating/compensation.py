@@ -34,27 +34,43 @@ def compensate_array(events: np.ndarray, pnn: list[str], spill: Spillover) -> np
     return out
 
 
+def gates_compensation(used: dict) -> dict[int, np.ndarray] | None:
+    """The compensated channels statistics should use, given what the gates used.
+
+    ``used``: ``{compensation ref: {channel index: values}}`` from the gating engine
+    (``gating.engine.apply_strategy(..., compensated=used)``). When the gates used exactly
+    one matrix (a template's, or the file's own via ``'FCS'``), statistics are reported
+    on those same values, as FlowJo reports them on the workspace's compensation; the
+    solve is then reused, not repeated. Otherwise (no matrix, or several) None: the
+    file's own spillover applies (:func:`channel_major`).
+    """
+    return next(iter(used.values())) if len(used) == 1 else None
+
+
 def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None,
-                  order: np.ndarray | None = None) -> np.ndarray:
+                  order: np.ndarray | None = None, solved: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """Compensated events of the given channel indices, channel-major: shape (len(channels), n).
 
     Statistics scan one channel at a time, and a contiguous row is several times faster
     to select from and partition than a strided column. Solving ``S^T C = X^T`` yields the
     compensated detectors already channel-major, so no full row-major copy is made.
     ``order``: event indices to reorder by (``EventGroups.order``), applied while copying.
+    ``solved``: compensated channels already computed (:func:`gates_compensation`); used
+    instead of ``spill``, other channels are read uncompensated.
     """
-    spill = spill or sample.spillover
     n = sample.events.shape[0] if order is None else order.size
     out = np.empty((len(channels), n), dtype=np.float64)
-    solved: dict[int, np.ndarray] = {}
-    if spill is not None:
-        pnn = sample.pnn
-        det_idx = [pnn.index(d) for d in spill.detectors if d in pnn]
-        if len(det_idx) == len(spill.detectors):
-            comp_t = np.linalg.solve(spill.matrix.T, sample.events[:, det_idx].T)
-            solved = {ch: comp_t[k] for k, ch in enumerate(det_idx)}
-        else:
-            compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
+    if solved is None:
+        solved = {}
+        spill = spill or sample.spillover
+        if spill is not None:
+            pnn = sample.pnn
+            det_idx = [pnn.index(d) for d in spill.detectors if d in pnn]
+            if len(det_idx) == len(spill.detectors):
+                comp_t = np.linalg.solve(spill.matrix.T, sample.events[:, det_idx].T)
+                solved = {ch: comp_t[k] for k, ch in enumerate(det_idx)}
+            else:
+                compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
     for row, ch in enumerate(channels):
         src = solved[ch] if ch in solved else sample.events[:, ch]
         if order is None:

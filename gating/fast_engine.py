@@ -392,6 +392,14 @@ class _SampleState:
         self._comp[comp_ref] = out
         return out
 
+    def compensated_channels(self) -> dict[Any, dict[int, np.ndarray]]:
+        """``{comp ref: {channel index: values}}`` for every matrix applied so far."""
+        return {
+            ref: {ch: block[:, j] for ch, j in where.items()}
+            for ref, (block, where) in self._comp.items()
+            if block is not self.events
+        }
+
     def source(self, comp_ref: Any, idx: int) -> tuple[np.ndarray, int]:
         """(2-D array, column) holding channel ``idx`` compensated with ``comp_ref``."""
         block, where = self.compensated(comp_ref)
@@ -425,7 +433,13 @@ class _SampleState:
         # (``np.linalg.solve(spill.T, data[:, idx].T).T``) on the same operands, so
         # the same LAPACK call produces the same bits; it skips that function's copy
         # of the whole events matrix and the write-back, which only move data.
-        block = np.linalg.solve(values.T, self.events[:, idx].T).T
+        # Detectors in consecutive columns (the usual layout) are passed as a strided
+        # view: solve copies its operand into LAPACK's layout anyway, so the values it
+        # sees are the same and a second copy of the detector block is saved.
+        first = idx[0] if idx else 0
+        detectors = (self.events[:, first:first + len(idx)] if idx == list(range(first, first + len(idx)))
+                     else self.events[:, idx])
+        block = np.linalg.solve(values.T, detectors.T).T
         return block, {c: j for j, c in enumerate(idx)}
 
     def _pnn_index(self, detector: str, comp_ref: str) -> int:
@@ -746,6 +760,7 @@ def evaluate_strategy(
     *,
     pns: list[str] | None = None,
     sample_id: str | None = None,
+    compensated: dict[Any, dict[int, np.ndarray]] | None = None,
 ) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``events``; one entry per population.
 
@@ -766,6 +781,9 @@ def evaluate_strategy(
     (``spectrumMatrix`` / FlowJo matrices); ``'FCS'`` (the file's $SPILLOVER) must be
     supplied here, and means uncompensated when it is not.
     ``sample_id``: pick flowkit custom sample gates for this sample id.
+    ``compensated``: if given, filled with what the evaluation compensated:
+    ``{compensation ref: {channel index: compensated values (1-D)}}``, one entry per
+    matrix the gates actually used, so callers can reuse the solve.
 
     Returns ``GateMembership`` items in hierarchy order (parents before children,
     siblings in the strategy's order). QuadrantGates contribute one item per quadrant
@@ -796,6 +814,8 @@ def evaluate_strategy(
                 gate_type=gate_type,
             )
         )
+    if compensated is not None:
+        compensated.update(state.compensated_channels())
     return out
 
 
@@ -805,6 +825,7 @@ def evaluate_sample(
     matrices: Mapping[str, Any] | None = None,
     *,
     sample_id: str | None = None,
+    compensated: dict[Any, dict[int, np.ndarray]] | None = None,
 ) -> list[GateMembership]:
     """``evaluate_strategy`` for an ``assays.records.FcsSample``.
 
@@ -823,6 +844,7 @@ def evaluate_sample(
         supplied,
         pns=[c.pns or "" for c in channels],
         sample_id=sample_id,
+        compensated=compensated,
     )
 
 

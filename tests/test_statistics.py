@@ -74,3 +74,50 @@ def test_channel_major_matches_row_major_compensation():
     np.testing.assert_array_equal(channel_major(sample, [0, 1, 2], order=order), cm[:, order])
     # c @ S recovers the observed signal (the definition of compensation)
     assert np.allclose(rm[:, 1:3] @ spill.matrix, ev[:, 1:3])
+
+
+def test_marker_stats_use_the_gates_compensation(tmp_path):
+    """A template with one compensation matrix: statistics are on the values the gates saw
+    (as FlowJo reports them on the workspace's matrix), even when the file has no
+    $SPILLOVER. Seeded data; the truth is numpy on x @ inv(S)."""
+    import flowio
+
+    from flows.inbox import InboxFile
+    from flows.process import GatingSetup, process_file
+    from gating.fast_engine import compile_strategy
+    from gating.templates import load_template
+
+    rng = np.random.default_rng(8)
+    ev = np.column_stack([rng.uniform(0, 1000, 5000), rng.lognormal(6, 1, 5000), rng.lognormal(5, 1, 5000)])
+    path = tmp_path / "t.fcs"
+    with open(path, "wb") as fh:
+        flowio.create_fcs(fh, ev.astype("float32").ravel(), channel_names=["FSC-A", "FL1-A", "FL2-A"],
+                          metadata_dict={"SAMPLE ID": "COMP-1"})
+    spill = np.array([[1.0, 0.3], [0.1, 1.0]])
+    coeff = "".join("<transforms:spectrum>" + "".join(f'<transforms:coefficient transforms:value="{v}"/>' for v in row)
+                    + "</transforms:spectrum>" for row in spill)
+    dim = ('<gating:dimension gating:compensation-ref="Acq" gating:min="200">'
+           '<data-type:fcs-dimension data-type:name="FL1-A"/></gating:dimension>')
+    xml = tmp_path / "t.xml"
+    xml.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating"
+ xmlns:transforms="http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
+ xmlns:data-type="http://www.isac-net.org/std/Gating-ML/v2.0/datatypes">
+<transforms:spectrumMatrix transforms:id="Acq">
+<transforms:fluorochromes><data-type:fcs-dimension data-type:name="A"/><data-type:fcs-dimension data-type:name="B"/></transforms:fluorochromes>
+<transforms:detectors><data-type:fcs-dimension data-type:name="FL1-A"/><data-type:fcs-dimension data-type:name="FL2-A"/></transforms:detectors>{coeff}
+</transforms:spectrumMatrix>
+<gating:RectangleGate gating:id="Pos">{dim}</gating:RectangleGate>
+</gating:Gating-ML>""")
+    template = load_template(xml)
+    template.compiled = compile_strategy(template.strategy)
+    out = process_file(InboxFile(path=path, name=path.name), GatingSetup(template=template), set())
+    assert out.status == "stored", out.error
+    raw = ev.astype("float32").astype(np.float64)
+    comp = raw[:, 1:] @ np.linalg.inv(spill)
+    inside = comp[:, 0] >= 200
+    got = {r["channel"]: r for r in out.rows["flow_markers"] if r["population"] == "Pos"}
+    assert got["FL2-A"]["median"] == pytest.approx(np.median(comp[inside, 1]), rel=1e-9)
+    assert got["FL1-A"]["mean"] == pytest.approx(comp[inside, 0].mean(), rel=1e-9)
+    assert got["FSC-A"]["median"] == pytest.approx(np.median(raw[inside, 0]), rel=1e-9)  # scatter: not compensated
+    assert abs(got["FL2-A"]["median"] - np.median(raw[inside, 2])) > 1.0  # the raw value would differ
