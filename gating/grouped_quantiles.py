@@ -78,22 +78,28 @@ class EventGroups:
 def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
     """Group ``n`` events by which of ``masks`` (bool, one per population) contain them.
 
-    Labels are refined one population at a time (``label = 2 * label + in_population``)
-    and renumbered densely after each step, so they stay below the number of distinct
-    signatures instead of growing as ``2**P``.
+    Masks are packed 8 at a time into a byte per event; labels are refined by one
+    block at a time (``label = 256 * label + byte``) and renumbered densely after each
+    block, so they stay below the number of distinct signatures instead of growing as
+    ``2**P``.
     """
-    label = np.zeros(n, dtype=np.int32)
+    label = np.zeros(n, dtype=np.int64)
     signature = np.zeros((1, 0), dtype=bool)  # row = label, column = population
-    for mask in masks:
-        refined = label * 2 + mask.astype(np.int32, copy=False)
-        present = np.flatnonzero(np.bincount(refined, minlength=2 * len(signature)))
-        dense = np.zeros(2 * len(signature), dtype=np.int32)
-        dense[present] = np.arange(present.size, dtype=np.int32)
+    for first in range(0, len(masks), 8):
+        block = masks[first:first + 8]
+        byte = np.zeros(n, dtype=np.uint8)
+        for bit, mask in enumerate(block):
+            byte |= mask.view(np.uint8) << np.uint8(bit)
+        refined = label * 256 + byte if first else byte
+        present = np.flatnonzero(np.bincount(refined, minlength=256 * len(signature)))
+        dense = np.zeros(256 * len(signature), dtype=np.int64)
+        dense[present] = np.arange(present.size)
         label = dense[refined]
-        signature = np.column_stack([signature[present // 2], (present % 2).astype(bool)])
+        bits = ((present[:, None] % 256) >> np.arange(len(block))) & 1
+        signature = np.column_stack([signature[present // 256], bits.astype(bool)])
     k = len(signature)
-    # A 16-bit key makes numpy's stable sort a radix sort (linear time).
-    key = label.astype(np.uint16) if k <= np.iinfo(np.uint16).max else label
+    # Small integer keys make numpy's stable argsort a radix sort (linear time).
+    key = label.astype(np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int64)
     order = np.argsort(key, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(label, minlength=k))])
     return EventGroups(order=order, bounds=bounds, members=np.ascontiguousarray(signature.T))

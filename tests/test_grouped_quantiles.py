@@ -84,3 +84,18 @@ def test_nan_channel_falls_back_to_numpy():
     stats = population_stats(x[groups.order][None, :], groups, PCTS)
     assert np.isnan(stats.percentiles[0]).all()  # NaN in, NaN out, as np.percentile
     np.testing.assert_array_equal(stats.percentiles[1, 0], np.percentile(x[501:], PCTS))
+
+
+def test_groups_with_many_populations():
+    """More than 8 populations (masks are packed a byte at a time): seeded random masks."""
+    rng = np.random.default_rng(14)
+    n = 5000
+    masks = [rng.random(n) < p for p in np.linspace(0.05, 0.95, 19)]
+    groups = event_groups(masks, n)
+    for p, m in enumerate(masks):
+        rebuilt = np.zeros(n, dtype=bool)
+        for s in groups.slices(p):
+            rebuilt[groups.order[s]] = True
+        np.testing.assert_array_equal(rebuilt, m)
+    signatures = {tuple(col) for col in np.stack(masks).T}
+    assert groups.members.shape == (19, len(signatures))  # one group per distinct signature
