@@ -416,6 +416,8 @@ def load_table(
             continue
         rows.append(cells)
         line_numbers.append(number)
+    if not is_xlsx(raw):
+        _refuse_cut_off(raw, rows, line_numbers, path.name, what)
     return Table(
         source_name=path.name,
         header=header,
@@ -424,6 +426,27 @@ def load_table(
         metadata=meta,
         delimiter=delimiter,
     )
+
+
+def _refuse_cut_off(raw: bytes, rows: list[list[str]], line_numbers: list[int], name: str, what: str) -> None:
+    """Refuse a text export that was cut off in its last row.
+
+    A writer interrupted mid-file (a copy taken while the instrument software was still
+    exporting) leaves no final line break and a last row with fewer cells than every
+    other row. Storing it would silently drop that row's values. Rows that are short by
+    design (footers, trimmed trailing cells) are not affected unless they are the last
+    line *and* the line break is missing *and* every other row is longer.
+    """
+    if len(rows) < 2 or raw.rstrip(b" \t").endswith((b"\n", b"\r")):
+        return
+    last, shortest_other = len(rows[-1]), min(len(r) for r in rows[:-1])
+    if last < shortest_other:
+        raise InputError(
+            expected=f"a complete {what}: its last row as long as the others ({shortest_other} columns)",
+            found=f"line {line_numbers[-1]} of {name} stops after {last} columns and the file has no final "
+                  "line break: it was cut off while being written or copied",
+            action="export or copy the file again once the instrument software has finished writing it",
+        )
 
 
 def head_has_header(head: str, required: Sequence[Sequence[str]]) -> bool:

@@ -399,6 +399,9 @@ def test_fuzz_exports_and_sample_sheets(tmp_path):
         assert by_name[bad].status == "quarantined", bad
     for bad in ("sheet_date_us.csv", "sheet_date_impossible.csv", "registry_bad_date.csv"):
         assert "row" in by_name[bad].error.lower(), (bad, by_name[bad].error)  # names the row
+    # Exports cut off mid-row are refused, not stored without their last row's values.
+    for cut in ("str_truncated.txt", "ddpcr_truncated.csv"):
+        assert by_name[cut].status == "quarantined" and "cut off" in by_name[cut].error, (cut, by_name[cut].error)
     stored = sorted(n for n, o in by_name.items() if o.status == "stored")
     print(f"\n{len(outcomes)} text mutants in {took:.1f} s, max RSS grew {grown:.0f} MB; stored: {stored}")
     if unexpected:
