@@ -125,6 +125,10 @@ def quarantine(inbox: Path, f: InboxFile, message: str) -> Path:
 # rows already committed for them make them duplicates, so nothing is stored twice.
 
 CLAIMS = ".graftwatch-claims"
+# Where `graftwatch watch` stages complete files for its next batch (beside the inbox),
+# and the lock every live watcher holds shared while it runs.
+STAGING = ".graftwatch-ready"
+STAGING_LOCK = STAGING + ".lock"
 
 
 class ClaimSession:
@@ -204,3 +208,37 @@ def recover_stale_claims(inbox: Path) -> int:
         except FileNotFoundError:
             pass
     return moved
+
+
+def hold_staging(inbox: Path):
+    """Open and share-lock the staging lock of ``inbox``; keep the returned file open
+    while watching (the kernel releases the lock when the watcher dies, however)."""
+    import fcntl
+
+    fh = open(sibling(inbox, STAGING_LOCK), "a")
+    fcntl.flock(fh, fcntl.LOCK_SH)
+    return fh
+
+
+def recover_abandoned_staging(inbox: Path) -> int:
+    """Return files a dead watcher staged (``.graftwatch-ready/``) to ``inbox``; the count.
+
+    Only when no watcher holds the staging lock: a live watcher processes its own staged
+    files. Without this, files staged by a watcher that was killed and never restarted
+    would wait there unseen by ``graftwatch run``.
+    """
+    import fcntl
+
+    inbox = Path(inbox).resolve()
+    staging = sibling(inbox, STAGING)
+    if inbox == staging.resolve() or not staging.is_dir():
+        return 0
+    with open(sibling(inbox, STAGING_LOCK), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a watcher is alive
+        try:
+            return _return_to_inbox(staging, inbox)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -23,7 +23,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from assays.errors import ConfigError
 from flows import progress
 from flows.config import Config, load_config
-from flows.inbox import ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine, recover_stale_claims
+from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
+                         recover_abandoned_staging, recover_stale_claims)
 from flows.process import FileOutcome, GatingSetup, process_file
 from storage.store import Batch, Store, new_id, utcnow
 
@@ -186,6 +187,7 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> 
     """Process every file now in ``inbox`` into ``store`` (the body of the flow)."""
     summary = RunSummary()
     recover_stale_claims(inbox)
+    recover_abandoned_staging(inbox)
     files = list_inbox(inbox)
     # Sheets first: they name roles and unstimulated controls the other files need.
     files = [_with_kind(f) for f in files]

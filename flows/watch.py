@@ -50,11 +50,10 @@ from pathlib import Path
 
 from assays.errors import ConfigError
 from flows.config import Config, load_config
-from flows.inbox import is_in_progress, list_inbox, sibling
+from flows.inbox import STAGING, hold_staging, is_in_progress, list_inbox, sibling
 
 log = logging.getLogger("graftwatch")
 
-STAGING = ".graftwatch-ready"
 DEBOUNCE_SECONDS = 0.5
 MAX_BATCH_WAIT = 5.0
 RETRY_SECONDS = (5.0, 15.0, 60.0, 300.0)
@@ -333,6 +332,8 @@ class Watcher:
 
     def run(self) -> None:
         with contextlib.ExitStack() as stack:
+            # Held for the watcher's life: `graftwatch run` leaves our staged files alone.
+            stack.enter_context(hold_staging(self.inbox))
             self._warm_up(stack)
             self._watch()
 

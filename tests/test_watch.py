@@ -220,3 +220,28 @@ def test_bad_inbox_is_a_usage_error(tmp_path):
     bad.write_text("[inbox]\nstable_seconds = 'soon'\n")
     (tmp_path / "inbox").mkdir()
     assert watch(tmp_path / "inbox", str(tmp_path / "store"), str(bad)) == 2
+
+
+def test_run_takes_back_files_a_dead_watcher_staged(tmp_path):
+    """Files staged in `.graftwatch-ready/` by a watcher that died and was never restarted
+    are processed by the next `graftwatch run` on the inbox; while a watcher lives (it holds
+    the staging lock) they are left to it. Seeded simulator tube."""
+    from assays.simulators.tcell import simulate_tube
+    from conftest import query, run_pipeline
+    from flows.inbox import STAGING, hold_staging, sibling
+
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    staged = sibling(inbox, STAGING) / "day1" / "t.fcs"
+    staged.parent.mkdir(parents=True)
+    simulate_tube(staged, seed=31, n_events=5_000, sample_id="STAGED-1")
+    watcher = hold_staging(inbox)  # a live watcher
+    try:
+        run_pipeline(inbox, store)
+        assert staged.is_file()
+    finally:
+        watcher.close()  # the watcher dies: the kernel drops its lock
+    run_pipeline(inbox, store)
+    assert not staged.exists()
+    assert query(store, "SELECT sample_id FROM samples") == [("STAGED-1",)]
+    assert query(store, "SELECT source_name, status FROM ingest_log") == [("day1/t.fcs", "stored")]
