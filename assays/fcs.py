@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -288,12 +289,61 @@ def sample_id_from(text: dict[str, str], file_name: str) -> str:
     return Path(file_name).stem
 
 
+# flowio's own byte-order strings (flowdata.FlowData.__parse_data): anything else makes
+# flowio warn and read in native order, which stays on flowio's path.
+_FLOWIO_ORDER = {"1,2,3,4": "<", "1,2": "<", "4,3,2,1": ">", "2,1": ">"}
+_FLOAT_WIDTH = {"f": 4, "d": 8}
+
+
+def _load_float_events(data, path: Path, offset: int = 0) -> bool:
+    """Fill ``data.events`` (a flowio ``FlowData`` read with ``only_text=True``) with numpy.
+
+    Reproduces what flowio 1.x does for float/double list-mode DATA (``__parse_data``,
+    ``__calc_data_item_count``, ``__parse_non_int_data`` with ``ignore_offset_error``):
+    same segment offsets, same tolerance of a DATA end one byte too far, same item
+    count, so ``data.as_array(preprocess=True)`` (flowio's gain, log, $TIMESTEP and
+    time-channel rules) returns the same bits, minus the ``array.array`` detour.
+
+    Returns False, touching nothing, for anything else (integer or ASCII data, another
+    mode or byte order, odd offsets, a short read): the caller then lets flowio parse
+    the file itself, errors included.
+    """
+    if sys.byteorder != "little":  # flowio's "<" means "no byteswap", i.e. native
+        return False
+    text = data.text
+    width = _FLOAT_WIDTH.get(str(text.get("datatype", "")).lower())
+    order = _FLOWIO_ORDER.get(text.get("byteord", ""))
+    if width is None or order is None or str(text.get("mode", "")).strip().upper() != "L":
+        return False
+    try:
+        if data.version == "2.0":
+            start, stop = int(data.header["data_start"]), int(data.header["data_stop"])
+        else:
+            start, stop = int(text["begindata"]), int(text["enddata"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    size = stop - start + 1
+    if size % width == 1:
+        size -= 1  # flowio's ignore_offset_error: the end offset was exclusive
+    if start < 0 or size <= 0 or size % width:
+        return False
+    count = size // width
+    if offset + start + size > data.file_size:
+        return False
+    events = np.fromfile(str(path), dtype=f"{order}f{width}", count=count, offset=offset + start)
+    if events.size != count:  # the file shrank since flowio measured it
+        return False
+    data.events = events
+    return True
+
+
 def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | None = None) -> FcsSample:
     """Validate and read the first data set of an FCS file.
 
     Events are returned as flowio preprocesses them for flowkit (gain, log
     amplification and $TIMESTEP applied), float64, so gates evaluate exactly as
-    in flowkit.
+    in flowkit. Float and double DATA is read with numpy (:func:`_load_float_events`)
+    and handed to flowio's own ``as_array``: same bits, about half the time.
     """
     import flowio  # deferred: keeps `graftwatch --help` fast
 
@@ -306,11 +356,18 @@ def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | No
         with warnings.catch_warnings():
             # flowio warns on the off-by-one DATA end that validate_structure already accepted.
             warnings.simplefilter("ignore")
+            options: dict = {"ignore_offset_error": True}
             if nextdata != "0" and int(nextdata) > 0:
                 n_datasets = 2  # at least; the rest are noted, not read
-                data = flowio.FlowData(str(path), nextdata_offset=0, ignore_offset_error=True)
-            else:
-                data = flowio.FlowData(str(path), ignore_offset_error=True)
+                options["nextdata_offset"] = 0
+            data = None
+            if text.get("$DATATYPE", "").upper() in ("F", "D"):
+                # Fast path: flowio parses HEADER/TEXT/channels, numpy reads DATA.
+                data = flowio.FlowData(str(path), only_text=True, **options)
+                if not _load_float_events(data, path, options.get("nextdata_offset") or 0):
+                    data = None
+            if data is None:
+                data = flowio.FlowData(str(path), **options)
             events = data.as_array(preprocess=True)
     except InputError:
         raise

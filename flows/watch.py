@@ -27,7 +27,8 @@ How a file goes through:
 A bad file is quarantined by the flow and the watcher goes on; a batch that fails as a
 whole (store unreachable, a bug) is retried with a growing pause, its files staying in
 the staging folder. SIGINT/SIGTERM stop the loop after the current batch and exit 0.
-Files left in the staging folder by a killed watcher are processed by the next start.
+Files left in the staging folder by a killed watcher are processed by its next start, or by
+the next ``graftwatch run`` on the inbox once no watcher holds the staging lock.
 
 One line is printed per batch, with counts only: file names can carry patient
 identifiers, so they are printed only when ``[privacy] show_patient_ids`` is set.
