@@ -28,13 +28,14 @@ def _flowjo_view(sample: FcsSample) -> FcsSample:
 
 
 def apply_strategy(strategy, sample: FcsSample, flowjo_labels: bool = False,
-                   compensated: dict | None = None) -> list[GateMembership]:
+                   compensated: dict | None = None, seconds: dict | None = None) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``sample``; parents come before children.
 
     ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
     ``compensated``: filled with the compensated channels the gates used
     (``gating.fast_engine.evaluate_strategy``), for statistics on the same values.
+    ``seconds``: compensate / transform seconds are added to it.
     """
     if flowjo_labels:
         sample = _flowjo_view(sample)
-    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated)
+    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds)

@@ -73,6 +73,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+import time
+
 import flowkit as fk
 import numpy as np
 from flowkit import gates as fk_gates
@@ -343,6 +345,8 @@ class _SampleState:
         # tree path (with 'root') -> final mask; quadrant gates cache their dict too
         self.masks: dict[tuple[str, ...], np.ndarray] = {}
         self._quad_results: dict[int, dict[str, np.ndarray]] = {}
+        # seconds spent compensating and transforming (the rest of an evaluation is gating)
+        self.seconds = {"compensate": 0.0, "transform": 0.0}
         self._in_progress: set[tuple[str, ...]] = set()
 
     # ----- compensation -------------------------------------------------------------
@@ -388,7 +392,9 @@ class _SampleState:
         if matrix is None:
             out = (self.events, self._identity)
         else:
+            t0 = time.perf_counter()
             out = self._apply_matrix(matrix, comp_ref)
+            self.seconds["compensate"] += time.perf_counter() - t0
         self._comp[comp_ref] = out
         return out
 
@@ -515,9 +521,11 @@ class _SampleState:
             self._columns[key] = (buf, None)  # complete: no more bookkeeping
         return buf
 
-    @staticmethod
-    def _apply(xform: Any, src: np.ndarray) -> np.ndarray:
-        return _apply_column(xform, src)
+    def _apply(self, xform: Any, src: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = _apply_column(xform, src)
+        self.seconds["transform"] += time.perf_counter() - t0
+        return out
 
     def ratio_column(self, dim: Any) -> np.ndarray:
         """Values of a RatioDimension (raw channels, as flowkit), optionally transformed."""
@@ -761,6 +769,7 @@ def evaluate_strategy(
     pns: list[str] | None = None,
     sample_id: str | None = None,
     compensated: dict[Any, dict[int, np.ndarray]] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``events``; one entry per population.
 
@@ -784,6 +793,7 @@ def evaluate_strategy(
     ``compensated``: if given, filled with what the evaluation compensated:
     ``{compensation ref: {channel index: compensated values (1-D)}}``, one entry per
     matrix the gates actually used, so callers can reuse the solve.
+    ``seconds``: if given, ``"compensate"`` and ``"transform"`` seconds are added to it.
 
     Returns ``GateMembership`` items in hierarchy order (parents before children,
     siblings in the strategy's order). QuadrantGates contribute one item per quadrant
@@ -816,6 +826,9 @@ def evaluate_strategy(
         )
     if compensated is not None:
         compensated.update(state.compensated_channels())
+    if seconds is not None:
+        for stage, sec in state.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + sec
     return out
 
 
@@ -826,6 +839,7 @@ def evaluate_sample(
     *,
     sample_id: str | None = None,
     compensated: dict[Any, dict[int, np.ndarray]] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> list[GateMembership]:
     """``evaluate_strategy`` for an ``assays.records.FcsSample``.
 
@@ -845,6 +859,7 @@ def evaluate_sample(
         pns=[c.pns or "" for c in channels],
         sample_id=sample_id,
         compensated=compensated,
+        seconds=seconds,
     )
 
 
