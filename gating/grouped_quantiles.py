@@ -152,28 +152,52 @@ class PopulationStats:
     means: np.ndarray
 
 
-def _order_statistics(parts: list[np.ndarray], buckets: list[np.ndarray], ranks: np.ndarray) -> np.ndarray:
-    """The values of rank ``ranks`` (0-based) among the concatenation of ``parts``.
+def _bucket_bits(n_groups: int) -> int | None:
+    """Bucket resolution (bits) keeping the group x bucket histogram near 2**22 cells;
+    None when even 256 buckets per group would not fit (then numpy is used directly)."""
+    bits = min(16, 22 - max(0, int(np.ceil(np.log2(max(n_groups, 1))))))
+    return bits if bits >= 8 else None
 
-    ``buckets``: :func:`order_bucket` of each part.
+
+def _large_order_statistics(values: np.ndarray, group_of: np.ndarray, groups: EventGroups,
+                            ranks_of: dict[int, np.ndarray], bits: int) -> dict[int, np.ndarray]:
+    """Order statistics of one channel for several (large) populations at once.
+
+    ``values``: the channel, in ``groups.order``; ``group_of``: the group of each of those
+    events; ``ranks_of``: population -> 0-based ranks wanted. One histogram of
+    (group, bucket) counts gives every population's bucket histogram as a sum of its
+    groups' rows; one pass then collects the values of every bucket some population
+    needs, and only those are partitioned.
     """
-    joint = buckets[0] if len(buckets) == 1 else np.concatenate(buckets)
-    cum = np.cumsum(np.bincount(joint, minlength=N_BUCKETS))
-    where = np.searchsorted(cum, ranks, side="right")  # bucket holding each rank
-    start = np.where(where > 0, cum[np.maximum(where - 1, 0)], 0)
-    wanted = np.zeros(N_BUCKETS, dtype=bool)
-    wanted[where] = True
-    # Few values fall in the wanted buckets: index them once, then two small takes.
-    picks = [np.flatnonzero(wanted[b]) for b in buckets]
-    cand_v = np.concatenate([v[pick] for v, pick in zip(parts, picks)])
-    cand_b = np.concatenate([b[pick] for b, pick in zip(buckets, picks)])
-    out = np.empty(len(ranks), dtype=np.float64)
-    for bucket in np.unique(where):
-        inside = cand_v[cand_b == bucket]
-        which = np.flatnonzero(where == bucket)
-        local = ranks[which] - start[which]
-        part = np.partition(inside, np.unique(local))
-        out[which] = part[local]
+    n_buckets = 1 << bits
+    bucket = order_bucket(values) >> np.uint16(16 - bits)
+    hist = np.bincount(group_of * n_buckets + bucket, minlength=len(groups.bounds[1:]) * n_buckets)
+    # Every population's histogram at once: (populations x groups) @ (groups x buckets).
+    # Counts are integers far below 2**53, so the float product is exact.
+    pops = list(ranks_of)
+    pop_hist = groups.members[pops].astype(np.float64) @ hist.reshape(-1, n_buckets).astype(np.float64)
+    wanted = np.zeros(n_buckets, dtype=bool)
+    located: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for row, (p, ranks) in enumerate(ranks_of.items()):
+        cum = pop_hist[row].cumsum().astype(np.int64)
+        where = np.searchsorted(cum, ranks, side="right")  # bucket holding each rank
+        located[p] = (where, np.where(where > 0, cum[np.maximum(where - 1, 0)], 0))
+        wanted[where] = True
+    pick = np.flatnonzero(wanted[bucket])
+    # Candidates sorted by bucket (a radix sort of 16-bit keys): each bucket is a slice.
+    by_bucket = pick[np.argsort(bucket[pick], kind="stable")]
+    cand_v, cand_b, cand_g = values[by_bucket], bucket[by_bucket], group_of[by_bucket]
+    out = {}
+    for p, ranks in ranks_of.items():
+        where, start = located[p]
+        stats = np.empty(ranks.size)
+        for b in np.unique(where):
+            lo, hi = np.searchsorted(cand_b, [b, b + 1])
+            inside = cand_v[lo:hi][groups.members[p][cand_g[lo:hi]]]
+            which = np.flatnonzero(where == b)
+            local = ranks[which] - start[which]
+            stats[which] = np.partition(inside, np.unique(local))[local]
+        out[p] = stats
     return out
 
 
@@ -182,7 +206,7 @@ def population_stats(values: np.ndarray, groups: EventGroups, percents: Sequence
 
     ``values``: ``(C, n)`` float64, channel-major, events already in ``groups.order``.
     Small populations are partitioned for all channels in one call; large ones go through
-    the bucket histograms one channel at a time.
+    the bucket histograms, all large populations of a channel together.
     """
     percents = np.asarray(percents, dtype=np.float64)
     n_pop, n_ch, k = groups.members.shape[0], values.shape[0], percents.size
@@ -198,24 +222,22 @@ def population_stats(values: np.ndarray, groups: EventGroups, percents: Sequence
     for p in np.flatnonzero(counts):
         means[p] = group_sums[:, groups.members[p]].sum(axis=1) / counts[p]
     has_nan = np.isnan(group_sums).any(axis=1)  # NaN (or inf - inf) somewhere in the channel
-    buckets: dict[int, np.ndarray] = {}
-    for p in range(n_pop):
-        n = int(counts[p])
-        if n == 0:
-            continue
-        slices = groups.slices(p)
-        below, above, weight = percentile_positions(n, percents)
-        ranks = np.concatenate([below, above])
-        if n <= SMALL:
-            sub = np.concatenate([values[:, s] for s in slices], axis=1)
-            stats = np.partition(sub, np.unique(ranks), axis=1)[:, ranks]
-        else:
-            stats = np.empty((n_ch, ranks.size))
-            for c in np.flatnonzero(~has_nan):
-                if c not in buckets:
-                    buckets[c] = order_bucket(values[c])
-                stats[c] = _order_statistics([values[c, s] for s in slices], [buckets[c][s] for s in slices], ranks)
-        pct[p] = lerp(stats[:, :k], stats[:, k:], weight)
+    positions = {int(p): percentile_positions(int(counts[p]), percents) for p in np.flatnonzero(counts)}
+    ranks_of = {p: np.concatenate([below, above]) for p, (below, above, _) in positions.items()}
+    large = {p: r for p, r in ranks_of.items() if counts[p] > SMALL}
+    bits = _bucket_bits(sizes.size)
+    stats = {p: np.empty((n_ch, r.size)) for p, r in ranks_of.items()}
+    for p, ranks in ranks_of.items():
+        if p not in large or bits is None:  # numpy's partition, all channels in one call
+            sub = np.concatenate([values[:, s] for s in groups.slices(p)], axis=1)
+            stats[p] = np.partition(sub, np.unique(ranks), axis=1)[:, ranks]
+    if large and bits is not None:
+        group_of = np.repeat(np.arange(sizes.size, dtype=np.int32), sizes)
+        for c in np.flatnonzero(~has_nan):
+            for p, found in _large_order_statistics(values[c], group_of, groups, large, bits).items():
+                stats[p][c] = found
+    for p, (_, _, weight) in positions.items():
+        pct[p] = lerp(stats[p][:, :k], stats[p][:, k:], weight)
         for c in np.flatnonzero(has_nan):
-            pct[p, c] = np.percentile(np.concatenate([values[c, s] for s in slices]), percents)
+            pct[p, c] = np.percentile(np.concatenate([values[c, s] for s in groups.slices(p)]), percents)
     return PopulationStats(percentiles=pct, means=means)
