@@ -144,10 +144,9 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     n = sample.events.shape[0]
     pops = population_stats(memberships, n, names)
     groups = grouped_populations(memberships, n)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order,
-                               solved=gates_compensation(used))
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used))
     del used
-    t = out.timed("reorder", t)
+    t = out.timed("reorder", t)  # grouping events by population, channel arrays
     markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel
     t = out.timed("statistics", t)

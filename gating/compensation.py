@@ -48,18 +48,15 @@ def gates_compensation(used: dict) -> dict[int, np.ndarray] | None:
 
 
 def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None,
-                  order: np.ndarray | None = None, solved: dict[int, np.ndarray] | None = None) -> np.ndarray:
-    """Compensated events of the given channel indices, channel-major: shape (len(channels), n).
+                  solved: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Compensated events of the given channel indices: one contiguous 1-D array per channel.
 
-    Statistics scan one channel at a time, and a contiguous row is several times faster
-    to select from and partition than a strided column. Solving ``S^T C = X^T`` yields the
-    compensated detectors already channel-major, so no full row-major copy is made.
-    ``order``: event indices to reorder by (``EventGroups.order``), applied while copying.
-    ``solved``: compensated channels already computed (:func:`gates_compensation`); used
-    instead of ``spill``, other channels are read uncompensated.
+    Statistics scan one channel at a time, and a contiguous array is several times faster
+    to scan than a strided column. Solving ``S^T C = X^T`` yields the compensated
+    detectors already channel-major, so no full row-major copy is made. ``solved``:
+    compensated channels already computed (:func:`gates_compensation`), used as they are
+    instead of ``spill``; other channels are read uncompensated.
     """
-    n = sample.events.shape[0] if order is None else order.size
-    out = np.empty((len(channels), n), dtype=np.float64)
     if solved is None:
         solved = {}
         spill = spill or sample.spillover
@@ -71,10 +68,5 @@ def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | Non
                 solved = {ch: comp_t[k] for k, ch in enumerate(det_idx)}
             else:
                 compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
-    for row, ch in enumerate(channels):
-        src = solved[ch] if ch in solved else sample.events[:, ch]
-        if order is None:
-            out[row] = src
-        else:
-            np.take(src, order, out=out[row])
-    return out
+    return [np.ascontiguousarray(solved[ch] if ch in solved else sample.events[:, ch], dtype=np.float64)
+            for ch in channels]

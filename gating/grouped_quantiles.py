@@ -9,16 +9,18 @@ million events, 0.8 s for a 1M-event tube with ten populations and twelve channe
 Populations of a gate tree overlap (a child is inside its parent), so most of that work
 is repeated. Here the work per channel is a few linear passes:
 
-1. :func:`event_groups` (once per sample): events are grouped by their *membership
+1. :func:`event_groups` (once per sample): events are labelled by their *membership
    signature*, the set of populations that hold them. Every population is a union of
-   groups, and after one reordering every group is a contiguous slice, so a
-   population's values are read as slices instead of gathered through a mask.
+   groups, so per-group sums and histograms (one ``bincount`` pass over the events)
+   add up to every population's, without gathering any population's values.
 2. :func:`order_bucket` (once per channel): each value gets a 16-bit bucket taken from
    the top of its IEEE-754 bit pattern with the sign folded so that buckets sort like
    the values (sign, 11 exponent bits, 4 mantissa bits: 16 buckets per octave).
-3. Per population, the cumulative bucket histogram names the bucket that holds each
-   needed order statistic and its rank inside that bucket; only the values of those few
-   buckets are partitioned (:func:`population_channel_stats`).
+3. Per channel, one (group x bucket) histogram gives every large population's bucket
+   histogram as a sum of rows; its cumulative sum names the bucket holding each needed
+   order statistic and its rank inside that bucket; one pass collects the values of
+   the needed buckets, and only those are partitioned (:func:`population_stats`).
+   Small populations are simply gathered and partitioned, all channels at once.
 
 Definition (the numbers do not depend on the algorithm)
 --------------------------------------------------------
@@ -56,23 +58,21 @@ _TOP = 3 if np.little_endian else 0
 class EventGroups:
     """Events partitioned by membership signature.
 
-    ``order``: event indices, grouped (group 0's events first, in input order).
-    ``bounds``: ``(K + 1,)`` offsets into ``order``; group ``k`` is ``order[bounds[k]:bounds[k+1]]``.
-    ``members``: ``(P, K)`` bool, population ``p`` contains group ``k``.
+    ``label``: ``(n,)`` group of every event (input order). ``members``: ``(P, K)`` bool,
+    population ``p`` contains group ``k``. ``sizes``: ``(K,)`` events per group.
     """
 
-    order: np.ndarray
-    bounds: np.ndarray
+    label: np.ndarray
     members: np.ndarray
-
-    def slices(self, population: int) -> list[slice]:
-        """Slices of the reordered events that make up ``population``."""
-        return [slice(int(self.bounds[k]), int(self.bounds[k + 1])) for k in np.flatnonzero(self.members[population])]
+    sizes: np.ndarray
 
     def counts(self) -> np.ndarray:
         """Events per population, ``(P,)``."""
-        sizes = np.diff(self.bounds)
-        return self.members.astype(np.int64) @ sizes
+        return self.members.astype(np.int64) @ self.sizes
+
+    def indices(self, population: int) -> np.ndarray:
+        """Event indices (input order) of ``population``."""
+        return np.flatnonzero(self.members[population][self.label])
 
 
 def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
@@ -98,11 +98,9 @@ def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
         bits = ((present[:, None] % 256) >> np.arange(len(block))) & 1
         signature = np.column_stack([signature[present // 256], bits.astype(bool)])
     k = len(signature)
-    # Small integer keys make numpy's stable argsort a radix sort (linear time).
-    key = label.astype(np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int64)
-    order = np.argsort(key, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(label, minlength=k))])
-    return EventGroups(order=order, bounds=bounds, members=np.ascontiguousarray(signature.T))
+    label = label.astype(np.int32)
+    return EventGroups(label=label, members=np.ascontiguousarray(signature.T),
+                       sizes=np.bincount(label, minlength=k))
 
 
 def order_bucket(values: np.ndarray) -> np.ndarray:
@@ -159,19 +157,19 @@ def _bucket_bits(n_groups: int) -> int | None:
     return bits if bits >= 8 else None
 
 
-def _large_order_statistics(values: np.ndarray, group_of: np.ndarray, groups: EventGroups,
+def _large_order_statistics(values: np.ndarray, groups: EventGroups,
                             ranks_of: dict[int, np.ndarray], bits: int) -> dict[int, np.ndarray]:
     """Order statistics of one channel for several (large) populations at once.
 
-    ``values``: the channel, in ``groups.order``; ``group_of``: the group of each of those
-    events; ``ranks_of``: population -> 0-based ranks wanted. One histogram of
+    ``values``: the channel (contiguous float64, input order); ``ranks_of``: population ->
+    0-based ranks wanted. One histogram of
     (group, bucket) counts gives every population's bucket histogram as a sum of its
     groups' rows; one pass then collects the values of every bucket some population
     needs, and only those are partitioned.
     """
     n_buckets = 1 << bits
     bucket = order_bucket(values) >> np.uint16(16 - bits)
-    hist = np.bincount(group_of * n_buckets + bucket, minlength=len(groups.bounds[1:]) * n_buckets)
+    hist = np.bincount(groups.label * n_buckets + bucket, minlength=groups.sizes.size * n_buckets)
     # Every population's histogram at once: (populations x groups) @ (groups x buckets).
     # Counts are integers far below 2**53, so the float product is exact.
     pops = list(ranks_of)
@@ -186,7 +184,7 @@ def _large_order_statistics(values: np.ndarray, group_of: np.ndarray, groups: Ev
     pick = np.flatnonzero(wanted[bucket])
     # Candidates sorted by bucket (a radix sort of 16-bit keys): each bucket is a slice.
     by_bucket = pick[np.argsort(bucket[pick], kind="stable")]
-    cand_v, cand_b, cand_g = values[by_bucket], bucket[by_bucket], group_of[by_bucket]
+    cand_v, cand_b, cand_g = values[by_bucket], bucket[by_bucket], groups.label[by_bucket]
     out = {}
     for p, ranks in ranks_of.items():
         where, start = located[p]
@@ -201,43 +199,41 @@ def _large_order_statistics(values: np.ndarray, group_of: np.ndarray, groups: Ev
     return out
 
 
-def population_stats(values: np.ndarray, groups: EventGroups, percents: Sequence[float]) -> PopulationStats:
-    """Percentiles and means of every channel (row of ``values``) in every population.
+def population_stats(values: Sequence[np.ndarray], groups: EventGroups, percents: Sequence[float]) -> PopulationStats:
+    """Percentiles and means of every channel in every population.
 
-    ``values``: ``(C, n)`` float64, channel-major, events already in ``groups.order``.
-    Small populations are partitioned for all channels in one call; large ones go through
-    the bucket histograms, all large populations of a channel together.
+    ``values``: one contiguous float64 array per channel, events in input order.
+    Small populations are gathered and partitioned for all channels in one call; large
+    ones go through the bucket histograms, all large populations of a channel together.
     """
     percents = np.asarray(percents, dtype=np.float64)
-    n_pop, n_ch, k = groups.members.shape[0], values.shape[0], percents.size
+    n_pop, n_ch, k = groups.members.shape[0], len(values), percents.size
     pct = np.full((n_pop, n_ch, k), np.nan)
-    sizes = np.diff(groups.bounds)
-    nonempty = np.flatnonzero(sizes > 0)
-    group_sums = np.zeros((n_ch, sizes.size))
-    if nonempty.size:
-        group_sums[:, nonempty] = np.add.reduceat(values, groups.bounds[nonempty], axis=1)
     counts = groups.counts()
-    # Summed over each population's groups (not a matrix product: inf * 0 would be NaN).
+    # Per-group sums, then summed over each population's groups (not a matrix product:
+    # inf * 0 would be NaN).
+    group_sums = np.stack([np.bincount(groups.label, weights=v, minlength=groups.sizes.size) for v in values]) \
+        if n_ch else np.zeros((0, groups.sizes.size))
     means = np.full((n_pop, n_ch), np.nan)
     for p in np.flatnonzero(counts):
         means[p] = group_sums[:, groups.members[p]].sum(axis=1) / counts[p]
     has_nan = np.isnan(group_sums).any(axis=1)  # NaN (or inf - inf) somewhere in the channel
     positions = {int(p): percentile_positions(int(counts[p]), percents) for p in np.flatnonzero(counts)}
     ranks_of = {p: np.concatenate([below, above]) for p, (below, above, _) in positions.items()}
-    large = {p: r for p, r in ranks_of.items() if counts[p] > SMALL}
-    bits = _bucket_bits(sizes.size)
+    bits = _bucket_bits(groups.sizes.size)
+    large = {p: r for p, r in ranks_of.items() if counts[p] > SMALL and bits is not None}
     stats = {p: np.empty((n_ch, r.size)) for p, r in ranks_of.items()}
+    indices = {p: groups.indices(p) for p in ranks_of if p not in large or has_nan.any()}
     for p, ranks in ranks_of.items():
-        if p not in large or bits is None:  # numpy's partition, all channels in one call
-            sub = np.concatenate([values[:, s] for s in groups.slices(p)], axis=1)
+        if p not in large and n_ch:  # numpy's partition, all channels in one call
+            sub = np.stack([v[indices[p]] for v in values])
             stats[p] = np.partition(sub, np.unique(ranks), axis=1)[:, ranks]
-    if large and bits is not None:
-        group_of = np.repeat(np.arange(sizes.size, dtype=np.int32), sizes)
+    if large:
         for c in np.flatnonzero(~has_nan):
-            for p, found in _large_order_statistics(values[c], group_of, groups, large, bits).items():
+            for p, found in _large_order_statistics(values[c], groups, large, bits).items():
                 stats[p][c] = found
     for p, (_, _, weight) in positions.items():
         pct[p] = lerp(stats[p][:, :k], stats[p][:, k:], weight)
         for c in np.flatnonzero(has_nan):
-            pct[p, c] = np.percentile(np.concatenate([values[c, s] for s in groups.slices(p)]), percents)
+            pct[p, c] = np.percentile(values[c][indices[p]], percents)
     return PopulationStats(percentiles=pct, means=means)

@@ -117,18 +117,17 @@ def population_stats(
 def marker_stats(
     memberships: list[GateMembership],
     sample: FcsSample,
-    by_channel: np.ndarray,
+    by_channel: list[np.ndarray],
     groups: EventGroups,
     names: dict[str, str] | None = None,
 ) -> list[MarkerStat]:
     """Median, mean and robust CV of every non-time channel inside every population.
 
     ``groups``: :func:`grouped_populations` of ``memberships``. ``by_channel``: compensated,
-    untransformed (linear) intensities, channel-major, one row per channel of
-    :func:`stat_channels`, events in ``groups.order`` (``gating.compensation.channel_major``
-    with ``order=groups.order``), as FlowJo reports them. Percentiles are numpy's linear ones,
-    for all populations at once (:mod:`gating.grouped_quantiles`, equal to ``np.percentile``
-    bit for bit).
+    untransformed (linear) intensities, one contiguous array per channel of
+    :func:`stat_channels` (``gating.compensation.channel_major``), as FlowJo reports them.
+    Percentiles are numpy's linear ones, for all populations at once
+    (:mod:`gating.grouped_quantiles`, equal to ``np.percentile`` bit for bit).
     """
     names = names or {}
     channels = stat_channels(sample)

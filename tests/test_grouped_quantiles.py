@@ -42,7 +42,7 @@ def test_percentiles_equal_numpy_bit_for_bit(seed):
     values = np.stack([x, y])
     masks = _masks(rng, x)
     groups = event_groups(masks, n)
-    stats = population_stats(values[:, groups.order], groups, PCTS)
+    stats = population_stats(list(values), groups, PCTS)
     for p, m in enumerate(masks):
         if not m.any():
             assert np.isnan(stats.percentiles[p]).all() and np.isnan(stats.means[p]).all()
@@ -50,7 +50,7 @@ def test_percentiles_equal_numpy_bit_for_bit(seed):
         for c, v in enumerate(values):
             np.testing.assert_array_equal(stats.percentiles[p, c], np.percentile(v[m], PCTS))
             if np.isfinite(v[m]).all():
-                assert stats.means[p, c] == pytest.approx(v[m].mean(), rel=1e-12)
+                assert stats.means[p, c] == pytest.approx(v[m].mean(), rel=1e-10)
     assert min(m.sum() for m in masks if m.any()) < 100 and max(m.sum() for m in masks) > 32_768  # both paths
 
 
@@ -59,12 +59,10 @@ def test_groups_rebuild_every_population():
     x = rng.normal(size=10_000)
     masks = _masks(rng, x)
     groups = event_groups(masks, x.size)
-    assert sorted(groups.order.tolist()) == list(range(x.size))  # a permutation: no event lost
+    assert groups.label.shape == (x.size,) and groups.sizes.sum() == x.size  # every event in one group
     for p, m in enumerate(masks):
-        rebuilt = np.zeros(x.size, dtype=bool)
-        for s in groups.slices(p):
-            rebuilt[groups.order[s]] = True
-        np.testing.assert_array_equal(rebuilt, m)
+        np.testing.assert_array_equal(groups.members[p][groups.label], m)
+        np.testing.assert_array_equal(groups.indices(p), np.flatnonzero(m))
     np.testing.assert_array_equal(groups.counts(), [m.sum() for m in masks])
 
 
@@ -81,7 +79,7 @@ def test_nan_channel_falls_back_to_numpy():
     x[3] = np.nan
     masks = [np.ones(1000, dtype=bool), np.arange(1000) > 500]
     groups = event_groups(masks, x.size)
-    stats = population_stats(x[groups.order][None, :], groups, PCTS)
+    stats = population_stats([x], groups, PCTS)
     assert np.isnan(stats.percentiles[0]).all()  # NaN in, NaN out, as np.percentile
     np.testing.assert_array_equal(stats.percentiles[1, 0], np.percentile(x[501:], PCTS))
 
@@ -93,9 +91,6 @@ def test_groups_with_many_populations():
     masks = [rng.random(n) < p for p in np.linspace(0.05, 0.95, 19)]
     groups = event_groups(masks, n)
     for p, m in enumerate(masks):
-        rebuilt = np.zeros(n, dtype=bool)
-        for s in groups.slices(p):
-            rebuilt[groups.order[s]] = True
-        np.testing.assert_array_equal(rebuilt, m)
+        np.testing.assert_array_equal(groups.members[p][groups.label], m)
     signatures = {tuple(col) for col in np.stack(masks).T}
     assert groups.members.shape == (19, len(signatures))  # one group per distinct signature

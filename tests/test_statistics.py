@@ -42,7 +42,7 @@ def test_population_and_marker_stats():
     assert pops["Lymphocytes"].pct_of_lymphocytes == pytest.approx(100.0)
     sample = _sample(ev)
     groups = grouped_populations(ms, 1000)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], order=groups.order)
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)])
     stats = marker_stats(ms, sample, by_channel, groups, {"CD4_pos": "CD4+"})
     s = next(x for x in stats if x.population == "CD4+" and x.marker == "CD4")
     v = ev[cd4, 1]
@@ -70,8 +70,6 @@ def test_channel_major_matches_row_major_compensation():
     cm = channel_major(sample, [0, 1, 2])
     rm = compensate_array(ev, sample.pnn, spill)
     assert np.allclose(cm, rm[:, :3].T, rtol=1e-12, atol=1e-9)
-    order = np.random.default_rng(6).permutation(500)
-    np.testing.assert_array_equal(channel_major(sample, [0, 1, 2], order=order), cm[:, order])
     # c @ S recovers the observed signal (the definition of compensation)
     assert np.allclose(rm[:, 1:3] @ spill.matrix, ev[:, 1:3])
 
