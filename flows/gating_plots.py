@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from gating.compensation import solve_by_chunks
+
 log = logging.getLogger("graftwatch")
 
 __all__ = ["render_gating_png", "picture_path", "write_gating_png", "render_stored_picture", "PICTURES_DIR"]
@@ -150,7 +152,7 @@ class _Columns:
             else:
                 idx = [self.pnn.index(d) for d in m.detectors]
                 out = self.raw.copy()
-                out[:, idx] = np.linalg.solve(np.asarray(m.matrix, dtype=float).T, self.raw[:, idx].T).T
+                out[:, idx] = solve_by_chunks(np.asarray(m.matrix, dtype=float).T, self.raw[:, idx].T).T
                 self._comp[comp_ref] = out
         return self._comp[comp_ref]
 

@@ -17,7 +17,8 @@ Results are meant to be identical to flowkit 1.3.2 event by event, so the per-va
 math is not re-implemented:
 
 * compensation evaluates ``flowutils.compensate.compensate``'s own expression,
-  ``np.linalg.solve(spill.T, events[:, idx].T).T``, on the same full events matrix,
+  ``np.linalg.solve(spill.T, events[:, idx].T).T``, on the same full events matrix
+  (in chunks of events: ``gating.compensation.solve_by_chunks``, same bits),
   matrix and channel order that flowkit's ``Matrix.apply`` uses (spectral matrices
   call ``compensate_spectral_ols`` itself), once per compensation reference;
 * logicle and hyperlog (flowutils' scalar C loop, ~100 ms per million values) are
@@ -81,6 +82,8 @@ from flowkit import gates as fk_gates
 from flowkit.exceptions import QuadrantReferenceError
 from flowutils import compensate as fu_compensate
 from flowutils import gating as fu_gating
+
+from gating.compensation import solve_by_chunks
 
 __all__ = [
     "GateMembership",
@@ -445,7 +448,7 @@ class _SampleState:
         first = idx[0] if idx else 0
         detectors = (self.events[:, first:first + len(idx)] if idx == list(range(first, first + len(idx)))
                      else self.events[:, idx])
-        block = np.linalg.solve(values.T, detectors.T).T
+        block = solve_by_chunks(values.T, detectors.T).T
         return block, {c: j for j, c in enumerate(idx)}
 
     def _pnn_index(self, detector: str, comp_ref: str) -> int:
