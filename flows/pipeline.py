@@ -256,6 +256,9 @@ def default_workers() -> int:
 @flow(name="process-inbox", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=default_workers()))
 def process_inbox(inbox: str, store: str, config_path: str | None = None, template_path: str | None = None) -> RunSummary:
     """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
+    from flows.runners import keep_freed_memory
+
+    keep_freed_memory()
     config = load_config(config_path)
     setup = build_setup(config, template_path)
     if config.flow.gating_pictures != "none":

@@ -14,8 +14,8 @@ is repeated. Here the work per channel is a few linear passes:
    groups, so per-group sums and histograms (one ``bincount`` pass over the events)
    add up to every population's, without gathering any population's values.
 2. :func:`order_bucket` (once per channel): each value gets a 16-bit bucket taken from
-   the top of its IEEE-754 bit pattern with the sign folded so that buckets sort like
-   the values (sign, 11 exponent bits, 4 mantissa bits: 16 buckets per octave).
+   the top of its float32 bit pattern with the sign folded so that buckets sort like
+   the values (128 buckets per octave).
 3. Per channel, one (group x bucket) histogram gives every large population's bucket
    histogram as a sum of rows; its cumulative sum names the bucket holding each needed
    order statistic and its rank inside that bucket; one pass collects the values of
@@ -50,8 +50,8 @@ N_BUCKETS = 1 << 16
 # Below this many values a plain partition beats the fixed cost of a 65,536-bucket
 # histogram (measured crossover ~30k values).
 SMALL = 32_768
-# Index of the most significant uint16 inside a float64 on this machine.
-_TOP = 3 if np.little_endian else 0
+# Index of the most significant uint16 inside a float32 on this machine.
+_TOP = 1 if np.little_endian else 0
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,18 @@ def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
 def order_bucket(values: np.ndarray) -> np.ndarray:
     """16-bit buckets that sort like ``values`` (float64): ``a < b`` implies ``bucket(a) <= bucket(b)``.
 
-    IEEE-754 doubles compare like sign-magnitude integers. Folding the sign (flip every
-    bit of a negative number, only the sign bit of a positive one) turns the pattern into
-    an unsigned integer in value order; its top 16 bits are the bucket. -0.0 and +0.0 land
-    in neighbouring buckets, which is harmless: they are equal values.
+    The values are rounded to float32 first, which is monotone (``a <= b`` implies
+    ``f32(a) <= f32(b)``), so the buckets still sort like the float64 values; only the
+    bucket is computed from the rounded number, never a statistic. IEEE-754 floats compare
+    like sign-magnitude integers: folding the sign (flip every bit of a negative number,
+    only the sign bit of a positive one) turns the pattern into an unsigned integer in
+    value order, and its top 16 bits (sign, 8 exponent bits, 7 mantissa bits: 128 buckets
+    per octave) are the bucket. -0.0 and +0.0 land in neighbouring buckets, which is
+    harmless: they are equal values.
     """
-    top = np.ascontiguousarray(values, dtype=np.float64).view(np.uint16)[_TOP::4]
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, still in order
+        single = np.asarray(values, dtype=np.float32)
+    top = single.view(np.uint16)[_TOP::2]
     flip = (top >> np.uint16(15)) * np.uint16(0x7FFF) | np.uint16(0x8000)
     return top ^ flip
 
