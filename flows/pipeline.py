@@ -26,7 +26,7 @@ from flows.config import Config, load_config
 from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
                          recover_abandoned_staging, recover_stale_claims)
 from flows.process import FileOutcome, GatingSetup, process_file
-from storage.store import Batch, Store, new_id, utcnow
+from storage.store import Batch, Store, new_id, to_table, utcnow
 
 log = logging.getLogger("graftwatch")
 
@@ -66,6 +66,7 @@ def process_files_task(files: list[InboxFile], setup: GatingSetup, known: set[st
     outcomes = [process_file(f, setup, known) for f in files]
     for out in outcomes:
         out.worker = f"{os.getpid()}-{threading.get_ident()}"
+        out.convert_rows(to_table)
     return outcomes
 
 
@@ -136,7 +137,7 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
     now = utcnow()
     targets: dict[int, Path] = {}
     for i, out in enumerate(outcomes):
-        for table, rows in out.rows.items():
+        for table, rows in [*out.rows.items(), *out.tables.items()]:
             batch.add(table, rows)
         if out.status != "quarantined":
             targets[i] = archive_target(inbox, out.file, out.sha256)
@@ -237,7 +238,7 @@ def _run_group(group, store, inbox, config, setup, claims, known, summary, count
             for out in fut.result():
                 # The same bytes twice in one chunk: the second copy is a duplicate.
                 if out.status == "stored" and out.sha256 in seen_now:
-                    out.status, out.rows, out.sample_ids = "duplicate", {}, []
+                    out.status, out.rows, out.tables, out.sample_ids = "duplicate", {}, {}, []
                 seen_now.add(out.sha256)
                 outcomes.append(out)
                 counter.step()

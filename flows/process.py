@@ -40,6 +40,7 @@ class FileOutcome:
     status: str = "stored"  # stored / duplicate / quarantined
     error: str | None = None
     rows: dict[str, list] = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)  # the rows as Arrow tables (convert_rows), for the commit
     sample_ids: list[str] = field(default_factory=list)
     review: bool = False
     seconds: float = 0.0
@@ -54,6 +55,14 @@ class FileOutcome:
 
     def add(self, table: str, rows: list) -> None:
         self.rows.setdefault(table, []).extend(rows)
+
+    def convert_rows(self, to_table) -> None:
+        """Move ``rows`` into ``tables`` (``storage.store.to_table``): done by the worker that
+        made them, so the flow's commit only concatenates."""
+        t0 = time.perf_counter()
+        self.tables.update({table: to_table(table, rows) for table, rows in self.rows.items()})
+        self.rows = {}
+        self.seconds += self.timed("export", t0) - t0
 
 
 @dataclass

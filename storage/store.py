@@ -111,27 +111,35 @@ class Batch:
         self.kind = kind
         self.batch_id = new_id()
         self.rows: dict[str, list] = {}
+        self.tables: dict[str, list[pa.Table]] = {}  # already converted (by worker threads)
         self.n_files = 0
 
-    def add(self, table: str, rows: list) -> None:
+    def add(self, table: str, rows: list | pa.Table) -> None:
+        """Rows (dicts/dataclasses) or an Arrow table with the table's schema (``to_table``)."""
         if table not in TABLES:
             raise KeyError(f"unknown table {table}")
-        self.rows.setdefault(table, []).extend(rows)
+        if isinstance(rows, pa.Table):
+            self.tables.setdefault(table, []).append(rows)
+        else:
+            self.rows.setdefault(table, []).extend(rows)
 
     @property
     def empty(self) -> bool:
-        return not any(self.rows.values())
+        return not any(self.rows.values()) and not any(t.num_rows for ts in self.tables.values() for t in ts)
 
     def commit(self) -> None:
         """Write every table's rows, then the commit row that makes them visible."""
-        for table, rows in self.rows.items():
-            if not rows:
+        for table in sorted(set(self.rows) | set(self.tables)):
+            parts = list(self.tables.get(table, []))
+            if self.rows.get(table):
+                parts.append(to_table(table, self.rows[table]))
+            data = pa.concat_tables(parts) if len(parts) > 1 else (parts[0] if parts else None)
+            if data is None or data.num_rows == 0:
                 continue
-            data = to_table(table, rows)
             data = data.set_column(data.schema.get_field_index("batch_id"), "batch_id",
                                    pa.array([self.batch_id] * data.num_rows, pa.string()))
             self.store.write_table(table, data, self.batch_id)
         commit = to_table("commits", [{"batch_id": self.batch_id, "kind": self.kind,
                                        "committed_at": utcnow(), "n_files": self.n_files}])
         self.store.write_table("commits", commit, self.batch_id)
-        self.rows = {}
+        self.rows, self.tables = {}, {}
