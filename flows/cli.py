@@ -37,6 +37,11 @@ def cmd_run(args) -> int:
     inbox = Path(args.inbox)
     if not inbox.is_dir():
         return _fail(f"inbox {inbox} is not a folder (create it, or pass --inbox DIR)")
+    has_files = bool(list_inbox(inbox))
+    if has_files:
+        from flows.runners import spawn_local_api
+
+        spawn_local_api()  # starts up (~3 s) while this process imports and validates
     try:
         config = load_config(args.config)
         if args.template:
@@ -45,7 +50,7 @@ def cmd_run(args) -> int:
             load_template(Path(args.template))  # fail fast with exit 2, before any file moves
     except ConfigError as exc:
         return _fail(str(exc))
-    if not list_inbox(inbox):
+    if not has_files:
         console.print(f"Inbox {inbox} is empty: nothing to do.")
         return EXIT_OK
 

@@ -7,8 +7,9 @@ independent and returns rows; only the flow process writes the store, so Dask wo
 need read access to the inbox/claim folder (the same paths: a shared filesystem) and
 nothing else.
 
-:func:`start_local_api` starts Prefect's temporary server (used when no
-``PREFECT_API_URL`` is set) in its own session: a Ctrl-C in the terminal then reaches
+:func:`local_api` gives a command its Prefect API: ``PREFECT_API_URL`` when set, else a
+local server that graftwatch starts (:func:`spawn_local_api` launches it early so it starts
+up while the command imports) in its own session: a Ctrl-C in the terminal then reaches
 graftwatch, which stops cleanly, but not the server, which must outlive the batch in
 progress (a server killed mid-run makes the client hang on its state updates).
 """
@@ -70,81 +71,140 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "dashboard_address": None})
 
 
-@contextlib.contextmanager
-def _children_in_own_session():
-    """Processes spawned inside this block start their own session and die with us.
-
-    Own session: the terminal's Ctrl-C (sent to the foreground process group) does not
-    reach them. Parent-death signal (Linux): a kill -9 of graftwatch does not leave an
-    orphan server behind. Only used around the one call that spawns Prefect's server.
-    """
-    real_init = subprocess.Popen.__init__
-
-    def _set_pdeathsig() -> None:
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except Exception:
-            pass
-
-    def init(self, *args, **kwargs):
-        kwargs.setdefault("start_new_session", True)
-        if kwargs.get("preexec_fn") is None and os.name == "posix":
-            kwargs["preexec_fn"] = _set_pdeathsig
-        real_init(self, *args, **kwargs)
-
-    subprocess.Popen.__init__ = init
+def _set_pdeathsig() -> None:
+    """In the child: die with the parent (Linux), so a kill -9 of graftwatch leaves no orphan server."""
     try:
-        yield
-    finally:
-        subprocess.Popen.__init__ = real_init
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class _LocalServer:
+    """Prefect's API server for this process's flow runs, on 127.0.0.1.
+
+    Started the way Prefect starts its own temporary server (uvicorn on
+    ``prefect.server.api.server:create_app`` in ephemeral mode: no UI, no background
+    services), but by graftwatch, so that (1) it can be launched before graftwatch's own
+    imports and start up meanwhile (~3 s each, on two cores), and (2) the command's
+    process never imports the server package (~2 s). Own session: the terminal's Ctrl-C
+    (sent to the foreground process group) does not reach it, so a run stops cleanly
+    instead of losing its server mid-batch (a server killed mid-run makes the client
+    hang on its state updates).
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.ready = False
+
+    def spawn(self) -> None:
+        import atexit
+        import importlib.util
+        import socket
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        app_dir = os.path.dirname(importlib.util.find_spec("prefect").submodule_search_locations[0])
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, start_new_session=True, preexec_fn=_set_pdeathsig if os.name == "posix" else None,
+        )
+        self.url, self.ready = f"http://127.0.0.1:{port}/api", False
+        atexit.register(self.stop)
+
+    def wait(self, timeout: float) -> str:
+        """Block until the server answers; its API URL. Raises ``ConfigError`` if it cannot start."""
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        retried = False
+        while not self.ready:
+            if self.proc.poll() is not None:
+                if not retried:  # e.g. the port was taken between choosing and binding it
+                    retried = True
+                    self.spawn()
+                    continue
+                raise ConfigError(f"the local Prefect server exited (code {self.proc.returncode}); "
+                                  "set PREFECT_API_URL to a running Prefect server instead")
+            try:
+                self.ready = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                pass
+            if not self.ready:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigError(f"the local Prefect server did not answer within {timeout:.0f} s; "
+                                      "set PREFECT_API_URL to a running Prefect server instead")
+                time.sleep(0.05)
+        # The first request to a fresh server takes ~0.5 s (it sets itself up lazily):
+        # made here, it is paid at start-up instead of inside the first flow run.
+        httpx.get(f"{self.url}/admin/version", timeout=30)
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.ready = None, False
+
+
+_SERVER = _LocalServer()
+
+
+def spawn_local_api() -> None:
+    """Launch the local Prefect server now without waiting for it (no-op when
+    ``PREFECT_API_URL`` is set in the environment or it is already launched)."""
+    if _SERVER.proc is None and not os.environ.get("PREFECT_API_URL"):
+        _SERVER.spawn()
 
 
 def start_local_api(timeout: int = 60) -> str | None:
-    """Start Prefect's temporary server now, shielded from Ctrl-C; its URL, or None.
+    """The local Prefect server's API URL once it answers, launching it if needed; None
+    when an API is configured (``PREFECT_API_URL``: a real server), which is then used.
 
-    None means an API is configured (``PREFECT_API_URL``: a real server) and nothing was
-    started. Prefect reuses this server for every flow run of the process (it is a
-    per-process singleton), and stops it at exit. Must be called from the main thread
-    (the parent-death signal is tied to the thread that spawns the server).
-
-    The first request to a fresh server takes ~0.5 s (it sets itself up lazily); one is
-    made here so that this fixed cost is paid at start-up, not inside the first flow run.
+    Must be called from the main thread (the parent-death signal is tied to the thread
+    that spawns the server).
     """
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():
+        _SERVER.stop()  # launched early, but a Prefect profile names a server
         return None
-    from prefect.client.orchestration import get_client
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    if not server.running:
-        with _children_in_own_session():
-            server.start(timeout=timeout)
-        with get_client(sync_client=True) as client:
-            client.api_version()
-    return server.api_url
+    if _SERVER.proc is None:
+        _SERVER.spawn()
+    return _SERVER.wait(timeout)
 
 
 @contextlib.contextmanager
 def local_api(timeout: int = 60):
-    """Flow runs inside this block use a real API if configured, else the temporary server.
+    """Flow runs inside this block use a real API if configured, else the local server.
 
-    On the temporary server, flow-run heartbeats are switched off: they exist so that a
+    On the local server, flow-run heartbeats are switched off: they exist so that a
     long-lived server can mark runs whose process died, but this server dies with the
     process, and the heartbeat thread (sleeping in 1 s steps) holds every flow run up to
-    1 s at its end. Yields the temporary server's URL, or None for a configured API.
+    1 s at its end. Yields the local server's URL, or None for a configured API.
     """
     url = start_local_api(timeout)
     if url is None:
         yield None
         return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield url
 
 
