@@ -503,8 +503,34 @@ def _prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_e
     lg = panel.logicle
     logicle = fk.transforms.LogicleTransform(param_t=lg["t"], param_w=lg["w"], param_m=lg["m"],
                                              param_a=lg["a"])
-    fluor = {m: logicle.apply(comp[:, [ch.index]])[:, 0] for m, ch in matched.items()}
+    fluor = {m: logicle_by_table(logicle, comp[:, ch.index]) for m, ch in matched.items()}
     return _Prepared(n, rows, scatter, fluor, matched, sample.pnn)
+
+
+def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarray:
+    """``xform`` (a flowkit logicle) of ``values`` by interpolation in a table.
+
+    For gate *placement* only: flowutils computes logicle one value at a time by root
+    finding (~120 ns per value: a third of the placement time on 100k events x 9
+    markers). Here the exact transform is computed once on ``points`` nodes evenly spaced
+    in ``u = asinh(x / c)`` with ``c = T 10^(W - M)`` (where logicle turns from linear to
+    logarithmic), a variable in which logicle is nearly linear everywhere; each value is
+    then found by its node index (O(1)) and linear interpolation. The error is far below
+    anything a density valley can resolve (tested < 1e-6 scale units); the gates placed are
+    applied later with the exact transform (``gating.engine``).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 4 * points or not np.isfinite(values).all():
+        return xform.apply(values.reshape(-1, 1))[:, 0]
+    c = float(xform.param_t) * 10.0 ** (float(xform.param_w) - float(xform.param_m))
+    u = np.arcsinh(values / c)
+    u0, u1 = float(u.min()), float(u.max())
+    if u1 <= u0:
+        return xform.apply(values.reshape(-1, 1))[:, 0]
+    nodes = xform.apply((c * np.sinh(np.linspace(u0, u1, points))).reshape(-1, 1))[:, 0]
+    pos = (u - u0) * ((points - 1) / (u1 - u0))
+    i = np.minimum(pos.astype(np.intp), points - 2)
+    return nodes[i] + (pos - i) * (nodes[i + 1] - nodes[i])
 
 
 # ----------------------------------------------------------------- the walk
