@@ -31,12 +31,16 @@ def cmd_run(args) -> int:
 
     from assays.errors import ConfigError
     from flows.config import load_config
-    from flows.inbox import list_inbox
+    from flows.inbox import list_inbox, recover_abandoned_staging, recover_stale_claims
 
     console = Console(stderr=False)
     inbox = Path(args.inbox)
     if not inbox.is_dir():
         return _fail(f"inbox {inbox} is not a folder (create it, or pass --inbox DIR)")
+    # Files a killed run had claimed, or a dead watcher had staged, count as inbox files:
+    # taken back first, so "nothing to do" never leaves them behind.
+    recover_stale_claims(inbox)
+    recover_abandoned_staging(inbox)
     has_files = bool(list_inbox(inbox))
     if has_files:
         from flows.runners import spawn_local_api

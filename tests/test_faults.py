@@ -126,6 +126,22 @@ def test_kill9_at_several_points_then_rerun_stores_each_sample_once(tmp_path, fc
     assert sorted(p.name for p in archived) == sorted(names)  # every original kept, exactly once
 
 
+def test_run_with_only_a_dead_runs_claims_processes_them(tmp_path, fcs_setup):
+    """The inbox is empty but a killed run left a file in its claim folder: `graftwatch run`
+    takes it back and stores it instead of answering "nothing to do" (found by the kill -9
+    test once runs got fast enough to claim every file before the kill)."""
+    root = tmp_path
+    (root / "inbox").mkdir()
+    src = fcs_setup["src"][0]
+    dead = root / ".graftwatch-claims" / "20250101T000000000000-deadbeef"
+    dead.mkdir(parents=True)
+    shutil.copy(src, dead / src.name)
+    proc = start_cli(_run_args(root, fcs_setup), cli_env(shared_api_url()), root / "run.log")
+    assert proc.wait(120) == 0, (root / "run.log").read_text(errors="replace")[-3000:]
+    assert query(root / "store", "SELECT count(*) FROM samples") == [(1,)]
+    assert not _files(root / ".graftwatch-claims") and [p.name for p in _files(root / "archive")] == [src.name]
+
+
 def test_two_runs_at_once_and_symlinks_refused(tmp_path, fcs_setup):
     root = tmp_path
     inbox = root / "inbox"
