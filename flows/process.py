@@ -155,7 +155,7 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     groups = grouped_populations(memberships, n)
     by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used))
     del used
-    t = out.timed("reorder", t)  # grouping events by population, channel arrays
+    t = out.timed("group", t)  # events grouped by population signature; channel arrays
     markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel
     t = out.timed("statistics", t)
