@@ -38,18 +38,19 @@ def _servers_of(parent: int) -> list[int]:
     return found
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _start_run(tmp_path: Path, n_tubes: int, prefix: str):
+    """`graftwatch run` on ``n_tubes`` fresh 20k-event tubes, without PREFECT_API_URL."""
+    inbox = tmp_path / "inbox"
+    simulate(inbox, n_tubes, n_events=20_000, prefix=prefix)
+    template = write_template(tmp_path / "template.xml")
     env = cli_env(None, PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)
-    return env
+    return start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store"), "--template", str(template)],
+                     env, tmp_path / "run.log")
 
 
 def test_run_uses_its_own_server_and_stops_it(tmp_path):
-    inbox = tmp_path / "inbox"
-    simulate(inbox, 2, n_events=20_000, prefix="LS")
-    template = write_template(tmp_path / "template.xml")
-    proc = start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store"), "--template", str(template)],
-                     _env(tmp_path), tmp_path / "run.log")
+    proc = _start_run(tmp_path, 2, "LS")
     servers: list[int] = []
     assert wait_for(lambda: bool(servers.extend(_servers_of(proc.pid)) or servers) or proc.poll() is not None, 60)
     assert proc.wait(180) == 0, (tmp_path / "run.log").read_text(errors="replace")[-3000:]
@@ -59,11 +60,7 @@ def test_run_uses_its_own_server_and_stops_it(tmp_path):
 
 
 def test_server_dies_with_a_killed_run(tmp_path):
-    inbox = tmp_path / "inbox"
-    simulate(inbox, 1, n_events=20_000, prefix="LK")
-    template = write_template(tmp_path / "template.xml")
-    proc = start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store"), "--template", str(template)],
-                     _env(tmp_path), tmp_path / "run.log")
+    proc = _start_run(tmp_path, 1, "LK")
     servers: list[int] = []
     assert wait_for(lambda: bool(servers.extend(_servers_of(proc.pid)) or servers), 60), \
         (tmp_path / "run.log").read_text(errors="replace")[-3000:]
