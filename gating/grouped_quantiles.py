@@ -46,7 +46,6 @@ import numpy as np
 __all__ = ["EventGroups", "event_groups", "order_bucket", "percentile_positions", "lerp",
            "PopulationStats", "population_stats"]
 
-N_BUCKETS = 1 << 16
 # Below this many values sorting the population beats the fixed cost of a 65,536-bucket
 # histogram.
 SMALL = 32_768
