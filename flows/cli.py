@@ -31,16 +31,13 @@ def cmd_run(args) -> int:
 
     from assays.errors import ConfigError
     from flows.config import load_config
-    from flows.inbox import list_inbox, recover_abandoned_staging, recover_stale_claims
+    from flows.inbox import list_inbox, take_back_leftovers
 
     console = Console(stderr=False)
     inbox = Path(args.inbox)
     if not inbox.is_dir():
         return _fail(f"inbox {inbox} is not a folder (create it, or pass --inbox DIR)")
-    # Files a killed run had claimed, or a dead watcher had staged, count as inbox files:
-    # taken back first, so "nothing to do" never leaves them behind.
-    recover_stale_claims(inbox)
-    recover_abandoned_staging(inbox)
+    take_back_leftovers(inbox)  # so "nothing to do" never leaves a killed run's files behind
     has_files = bool(list_inbox(inbox))
     if has_files:
         from flows.runners import spawn_local_api

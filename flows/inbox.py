@@ -220,6 +220,15 @@ def hold_staging(inbox: Path):
     return fh
 
 
+def take_back_leftovers(inbox: Path) -> int:
+    """Return to ``inbox`` what dead runs claimed and dead watchers staged; the count.
+
+    Called before a run looks at the inbox, so those files count as inbox files (also for
+    the "nothing to do" answer of an otherwise empty inbox).
+    """
+    return recover_stale_claims(inbox) + recover_abandoned_staging(inbox)
+
+
 def recover_abandoned_staging(inbox: Path) -> int:
     """Return files a dead watcher staged (``.graftwatch-ready/``) to ``inbox``; the count.
 

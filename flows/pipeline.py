@@ -24,9 +24,9 @@ from assays.errors import ConfigError
 from flows import progress
 from flows.config import Config, load_config
 from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
-                         recover_abandoned_staging, recover_stale_claims)
+                         take_back_leftovers)
 from flows.process import FileOutcome, GatingSetup, process_file
-from storage.store import Batch, Store, new_id, to_table, utcnow
+from storage.store import Batch, Store, new_id, utcnow
 
 log = logging.getLogger("graftwatch")
 
@@ -66,7 +66,7 @@ def process_files_task(files: list[InboxFile], setup: GatingSetup, known: set[st
     outcomes = [process_file(f, setup, known) for f in files]
     for out in outcomes:
         out.worker = f"{os.getpid()}-{threading.get_ident()}"
-        out.convert_rows(to_table)
+        out.convert_rows()
     return outcomes
 
 
@@ -187,8 +187,7 @@ def _with_kind(f: InboxFile) -> InboxFile:
 def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> RunSummary:
     """Process every file now in ``inbox`` into ``store`` (the body of the flow)."""
     summary = RunSummary()
-    recover_stale_claims(inbox)
-    recover_abandoned_staging(inbox)
+    take_back_leftovers(inbox)
     files = list_inbox(inbox)
     # Sheets first: they name roles and unstimulated controls the other files need.
     files = [_with_kind(f) for f in files]

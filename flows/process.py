@@ -22,7 +22,7 @@ from assays.errors import GraftwatchError, InputError
 from assays.fcs import read_fcs, sha256_of
 from assays.records import FcsSample
 from flows.inbox import InboxFile
-from storage.store import new_id, utcnow
+from storage.store import new_id, to_table, utcnow
 
 log = logging.getLogger("graftwatch")
 
@@ -56,7 +56,7 @@ class FileOutcome:
     def add(self, table: str, rows: list) -> None:
         self.rows.setdefault(table, []).extend(rows)
 
-    def convert_rows(self, to_table) -> None:
+    def convert_rows(self) -> None:
         """Move ``rows`` into ``tables`` (``storage.store.to_table``): done by the worker that
         made them, so the flow's commit only concatenates."""
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ is repeated. Here the work per channel is a few linear passes:
 3. Per channel, one (group x bucket) histogram gives every large population's bucket
    histogram as a sum of rows; its cumulative sum names the bucket holding each needed
    order statistic and its rank inside that bucket; one pass collects the values of
-   the needed buckets, and only those are sorted (:func:`population_stats`).
+   the needed buckets, and only those are sorted (:func:`grouped_stats`).
    Small populations are simply gathered and sorted, all channels at once.
 
 Definition (the numbers do not depend on the algorithm)
@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["EventGroups", "event_groups", "order_bucket", "percentile_positions", "lerp",
-           "PopulationStats", "population_stats"]
+           "GroupedStats", "grouped_stats"]
 
 # Below this many values sorting the population beats the fixed cost of a 65,536-bucket
 # histogram.
@@ -145,7 +145,7 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PopulationStats:
+class GroupedStats:
     """Statistics of every channel in every population.
 
     ``percentiles``: ``(P, C, len(percents))``; ``means``: ``(P, C)``; NaN where a population is empty.
@@ -204,7 +204,7 @@ def _large_order_statistics(values: np.ndarray, groups: EventGroups,
     return out
 
 
-def population_stats(values: Sequence[np.ndarray], groups: EventGroups, percents: Sequence[float]) -> PopulationStats:
+def grouped_stats(values: Sequence[np.ndarray], groups: EventGroups, percents: Sequence[float]) -> GroupedStats:
     """Percentiles and means of every channel in every population.
 
     ``values``: one contiguous float64 array per channel, events in input order.
@@ -242,4 +242,4 @@ def population_stats(values: Sequence[np.ndarray], groups: EventGroups, percents
         pct[p] = lerp(stats[p][:, :k], stats[p][:, k:], weight)
         for c in np.flatnonzero(has_nan):
             pct[p, c] = np.percentile(values[c][indices[p]], percents)
-    return PopulationStats(percentiles=pct, means=means)
+    return GroupedStats(percentiles=pct, means=means)

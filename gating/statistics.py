@@ -20,8 +20,7 @@ import numpy as np
 
 from assays.records import FcsSample
 from gating.engine import GateMembership
-from gating.grouped_quantiles import EventGroups, event_groups
-from gating.grouped_quantiles import population_stats as grouped_stats
+from gating.grouped_quantiles import EventGroups, event_groups, grouped_stats
 
 # Population names that define the lymphocyte base, from outermost to innermost.
 _BASE_LEVELS = (("lymphocytes", "lymphocyte", "lymphs", "lymph"), ("singlets", "singlet"), ("live", "viable", "livecells"))

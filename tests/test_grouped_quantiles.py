@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gating.grouped_quantiles import event_groups, order_bucket, population_stats
+from gating.grouped_quantiles import event_groups, grouped_stats, order_bucket
 
 PCTS = (15.87, 50.0, 84.13)
 
@@ -42,7 +42,7 @@ def test_percentiles_equal_numpy_bit_for_bit(seed):
     values = np.stack([x, y])
     masks = _masks(rng, x)
     groups = event_groups(masks, n)
-    stats = population_stats(list(values), groups, PCTS)
+    stats = grouped_stats(list(values), groups, PCTS)
     for p, m in enumerate(masks):
         if not m.any():
             assert np.isnan(stats.percentiles[p]).all() and np.isnan(stats.means[p]).all()
@@ -79,7 +79,7 @@ def test_nan_channel_falls_back_to_numpy():
     x[3] = np.nan
     masks = [np.ones(1000, dtype=bool), np.arange(1000) > 500]
     groups = event_groups(masks, x.size)
-    stats = population_stats([x], groups, PCTS)
+    stats = grouped_stats([x], groups, PCTS)
     assert np.isnan(stats.percentiles[0]).all()  # NaN in, NaN out, as np.percentile
     np.testing.assert_array_equal(stats.percentiles[1, 0], np.percentile(x[501:], PCTS))
 
