@@ -52,7 +52,7 @@ def main() -> None:
     policy = "all" if args.pictures else "none"
     cfg.write_text(f'[flow]\ngating_pictures = "{policy}"\n')
 
-    from flows.pipeline import default_workers, process_inbox
+    from flows.pipeline import default_workers, import_first_use, process_inbox
     from flows.runners import local_api
 
     from prefect import flow
@@ -61,7 +61,7 @@ def main() -> None:
     def empty_flow() -> None:
         """Baseline: what any Prefect flow run costs on this server, doing nothing."""
 
-    with local_api():  # as `graftwatch run`: the temporary server is up before the run starts
+    with local_api(open_client=True, meanwhile=import_first_use):  # as `graftwatch run`: the temporary server is up before the run starts
         floor = []
         for _ in range(3):
             t0 = time.perf_counter()

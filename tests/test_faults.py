@@ -423,3 +423,25 @@ def test_fuzz_exports_and_sample_sheets(tmp_path):
     if unexpected:
         print("caught by the catch-all (reader could explain better):\n  " + "\n  ".join(unexpected))
     assert grown < MAX_RSS_GROWTH_MB
+
+
+def test_empty_inbox_run_is_on_record(tmp_path):
+    """`graftwatch run` on an empty inbox exits 0, says so, and is one completed
+    process-inbox flow run on the Prefect server with a 0-file summary artifact: a
+    scheduled check that found nothing is visible like any other run."""
+    import httpx
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    api = shared_api_url()
+    proc = start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store")], cli_env(api), tmp_path / "run.log")
+    assert proc.wait(120) == 0, (tmp_path / "run.log").read_text(errors="replace")[-3000:]
+    assert "is empty: nothing to do" in " ".join((tmp_path / "run.log").read_text(errors="replace").split())
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["process-inbox"]}}, "limit": 200},
+                      timeout=30).json()
+    mine = [r for r in runs if r["parameters"].get("inbox") == str(inbox)]
+    assert len(mine) == 1 and mine[0]["state_type"] == "COMPLETED", mine
+    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [mine[0]["id"]]}}},
+                      timeout=30).json()
+    assert [a["key"] for a in arts] == ["inbox-run-summary"]
+    assert "| 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in arts[0]["data"]
