@@ -17,6 +17,7 @@ progress (a server killed mid-run makes the client hang on its state updates).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import subprocess
@@ -235,6 +236,33 @@ def local_api(timeout: int = 60, open_client: bool = False, meanwhile=None):
     with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         with SyncClientContext.get_or_create() if open_client else contextlib.nullcontext():
             yield url
+
+
+@contextlib.contextmanager
+def blas_threads_per_worker(workers: int):
+    """Limit BLAS (OpenBLAS/MKL) to ``cores // workers`` threads while the block runs.
+
+    numpy's OpenBLAS starts one thread per core for each large call (the compensation
+    solve, the population x bucket histogram product); called from two worker threads
+    on two cores that is four busy threads, and OpenBLAS's threads spin while waiting
+    for work, taking the core from the other worker. Measured on 12 x 1M-event files
+    with two workers: 3.7-4.2 s limited vs 4.5-5.8 s not. Results are unchanged: the
+    threads split right-hand-side columns, never one column's arithmetic (tested).
+    Process-wide (the library's own setting), restored on exit.
+    """
+    with _blas_controller().limit(limits=max(1, (os.cpu_count() or 1) // max(1, workers)), user_api="blas"):
+        yield
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, built once per process (it scans
+    every loaded shared library: ~8 ms with Prefect, pyarrow and DuckDB loaded)."""
+    import numpy  # noqa: F401  (its OpenBLAS must be loaded before the scan)
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def keep_freed_memory() -> bool:

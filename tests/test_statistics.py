@@ -125,6 +125,8 @@ def test_chunked_solve_has_the_bits_of_one_solve():
     """Compensation solves 32k events at a time (memory); the result must be bit for bit
     np.linalg.solve's on the whole matrix (flowkit's expression). Seeded data, sizes that
     are not multiples of the chunk."""
+    from threadpoolctl import threadpool_limits
+
     from gating.compensation import SOLVE_CHUNK, solve_by_chunks
 
     rng = np.random.default_rng(9)
@@ -134,3 +136,6 @@ def test_chunked_solve_has_the_bits_of_one_solve():
         observed = rng.lognormal(5, 2, (n, 13))
         whole = np.linalg.solve(spill.T, observed[:, 1:13].T)
         np.testing.assert_array_equal(solve_by_chunks(spill.T, observed[:, 1:13].T), whole)
+        # The inbox flow limits BLAS to one thread per worker (flows.runners): same bits.
+        with threadpool_limits(limits=1, user_api="blas"):
+            np.testing.assert_array_equal(solve_by_chunks(spill.T, observed[:, 1:13].T), whole)
