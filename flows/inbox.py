@@ -223,8 +223,8 @@ def hold_staging(inbox: Path):
 def take_back_leftovers(inbox: Path) -> int:
     """Return to ``inbox`` what dead runs claimed and dead watchers staged; the count.
 
-    Called before a run looks at the inbox, so those files count as inbox files (also for
-    the "nothing to do" answer of an otherwise empty inbox).
+    Called by the inbox flow before it lists the inbox, so those files are processed like
+    any inbox file (also when the inbox itself is empty).
     """
     return recover_stale_claims(inbox) + recover_abandoned_staging(inbox)
 
