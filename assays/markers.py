@@ -3,8 +3,8 @@
 Labels are compared after :func:`normalize_marker`, which makes matching
 case-insensitive, punctuation-blind and Greek-aware, so ``IFN-γ``, ``IFNg``,
 ``IFN-gamma`` and ``IFNG`` are one marker. A channel label may carry a
-fluorochrome beside the marker (``CD3 BUV395``, ``FITC CD4``): each
-whitespace- or slash-separated token is also tried on its own.
+fluorochrome beside the marker (``CD3 BUV395``, ``FITC CD4``, ``CD8-APC``): runs of
+its tokens are also tried on their own (:func:`label_candidates`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,28 @@ def normalize_marker(label: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text)
 
 
+# Separators between a marker and a fluorochrome in channel labels ("CD3 FITC", "CD3-FITC",
+# "CD3/FITC", "CD3_FITC", "CD3.FITC", "anti-CD3"). Hyphens also occur inside marker names
+# (IL-17A, IFN-γ, HLA-DR), hence the runs of consecutive tokens below.
+_SEPARATORS = re.compile(r"[\s/_:|()\[\]{},;.+-]+")
+_MAX_TOKENS = 4  # longest marker spelling, in tokens ("IFN-γ", "IL-7Rα", "LIVE/DEAD Fixable Aqua")
+
+
 def label_candidates(label: str) -> set[str]:
-    """Normalised forms under which a channel label can match a marker: the whole
-    label and each of its whitespace/slash/underscore-separated tokens."""
+    """Normalised forms under which a channel label can match a marker: the whole label
+    and every run of up to four consecutive tokens, tokens being split at whitespace and
+    ``/ _ : | ( ) [ ] { } , ; . + -``.
+
+    >>> sorted(label_candidates("IL-17A PE-Cy7"))[:4]
+    ['17a', '17ape', '17apecy7', 'cy7']
+    >>> {"cd3", "il17a", "ifng"} <= label_candidates("CD3-FITC") | label_candidates("IL-17A PE") | label_candidates("anti-IFN-γ")
+    True
+    """
     forms = {normalize_marker(label)}
-    forms.update(normalize_marker(tok) for tok in re.split(r"[\s/_:|()\[\]]+", label) if tok)
+    tokens = [t for t in _SEPARATORS.split(label) if t]
+    for i in range(len(tokens)):
+        for j in range(i + 1, min(len(tokens), i + _MAX_TOKENS) + 1):
+            forms.add(normalize_marker("".join(tokens[i:j])))
     forms.discard("")
     return forms
 

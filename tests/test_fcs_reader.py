@@ -115,6 +115,18 @@ def test_marker_matching_is_case_punctuation_and_greek_blind():
     assert "CD8" in str(err.value) and "BV605-A" in str(err.value)
 
 
+def test_marker_matching_splits_fluorochromes_joined_by_hyphens_and_dots():
+    """Spellings seen in other labs' $PnS: marker and fluorochrome joined by a hyphen or a
+    dot, an "anti-" prefix; hyphenated marker names (IL-17A, IFN-γ) still match whole, and
+    CD45RA is still not CD4."""
+    chans = [Channel(0, "FSC-A", None), Channel(1, "FITC-A", "CD3-FITC"), Channel(2, "PE-A", "anti-CD4.PE"),
+             Channel(3, "APC-A", "CD8-APC-H7"), Channel(4, "BV421-A", "IL-17A-BV421"),
+             Channel(5, "PE-Cy7-A", "IFN-gamma PE-Cy7"), Channel(6, "BV510-A", "CD45RA-BV510")]
+    found = match_markers(chans, {"CD3": [], "CD4": [], "CD8": [], "IL-17A": ["IL17A"], "IFN-γ": [], "CD45": []})
+    assert {m: c.pnn for m, c in found.items()} == {"CD3": "FITC-A", "CD4": "PE-A", "CD8": "APC-A",
+                                                    "IL-17A": "BV421-A", "IFN-γ": "PE-Cy7-A"}
+
+
 # --- Fast float DATA path (assays.fcs._load_float_events) ------------------------------
 # read_fcs reads float/double DATA with numpy and hands it to flowio's as_array; these
 # tests pin that the events stay bit for bit what flowio alone returns, that the fast
