@@ -1,6 +1,7 @@
 """Sample sheet and patient registry readers (CSV or XLSX).
 
-Headers are matched case- and spacing-blind (``Sample ID`` = ``sample_id``).
+Headers are matched case-, spacing- and punctuation-blind (``Sample ID`` = ``SampleID`` =
+``sample_id``); so are role values (``Recipient pre`` = ``recipient_pre``).
 Every row problem names the row number as the technician sees it in a
 spreadsheet (header = row 1), what was expected and what was found.
 """
@@ -23,8 +24,22 @@ ROLES = ("recipient_pre", "donor", "post")
 _FIX_SHEET = "correct the row in the spreadsheet and drop the corrected sheet again (later rows replace earlier ones)"
 
 
+def _squeeze(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(name).strip().lower())
+
+
+# Every spelling of a known column or role that differs only in case, spacing and
+# punctuation ("Sample ID", "sample-id", "SampleID", "Recipient pre", "RecipientPre").
+_KNOWN = {_squeeze(k): k for k in (*SHEET_COLUMNS, *SHEET_OPTIONAL, *REGISTRY_COLUMNS, *ROLES)}
+
+
 def column_key(name: str) -> str:
-    """Header normalisation: lower case, runs of spaces/dashes/dots become one '_'."""
+    """Header (or role) normalisation: the known name it spells, case-, spacing- and
+    punctuation-blind (``PatientID`` = ``Patient ID`` = ``patient_id``); otherwise lower
+    case with runs of other characters as one '_'."""
+    known = _KNOWN.get(_squeeze(name))
+    if known is not None:
+        return known
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
 
 
