@@ -14,6 +14,7 @@ Definitions (as FlowJo and flowkit report them):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +23,16 @@ from assays.records import FcsSample
 from gating.engine import GateMembership
 from gating.grouped_quantiles import EventGroups, event_groups, grouped_stats
 
-# Population names that define the lymphocyte base, from outermost to innermost.
-_BASE_LEVELS = (("lymphocytes", "lymphocyte", "lymphs", "lymph"), ("singlets", "singlet"), ("live", "viable", "livecells"))
+# Population names that define the lymphocyte base, from outermost to innermost, as labs
+# and FlowJo's defaults spell them (matched on the lower-case letters and digits of the
+# name): "Lymphocytes", "Lymphs"; "Singlets", "Single Cells", "FSC Singlets"; "Live",
+# "Viable cells", or a viability dye's negative gate ("aAmine-", "Live/Dead neg", "Zombie NIR-").
+_LYMPH = re.compile(r"lymph(s|ocytes?)?(gate)?\d*")
+_SINGLETS = re.compile(r"(fsc|ssc|fs|ss)?(singlets?|singlecells?|singles?)(fsc|ssc|fs|ss)?\d*")
+_LIVE = re.compile(r"(live|viable|alive)(cells?)?\d*")
+_VIABILITY_DYES = re.compile(r"(livedead|ld|aamine|amine|zombie[a-z]*|fvs\d*|7aad|dapi|pi|vivid|aqua|viability|dead"
+                             r"|sytox[a-z]*|efluor\d*|ef\d+|nearir)")
+_NEGATIVE = re.compile(r"\s*(-|\bneg\b|\bnegative\b)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -69,16 +78,35 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+def base_level(name: str) -> int | None:
+    """0 for a lymphocyte gate, 1 for a singlet gate, 2 for a live-cell gate; None otherwise."""
+    n = _norm(name)
+    if _LYMPH.fullmatch(n):
+        return 0
+    if _SINGLETS.fullmatch(n):
+        return 1
+    negative = _NEGATIVE.search(name)
+    if _LIVE.fullmatch(n) or (negative and _VIABILITY_DYES.fullmatch(_norm(name[:negative.start()]))):
+        return 2
+    return None
+
+
 def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
-    """Index in ``path_names`` of the deepest lymphocyte-base population, or None."""
+    """Index in ``path_names`` of the deepest lymphocyte-base population, or None.
+
+    >>> lymphocyte_base(("Lymphocytes", "Single Cells", "Single Cells", "CD3+"))
+    2
+    >>> lymphocyte_base(("Time", "Singlets", "aAmine-", "CD3+")) is None  # no lymphocyte gate
+    True
+    """
     base = None
     level = -1
     for i, name in enumerate(path_names):
-        n = _norm(name)
-        for lvl, names in enumerate(_BASE_LEVELS):
-            # Live only counts once we are inside lymphocytes (a Live gate on all events is not a base).
-            if n in names and lvl > level and (lvl == 0 or level >= 0):
-                base, level = i, lvl
+        lvl = base_level(name)
+        # Live only counts once we are inside lymphocytes (a Live gate on all events is not a
+        # base); a repeated level (FSC then SSC "Single Cells") moves the base to the deeper one.
+        if lvl is not None and lvl >= level and (lvl == 0 or level >= 0):
+            base, level = i, lvl
     return base
 
 

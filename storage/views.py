@@ -22,9 +22,31 @@ from storage.store import Store
 
 # Population names are matched on a canonical key so that Gating-ML ids (`CD3_pos`,
 # `CD4_pos_CD8_neg`) and display names (`CD3+`, `CD4+CD8-`) are the same population.
-_POP_KEY = (
-    "regexp_replace(replace(replace(lower(population), '_pos', '+'), '_neg', '-'), '[^a-z0-9+-]', '', 'g')"
-)
+def _pop_key(column: str) -> str:
+    return f"regexp_replace(replace(replace(lower({column}), '_pos', '+'), '_neg', '-'), '[^a-z0-9+-]', '', 'g')"
+
+
+_POP_KEY = _pop_key("population")
+
+
+def _role_key(column: str) -> str:
+    """SQL: the key of a population name as other labs' templates spell it: a trailing
+    "T cells"/"cells" dropped ("CD3+ T cells", "Th1 cells"), a bare marker read as its
+    positive gate ("CD4", "CD4 T cells" = "CD4+"), "T cells" = "CD3+", "Tregs" = "Treg"."""
+    k = f"regexp_replace({_pop_key(column)}, '^(.+?)(tcells?|cells?)$', '\\1')"
+    return (f"(CASE WHEN {k} IN ('t', 'cd3', 'cd3+') THEN 'cd3+' WHEN {k} IN ('cd4', 'cd8') THEN {k} || '+' "
+            f"WHEN {k} = 'tregs' THEN 'treg' ELSE {k} END)")
+
+
+# Which population is "CD4 T cells" / "CD8 T cells" for the timeline: a CD4/CD8 quadrant
+# (either marker order), else a single "CD4+" / "CD8+" gate directly inside CD3+ (FlowJo
+# templates often gate each marker on its own).
+_ROLE = f"""CASE
+      WHEN {_role_key('f.population')} IN ('cd4+cd8-', 'cd8-cd4+') THEN 'cd4'
+      WHEN {_role_key('f.population')} IN ('cd4-cd8+', 'cd8+cd4-') THEN 'cd8'
+      WHEN {_role_key('f.population')} IN ('cd4+', 'cd8+') AND {_role_key('f.parent')} = 'cd3+'
+        THEN {_role_key('f.population')} || 'in_cd3'
+      ELSE {_role_key('f.population')} END"""
 
 _VIEWS = f"""
 CREATE OR REPLACE VIEW sheet_latest AS
@@ -51,27 +73,32 @@ SELECT * EXCLUDE (rn) FROM (
   FROM analyses) WHERE rn = 1;
 
 CREATE OR REPLACE VIEW flow_populations_latest AS
-SELECT f.*, {_POP_KEY} AS pop_key, length(f.path) - length(replace(f.path, '/', '')) AS depth
+SELECT f.*, {_POP_KEY} AS pop_key, {_ROLE} AS role_key,
+       length(f.path) - length(replace(f.path, '/', '')) AS depth
 FROM flow_populations f JOIN latest_analyses a USING (analysis_id, sample_id)
 WHERE a.kind = 'flow';
 
 CREATE OR REPLACE VIEW immune_timeline AS
 WITH p AS (
-  SELECT sample_id, analysis_id, pop_key,
+  SELECT sample_id, analysis_id, role_key,
          arg_min(count, depth) AS count, arg_min(pct_of_lymphocytes, depth) AS pct_lymph
   FROM flow_populations_latest GROUP BY ALL
 ), w AS (
   SELECT sample_id, analysis_id,
-    max(CASE WHEN pop_key = 'cd3+' THEN pct_lymph END) AS cd3_pct_lymph,
-    max(CASE WHEN pop_key = 'cd4+cd8-' THEN pct_lymph END) AS cd4_pct_lymph,
-    max(CASE WHEN pop_key = 'cd4-cd8+' THEN pct_lymph END) AS cd8_pct_lymph,
-    max(CASE WHEN pop_key = 'cd4+cd8-' THEN count END) AS cd4_count,
-    max(CASE WHEN pop_key = 'cd4-cd8+' THEN count END) AS cd8_count,
-    max(CASE WHEN pop_key = 'th1' THEN count END) AS th1_count,
-    max(CASE WHEN pop_key = 'th2' THEN count END) AS th2_count,
-    max(CASE WHEN pop_key = 'th0' THEN count END) AS th0_count,
-    max(CASE WHEN pop_key = 'th17' THEN count END) AS th17_count,
-    max(CASE WHEN pop_key = 'treg' THEN count END) AS treg_count
+    max(CASE WHEN role_key = 'cd3+' THEN pct_lymph END) AS cd3_pct_lymph,
+    coalesce(max(CASE WHEN role_key = 'cd4' THEN pct_lymph END),
+             max(CASE WHEN role_key = 'cd4+in_cd3' THEN pct_lymph END)) AS cd4_pct_lymph,
+    coalesce(max(CASE WHEN role_key = 'cd8' THEN pct_lymph END),
+             max(CASE WHEN role_key = 'cd8+in_cd3' THEN pct_lymph END)) AS cd8_pct_lymph,
+    coalesce(max(CASE WHEN role_key = 'cd4' THEN count END),
+             max(CASE WHEN role_key = 'cd4+in_cd3' THEN count END)) AS cd4_count,
+    coalesce(max(CASE WHEN role_key = 'cd8' THEN count END),
+             max(CASE WHEN role_key = 'cd8+in_cd3' THEN count END)) AS cd8_count,
+    max(CASE WHEN role_key = 'th1' THEN count END) AS th1_count,
+    max(CASE WHEN role_key = 'th2' THEN count END) AS th2_count,
+    max(CASE WHEN role_key = 'th0' THEN count END) AS th0_count,
+    max(CASE WHEN role_key = 'th17' THEN count END) AS th17_count,
+    max(CASE WHEN role_key = 'treg' THEN count END) AS treg_count
   FROM p GROUP BY ALL
 )
 SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,

@@ -56,6 +56,13 @@ def test_lymphocyte_base_levels():
     assert lymphocyte_base(("Lymphocytes", "Singlets", "Live", "CD3+")) == 2
     assert lymphocyte_base(("Live", "CD3+")) is None  # Live on all events is no lymphocyte base
     assert lymphocyte_base(("Lymphs", "CD3+")) == 0
+    # FlowJo's default names and viability-dye negative gates (other labs' templates)
+    assert lymphocyte_base(("Lymphocytes", "Single Cells", "Single Cells", "aAmine-", "CD3+")) == 3
+    assert lymphocyte_base(("Lymphocytes", "FSC Singlets", "SSC Singlets", "CD3+")) == 2
+    assert lymphocyte_base(("Lymphocytes", "Singlets", "Live/Dead neg", "CD3+")) == 2
+    assert lymphocyte_base(("Lymphocytes", "Singlets", "Zombie NIR-", "CD3+")) == 2
+    assert lymphocyte_base(("Lymphocytes", "Singlets", "Live/Dead+", "CD3+")) == 1  # dead cells are no base
+    assert lymphocyte_base(("Lymphoblasts", "CD3+")) is None
 
 
 def test_channel_major_matches_row_major_compensation():
