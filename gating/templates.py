@@ -63,10 +63,12 @@ def load_template(path: Path) -> Template:
 
 
 def _flowjo_strategy(path: Path):
-    """The gating strategy of a FlowJo 10 workspace's first sample.
+    """The gating strategy of the FlowJo 10 workspace sample with the most gates.
 
-    FlowJo stores a full gate tree per sample; as a template for new files the
-    first sample's tree (its gates, transforms and compensation) is used.
+    FlowJo stores a full gate tree per sample. Workspaces often begin with compensation
+    controls (unstained, single stains) that carry no gates, so "the first sample" would
+    be an empty template that silently gates nothing; the richest tree is the lab's
+    gating (the first of equals when samples share one tree, the usual case).
     """
     import flowkit as fk
 
@@ -75,8 +77,13 @@ def _flowjo_strategy(path: Path):
             warnings.simplefilter("ignore")  # "WSP references X, but sample was not loaded"
             wsp = fk.Workspace(str(path), load_missing_file_data=True)
         sample_ids = wsp.get_sample_ids(loaded_only=False)
+        strategies = [wsp.get_gating_strategy(sid) for sid in sample_ids]
     except Exception as exc:
         raise ConfigError(f"template {path.name}: not a readable FlowJo 10 workspace ({type(exc).__name__}: {exc})") from None
     if not sample_ids:
         raise ConfigError(f"template {path.name}: the workspace has no samples, so no gate tree to use")
-    return wsp.get_gating_strategy(sample_ids[0])
+    best = max(strategies, key=lambda st: len(st.get_gate_ids()))  # max keeps the first of equals
+    if not best.get_gate_ids():
+        raise ConfigError(f"template {path.name}: none of its {len(sample_ids)} samples has gates; "
+                          "save the workspace after gating at least one sample")
+    return best

@@ -78,3 +78,36 @@ def test_reused_flowjo_names_get_unique_valid_ids(shared_data, wsp):
             for ref in gate.gate_refs:
                 assert (tuple(ref["path"]), ref["ref"]) in present
     assert t.strategy.get_gate_ids() == original  # the template itself is untouched
+
+
+def _workspace_without_gates(src: Path, dst: Path, samples: int) -> None:
+    """``src`` with the gate trees of its first ``samples`` samples removed (as compensation
+    controls are saved: a sample node with no subpopulations)."""
+    import xml.etree.ElementTree as ET  # writing only; the input is the project's reference file
+
+    tree = ET.parse(src)
+    for sample in tree.getroot().iter("Sample"):
+        if samples <= 0:
+            break
+        node = sample.find("SampleNode")
+        for sub in node.findall("Subpopulations"):
+            node.remove(sub)
+        samples -= 1
+    tree.write(dst, encoding="utf-8", xml_declaration=True)
+
+
+@pytest.mark.reference
+def test_flowjo_template_is_the_sample_with_gates(shared_data, tmp_path):
+    """A workspace whose first sample (a compensation control) has no gates: the template is
+    the gated sample's tree (14 gates in 8_color_ICS.wsp), not an empty one; a workspace
+    with no gates at all is refused with exit-2 ConfigError naming the file."""
+    from assays.errors import ConfigError
+
+    src = shared_data / "fcs/flowkit/8_color_ics_no_events/8_color_ICS.wsp"
+    first_empty = tmp_path / "controls_first.wsp"
+    _workspace_without_gates(src, first_empty, samples=1)
+    assert len(load_template(first_empty).strategy.get_gate_ids()) == 14
+    none = tmp_path / "no_gates.wsp"
+    _workspace_without_gates(src, none, samples=99)
+    with pytest.raises(ConfigError, match="no_gates.wsp: none of its 3 samples has gates"):
+        load_template(none)
