@@ -1,4 +1,5 @@
-"""Prefect artifacts: a markdown summary of each run, visible in the Prefect UI.
+"""Prefect artifacts: a markdown summary of each run and, for long runs, a progress bar,
+visible in the Prefect UI.
 
 Patient identifiers stay out unless ``[privacy] show_patient_ids`` is set: files are
 then named, otherwise only counts and reasons are shown.
@@ -7,6 +8,7 @@ then named, otherwise only counts and reasons are shown.
 from __future__ import annotations
 
 import logging
+import time
 
 log = logging.getLogger("graftwatch")
 
@@ -46,3 +48,39 @@ def publish_run_summary(summary, config) -> None:
         )
     except Exception as exc:  # an artifact is a convenience; never fail a run over it
         log.debug("artifact not published: %s", exc)
+
+
+class RunProgress:
+    """Share of a run's files done, as a Prefect progress artifact on the current flow run.
+
+    Created only once the run has lasted ``after`` seconds, then updated at most every
+    ``every`` seconds and at the end: each update is a request to the API (~10 ms), which
+    a run of small files that ends within a second should not pay, and nobody watches it.
+    """
+
+    def __init__(self, total: int, after: float = 2.0, every: float = 1.0):
+        self.total, self.after, self.every = total, after, every
+        self.started = time.monotonic()
+        self.artifact_id = None
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        final = done >= self.total
+        if self.total <= 0 or now - self.started < self.after:
+            return
+        if not final and now - self._last < self.every:
+            return
+        percent = 100.0 * min(done, self.total) / self.total
+        try:
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(
+                    progress=percent, key="inbox-run-progress",
+                    description=f"Files processed in this run (of {self.total})")
+            else:
+                update_progress_artifact(self.artifact_id, progress=percent)
+        except Exception as exc:  # a convenience; never fail a run over it
+            log.debug("progress artifact not updated: %s", exc)
+        self._last = now

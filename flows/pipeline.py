@@ -216,13 +216,19 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> 
 
 
 class _Counter:
+    """Files done: to the CLI's progress bar and, in long runs, a Prefect progress artifact."""
+
     def __init__(self, total: int):
+        from flows.artifacts import RunProgress
+
         self.done, self.total = 0, total
+        self.artifact = RunProgress(total)
         progress.report("files", 0, total)
 
     def step(self) -> None:
         self.done += 1
         progress.report("files", self.done, self.total)
+        self.artifact.update(self.done)
 
 
 def _run_group(group, store, inbox, config, setup, claims, known, summary, counter) -> None:

@@ -71,3 +71,27 @@ def test_work_units_and_chunks_pack_by_size(tmp_path):
     assert [len(u) for u in units] == [4, 1, 3]
     assert [f for u in units for f in u] == files  # order kept, nothing lost
     assert [len(c) for c in pack(files, max_files=3, max_bytes=10**9)] == [3, 3, 2]
+
+
+def test_progress_artifact_only_for_long_runs():
+    """RunProgress inside a real flow run (Prefect's temporary server): a run past the
+    delay gets one progress artifact ending at 100 %; a short one gets none."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.artifacts import RunProgress
+
+    @flow(name="progress-check")
+    def run(after: float):
+        p = RunProgress(total=4, after=after, every=0.0)
+        for done in range(1, 5):
+            p.update(done)
+        return p.artifact_id
+
+    assert run(3600.0) is None
+    artifact_id = run(0.0)
+    assert artifact_id is not None
+    with get_client(sync_client=True) as client:
+        artifact = client.read_artifacts()
+    mine = [a for a in artifact if a.id == artifact_id]
+    assert len(mine) == 1 and mine[0].type == "progress" and float(mine[0].data) == 100.0
