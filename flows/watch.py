@@ -259,10 +259,13 @@ class Watcher:
         if self._run_batch != self._run_flow:
             return
         try:
+            from flows.pipeline import import_first_use
+
             if threading.current_thread() is threading.main_thread():
                 from flows.runners import local_api
 
-                stack.enter_context(local_api())
+                stack.enter_context(local_api(meanwhile=import_first_use))
+            import_first_use()  # (a no-op when done above) so the first batch does not pay ~1.4 s of imports
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:
