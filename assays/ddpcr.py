@@ -183,7 +183,7 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
             found=f"no such header row in {path.name} (starts with {head.strip()[:120]!r})",
             action="export the well/target results table from the instrument software as CSV",
         )
-    table = tabular.load_table(path, layout.required, what="digital-PCR well table")
+    table = tabular.load_table(path, layout.required, what="digital-PCR well table", fixed_width=True)
     reader = {
         "biorad": _read_biorad,
         "absq_wells": _read_absq_wells,

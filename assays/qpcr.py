@@ -42,7 +42,7 @@ _DIGITAL_PCR_HINTS = ("accepteddroplets", "positives", "conccopies")
 
 
 def _is_classic(head: str) -> bool:
-    lines = head.lstrip("\ufeff").splitlines()
+    lines = tabular.text_lines(head)
     meta = tabular.metadata_lines([ln for ln in lines if ln.lstrip().startswith("*")])
     keys = {tabular.normalize_name(k) for k in meta}
     if sum(k in keys for k in _CLASSIC_KEYS) >= 2:
@@ -97,10 +97,11 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
     classic = _is_classic(head)
     if classic:
         table = tabular.load_table(
-            path, _REQUIRED, what="QuantStudio/7500 results export", section="Results"
+            path, _REQUIRED, what="QuantStudio/7500 results export", section="Results",
+            fixed_width=True,
         )
     else:
-        table = tabular.load_table(path, _REQUIRED, what="qPCR results export (Cq per well)")
+        table = tabular.load_table(path, _REQUIRED, what="qPCR results export (Cq per well)", fixed_width=True)
 
     well_i = table.find(*_WELL)
     sample_i = table.find(*_SAMPLE)

@@ -16,6 +16,7 @@ Two GeneMapper layouts, recognised by their header row:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from assays import tabular
@@ -45,6 +46,20 @@ def _sample_id(table: tabular.Table, row: list[str], name_i: int | None, file_i:
     return None
 
 
+def _allele(table: tabular.Table, row: list[str], idx: int | None) -> str | None:
+    """Allele call as GeneMapper writes it; ``9,3`` back to ``9.3`` in a decimal-comma file.
+
+    Excel in a decimal-comma locale takes a microvariant (``9.3``) for a number and writes
+    it back as ``9,3``; the allele name must stay the same whatever the locale, or one
+    allele would be counted as two. Only when the whole file (sizes, heights) proves the
+    decimal comma, because elsewhere ``9,3`` could be two alleles in one cell.
+    """
+    allele = table.text(row, idx)
+    if allele and table.decimal_mark() == "," and re.fullmatch(r"\d+,\d+", allele):
+        return allele.replace(",", ".")
+    return allele
+
+
 def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | None, int | None]]:
     columns = []
     for n in range(1, _MAX_ALLELE_COLUMNS + 1):
@@ -72,7 +87,7 @@ def _read_genotypes(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
         if sample_id is None or marker is None:
             continue
         for allele_i, size_i, height_i, area_i in columns:
-            allele = table.text(row, allele_i)
+            allele = _allele(table, row, allele_i)
             if allele is None:
                 continue
             peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
@@ -96,7 +111,7 @@ def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
     for pos, row in enumerate(table.rows):
         sample_id = _sample_id(table, row, name_i, file_i)
         marker = table.text(row, marker_i)
-        allele = table.text(row, allele_i)
+        allele = _allele(table, row, allele_i)
         if sample_id is None or marker is None or allele is None:
             continue  # unlabelled peaks (primer peaks, noise) carry no allele call
         peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
@@ -115,9 +130,9 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
     head = tabular.head_text(path)
     wide = tabular.head_has_header(head, _GENOTYPES)
     if wide:
-        table = tabular.load_table(path, _GENOTYPES, what="GeneMapper genotypes table")
+        table = tabular.load_table(path, _GENOTYPES, what="GeneMapper genotypes table", fixed_width=True)
     else:
-        table = tabular.load_table(path, _PEAK_REPORT, what="GeneMapper peak report")
+        table = tabular.load_table(path, _PEAK_REPORT, what="GeneMapper peak report", fixed_width=True)
     name_i = table.find("Sample Name")
     file_i = table.find("Sample File Name", "Sample File")
     peaks = (_read_genotypes if wide else _read_peak_report)(table, name_i, file_i)

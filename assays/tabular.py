@@ -90,24 +90,84 @@ def head_text(path: Path, n_bytes: int = 8192) -> str:
     return decode(raw[:n_bytes], Path(path).name)
 
 
-def parse_number(text: str | None) -> float | None:
+# Number shapes, after spaces/apostrophes used as thousands separators are removed.
+# "Ambiguous" shapes read differently under the two conventions: "1,234" is 1234 with a
+# decimal point and 1.234 with a decimal comma; "1.234" the other way round.
+_EXP = r"(?:[eE][-+]?\d+)?"
+_PLAIN = re.compile(rf"[-+]?\d+{_EXP}")
+_AMBIGUOUS_POINT = re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")
+_AMBIGUOUS_COMMA = re.compile(r"[-+]?[1-9]\d{0,2},\d{3}")
+_POINT_SHAPES = (
+    re.compile(rf"[-+]?(?:\d+\.\d*|\.\d+){_EXP}"),  # 21.5, 0.021, 1.5e3, 16.484 (if not ambiguous)
+    re.compile(rf"[-+]?\d{{1,3}}(?:,\d{{3}})+\.\d*{_EXP}"),  # 1,250.000
+    re.compile(r"[-+]?\d{1,3}(?:,\d{3}){2,}"),  # 100,000,000
+)
+_COMMA_SHAPES = (
+    re.compile(rf"[-+]?(?:\d+,\d*|,\d+){_EXP}"),  # 21,5, 0,021, 1,5E+08
+    re.compile(rf"[-+]?\d{{1,3}}(?:\.\d{{3}})+,\d*{_EXP}"),  # 1.250,000
+    re.compile(r"[-+]?\d{1,3}(?:\.\d{3}){2,}"),  # 100.000.000
+)
+_SPACE_GROUPED = re.compile(r"([-+]?\d{1,3}(?:[ '\u2009\u202f]\d{3})+)([.,]\d*)?" + _EXP)
+
+
+class AmbiguousNumberError(ValueError):
+    """A cell such as ``1,234`` whose value depends on the file's decimal separator."""
+
+
+def _clean_number_text(text: str) -> str:
+    """Cell text without quotes, ``%``, and spaces/apostrophes used as thousands separators."""
+    s = text.strip().strip('"').strip().replace("\u00a0", " ").rstrip("%").strip()
+    m = _SPACE_GROUPED.fullmatch(s)
+    if m:
+        s = re.sub(r"[ '\u2009\u202f]", "", m.group(1)) + s[m.end(1):]
+    return s
+
+
+def number_shape(text: str) -> str | None:
+    """How a cell writes its number: ``plain``, ``point``, ``comma``, ``ambiguous_point``,
+    ``ambiguous_comma``; None for a missing token or anything that is not a number.
+
+    ``point`` / ``comma`` cells prove the file's decimal separator; ambiguous ones need it.
+    """
+    s = _clean_number_text(text)
+    if s.casefold() in MISSING_TOKENS:
+        return None
+    if _PLAIN.fullmatch(s):
+        return "plain"
+    if _AMBIGUOUS_POINT.fullmatch(s):
+        return "ambiguous_point"
+    if _AMBIGUOUS_COMMA.fullmatch(s):
+        return "ambiguous_comma"
+    if any(p.fullmatch(s) for p in _POINT_SHAPES):
+        return "point"
+    if any(p.fullmatch(s) for p in _COMMA_SHAPES):
+        return "comma"
+    return None
+
+
+def parse_number(text: str | None, decimal: str | None = ".") -> float | None:
     """A number as instruments print it; ``None`` for the missing tokens.
 
-    Accepts thousands separators (``1,250.000``, ``1 250``, ``1'250``), a decimal comma
-    (``21,5``) and a trailing ``%``. Raises ``ValueError`` for anything else.
+    Accepts thousands separators (``1,250.000``, ``1.250,000``, ``1 250``, ``1'250``), a
+    decimal comma (``21,5``) and a trailing ``%``. ``decimal`` is the file's decimal
+    separator, used only for cells that read differently under the two conventions
+    (``1,234``, ``1.234``); None means it is unknown and such a cell raises
+    :class:`AmbiguousNumberError`. Raises ``ValueError`` for anything else.
     """
     if text is None:
         return None
-    s = text.strip().strip('"').strip()
+    s = _clean_number_text(text)
     if s.casefold() in MISSING_TOKENS:
         return None
-    s = s.replace("\u00a0", " ").rstrip("%").strip()
-    if re.fullmatch(r"[-+]?\d{1,3}([,' ]\d{3})+(\.\d*)?([eE][-+]?\d+)?", s):
-        s = re.sub(r"[,' ]", "", s)
-    elif re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", s):
+    shape = number_shape(s)
+    if shape in ("ambiguous_point", "ambiguous_comma"):
+        if decimal not in (".", ","):
+            raise AmbiguousNumberError(s)
+        shape = "point" if decimal == "." else "comma"
+    if shape == "point":
+        s = s.replace(",", "")
+    elif shape == "comma":
         s = s.replace(".", "").replace(",", ".")
-    elif re.fullmatch(r"[-+]?\d+,\d+", s):
-        s = s.replace(",", ".")
     value = float(s)  # ValueError propagates for non-numbers
     if value != value:  # a literal "nan" spelled differently (e.g. "NaN " after strip is caught above)
         return None
@@ -170,6 +230,9 @@ class Table:
     line_numbers: list[int]  # 1-based line (or sheet row) of each data row, for messages
     metadata: dict[str, str] = field(default_factory=dict)
     delimiter: str = ","
+    # Decimal-separator evidence per column and for the whole file, computed on first use.
+    _evidence: dict[int, set[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _file_evidence: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def find(self, *names: str) -> int | None:
         """Index of the first column matching any of ``names`` (normalized), else None."""
@@ -209,18 +272,92 @@ class Table:
         return None if value.casefold() in MISSING_TOKENS else value
 
     def number(self, row_pos: int, idx: int | None) -> float | None:
-        """Numeric cell of data row ``row_pos`` (None when missing); garbage is an InputError."""
+        """Numeric cell of data row ``row_pos`` (None when missing); garbage is an InputError.
+
+        A cell like ``1,234`` is read with the decimal separator the file itself proves
+        (:meth:`decimal_mark`); when nothing in the file settles it, the file is refused
+        rather than stored with a value off by a factor of 1000.
+        """
         row = self.rows[row_pos]
         if idx is None or idx >= len(row):
             return None
         try:
-            return parse_number(row[idx])
+            return parse_number(row[idx], self._mark_for(row[idx], idx))
+        except AmbiguousNumberError:
+            raise self._ambiguous_error(row_pos, idx) from None
         except ValueError:
             raise InputError(
                 expected=f"a number in column {self.header[idx]!r}",
                 found=f"{row[idx].strip()!r} on line {self.line_numbers[row_pos]} of {self.source_name}",
                 action="correct or re-export the file; leave the cell empty if there is no value",
             ) from None
+
+    def decimal_mark(self, idx: int | None = None) -> str | None:
+        """The decimal separator (``.`` or ``,``) proven by column ``idx``, else by the whole file.
+
+        Proof is a cell that reads one way only (``21.5``, ``0,021``, ``1.250,000``). The
+        column decides first because a file may carry a free-text column full of commas;
+        None when the evidence is absent or contradictory.
+        """
+        if idx is not None:
+            evidence = self._column_evidence(idx)
+            if evidence:
+                return _mark_from(evidence)
+        if self._file_evidence is None:
+            self._file_evidence = set()
+            for i in range(max((len(r) for r in self.rows), default=0)):
+                self._file_evidence |= self._column_evidence(i)
+        return _mark_from(self._file_evidence)
+
+    def _column_evidence(self, idx: int) -> set[str]:
+        """Which unambiguous shapes (``point`` / ``comma``) column ``idx`` contains (cached)."""
+        if idx not in self._evidence:
+            shapes = {number_shape(r[idx]) for r in self.rows if idx < len(r)}
+            self._evidence[idx] = shapes & {"point", "comma"}
+        return self._evidence[idx]
+
+    def _mark_for(self, cell: str, idx: int) -> str | None:
+        """Decimal separator to read ``cell`` with; None when it cannot be decided.
+
+        Without any proof in the file a decimal point is assumed for ``1.234`` (every
+        instrument's default, and a comma- or tab-separated file cannot be a European
+        Excel re-save), but never in a semicolon file, and never for ``1,234``.
+        """
+        shape = number_shape(cell)
+        if shape not in ("ambiguous_point", "ambiguous_comma"):
+            return "."  # the separator does not change this cell's value
+        mark = self.decimal_mark(idx)
+        if mark is not None or self._mixed(idx):
+            return mark
+        if shape == "ambiguous_point" and self.delimiter != ";":
+            return "."
+        return None
+
+    def _mixed(self, idx: int) -> bool:
+        """True when the deciding evidence for column ``idx`` holds both conventions."""
+        evidence = self._column_evidence(idx) or self._file_evidence or set()
+        return len(evidence) > 1
+
+    def _ambiguous_error(self, row_pos: int, idx: int) -> InputError:
+        """Why a cell such as ``1,234`` cannot be read, and how to get a readable file."""
+        cell = self.rows[row_pos][idx].strip()
+        as_point = parse_number(cell, ".")
+        as_comma = parse_number(cell, ",")
+        if self._mixed(idx):
+            why = "the file mixes decimal points and decimal commas, so neither can be trusted"
+        else:
+            why = "no other number in the file shows which is the decimal separator"
+        return InputError(
+            expected=f"numbers in column {self.header[idx]!r} whose decimal separator is clear",
+            found=(
+                f"{cell!r} on line {self.line_numbers[row_pos]} of {self.source_name}, which is "
+                f"{as_point:g} with a decimal point but {as_comma:g} with a decimal comma; {why}"
+            ),
+            action=(
+                "export the table again straight from the instrument software (do not re-save it "
+                "in Excel), or save it with decimal points and no thousands separators"
+            ),
+        )
 
     def integer(self, row_pos: int, idx: int | None) -> int | None:
         """Like :meth:`number`, rounded to int (droplet counts are sometimes written as 123.0)."""
@@ -235,6 +372,15 @@ class Table:
             if value is not None and value.strip().casefold() not in MISSING_TOKENS:
                 return value.strip()
         return None
+
+
+def _mark_from(evidence: set[str]) -> str | None:
+    """``.`` or ``,`` when the evidence names one convention only, else None."""
+    if evidence == {"point"}:
+        return "."
+    if evidence == {"comma"}:
+        return ","
+    return None
 
 
 def metadata_lines(lines: Sequence[str]) -> dict[str, str]:
@@ -276,7 +422,7 @@ def has_section(text: str, name: str) -> bool:
     wanted = normalize_name(name)
     return any(
         line.strip().startswith("[") and normalize_name(line.strip().split("]")[0][1:]) == wanted
-        for line in text.splitlines()
+        for line in text_lines(text)
     )
 
 
@@ -289,6 +435,34 @@ def _split(line: str, delimiter: str) -> list[str]:
             found=f"a line csv cannot split ({exc}): {line[:80]!r}...",
             action="export the table again from the instrument software; do not edit it in a text editor",
         ) from None
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines of a decoded export, with quoted marker lines unwrapped.
+
+    A tool that quotes every field writes ``"* Chemistry = TAQMAN"`` or ``"[Results]","",""``;
+    unwrapped, metadata and ``[Section]`` markers are recognised as in the original file.
+    """
+    return [_unwrap_marker(line) for line in text.lstrip("\ufeff").splitlines()]
+
+
+def _unwrap_marker(line: str) -> str:
+    """``"[Results]",""`` -> ``[Results]``; every other line unchanged."""
+    if not line.lstrip().startswith('"'):
+        return line
+    for delimiter in _DELIMITERS:
+        try:
+            cells = next(csv.reader([line.strip()], delimiter=delimiter), [])
+        except csv.Error:
+            continue
+        if cells and cells[0].lstrip().startswith(("*", "#", "[")) and not any(c.strip() for c in cells[1:]):
+            return cells[0]
+    return line
+
+
+def _is_section_marker(line: str) -> bool:
+    s = line.strip()
+    return s.startswith("[") and s.endswith("]")
 
 
 def _is_comment(line: str) -> bool:
@@ -365,6 +539,7 @@ def load_table(
     *,
     what: str,
     section: str | None = None,
+    fixed_width: bool = False,
 ) -> Table:
     """Read ``path`` and return the table whose header holds all ``required`` names.
 
@@ -373,6 +548,8 @@ def load_table(
     required : groups of alternative column names; each group must be present.
     what : plain-language name of the export ("QuantStudio results table"), used in errors.
     section : restrict the search to the ``[section]`` block (Applied Biosystems text).
+    fixed_width : refuse data rows with filled cells beyond the header (machine-written
+        exports only: a hand-made sheet may carry notes in unnamed columns).
     """
     path = Path(path)
     raw = read_bytes(path)
@@ -383,7 +560,7 @@ def load_table(
         lines = ["\t".join(r) for r in cell_rows]
     else:
         text = decode(raw, path.name)
-        lines = text.splitlines()
+        lines = text_lines(text)
     meta = metadata_lines(lines[:_HEADER_SEARCH_LINES])
     if section is not None:
         numbered = section_lines(lines, section)
@@ -409,6 +586,8 @@ def load_table(
     rows: list[list[str]] = []
     line_numbers: list[int] = []
     for number, line in numbered[pos + 1 :]:
+        if _is_section_marker(line):
+            break  # the next block of a sectioned export is not part of this table
         if not line.strip() or _is_comment(line):
             continue
         cells = _split(line, delimiter)
@@ -418,6 +597,8 @@ def load_table(
         line_numbers.append(number)
     if not is_xlsx(raw):
         _refuse_cut_off(raw, rows, line_numbers, path.name, what)
+        if fixed_width:
+            _refuse_overlong(header, rows, line_numbers, delimiter, path.name, what)
     return Table(
         source_name=path.name,
         header=header,
@@ -449,7 +630,39 @@ def _refuse_cut_off(raw: bytes, rows: list[list[str]], line_numbers: list[int], 
         )
 
 
+_DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
+
+
+def _refuse_overlong(header: list[str], rows: list[list[str]], line_numbers: list[int],
+                     delimiter: str, name: str, what: str) -> None:
+    """Refuse an export whose data rows have filled cells to the right of the header.
+
+    Instrument software writes every row with the header's columns (at most some empty
+    trailing ones). A row longer than that has its cells shifted: typically decimal commas
+    in a comma-separated file (``21,5`` split into ``21`` and ``5``) or a separator inside an
+    unquoted sample name. Every value right of the split would be read from the wrong
+    column, so the file is refused instead of stored with wrong numbers.
+    """
+    width = len(header)
+    for row, number in zip(rows, line_numbers):
+        extra = [c.strip() for c in row[width:] if c.strip()]
+        if extra:
+            sep = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+            raise InputError(
+                expected=f"every row of the {what} to fit the {width} columns of its header row",
+                found=(
+                    f"line {number} of {name} has {len(row)} {sep}-separated cells, the last filled "
+                    f"one {extra[-1]!r}: its values are shifted, usually by decimal commas or a "
+                    f"{sep} inside an unquoted cell"
+                ),
+                action=(
+                    "export the table again from the instrument software; if it was re-saved in Excel, "
+                    "save it as CSV with ';' as separator or with decimal points"
+                ),
+            )
+
+
 def head_has_header(head: str, required: Sequence[Sequence[str]]) -> bool:
     """``sniff`` helper: does the decoded head contain a header row with ``required`` names?"""
-    numbered = [(i + 1, ln) for i, ln in enumerate(head.lstrip("\ufeff").splitlines())]
+    numbered = [(i + 1, ln) for i, ln in enumerate(text_lines(head))]
     return find_header(numbered, required) is not None
