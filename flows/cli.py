@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 EXIT_OK, EXIT_USAGE = 0, 2
+_STARTED = time.monotonic()  # the run's time as the technician waits for it, imports included
 
 
 def _env_defaults() -> None:
@@ -70,7 +72,8 @@ def cmd_run(args) -> int:
     # The temporary Prefect server runs in its own session: Ctrl-C stops this run
     # cleanly (claimed files go back to the inbox) instead of killing the server under it.
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with local_api(open_client=True, meanwhile=import_first_use), Progress(*columns, console=console, transient=False) as bar:
+    # Transient: the bar shows while files are processed, the summary (with the time) stays.
+    with local_api(open_client=True, meanwhile=import_first_use), Progress(*columns, console=console, transient=True) as bar:
         task_id = bar.add_task("Processing files", total=None)
 
         def report(stage: str, done: int, total: int) -> None:
@@ -81,17 +84,18 @@ def cmd_run(args) -> int:
                 summary = flow(str(inbox), str(args.store), args.config, args.template)
         except ConfigError as exc:
             return _fail(str(exc))
+    seconds = time.monotonic() - _STARTED
     if summary.files == 0:
-        console.print(f"Inbox {inbox} is empty: nothing to do.")
+        console.print(f"Inbox {inbox} is empty: nothing to do ({seconds:.1f} s).")
         return EXIT_OK
-    _print_summary(console, summary, config.privacy.show_patient_ids)
+    _print_summary(console, summary, config.privacy.show_patient_ids, seconds)
     return EXIT_OK
 
 
-def _print_summary(console, summary, show_names: bool) -> None:
+def _print_summary(console, summary, show_names: bool, seconds: float) -> None:
     from rich.table import Table
 
-    t = Table(title="graftwatch run", show_header=True)
+    t = Table(title=f"graftwatch run ({seconds:.1f} s)", show_header=True)
     for col in ("files", "stored", "duplicates", "quarantined", "samples", "flagged", "chimerism rows"):
         t.add_column(col, justify="right")
     t.add_row(*map(str, (summary.files, summary.stored, summary.duplicates, len(summary.quarantined),
