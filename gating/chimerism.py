@@ -232,6 +232,21 @@ def _classify(pct: float, lod: float, loq: float | None = None) -> tuple[bool, s
     return True, OK
 
 
+def _below_lod_interval(ci_low: float | None, ci_high: float | None, lod: float) -> tuple[float, float]:
+    """CI reported for a result that is not detected (below the LOD): [0, max(CI high, LOD)].
+
+    The LOD is the lowest donor % detected with 95 % probability (CLSI EP17-A2;
+    Armbruster & Pry, Clin Biochem Rev 2008). Inverting that detection test, a
+    non-detection is compatible at the 5 % level with every true value from 0 up to the
+    LOD, so the lower bound is 0 and the upper bound at least the LOD. The measurement
+    CI alone is not valid there: below the LOD the signal is censored (STR peaks under
+    the analytical threshold count as 0, qPCR averages only the replicates that
+    amplified) or dominated by blank signal (ddPCR false-positive droplets at 0 % donor).
+    """
+    high = lod if ci_high is None or not math.isfinite(ci_high) else max(ci_high, lod)
+    return 0.0, high
+
+
 def _join(flags: Iterable[str | None]) -> str | None:
     kept = [f for f in flags if f]
     return ";".join(dict.fromkeys(kept)) if kept else None
@@ -294,15 +309,20 @@ def _str_for_post(pairing, signals, config) -> tuple[list, list]:
                                   "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
             continue
         mean, sd, n = st.summarize(kept)
-        ci = st.mean_ci(mean, sd, n)
+        # the SD of the loci kept after the 2-SD outlier rule is the SD of a truncated
+        # sample: rescale it before it sets the CI width (st.truncation_sd_factor)
+        ci_sd = sd if sd is None or not outliers else sd / st.truncation_sd_factor(config.str_outlier_sd)
+        ci = st.mean_ci(mean, ci_sd, n)
         pct = min(max(mean, 0.0), 100.0)
         detected, status = _classify(pct, config.str_lod_pct)
         message = None if detected else (
             f"Donor signal {pct:.2g} % is below the STR limit of detection ({config.str_lod_pct:g} %): "
             "reported as not detected; use qPCR or ddPCR for microchimerism.")
+        lo, hi = (None, None) if ci is None else (max(ci[0], 0.0), min(ci[1], 100.0))
+        if not detected:
+            lo, hi = _below_lod_interval(lo, hi, config.str_lod_pct)
         results.append(ChimerismResult(
-            sid, "str", donor_id, pct,
-            None if ci is None else max(ci[0], 0.0), None if ci is None else min(ci[1], 100.0),
+            sid, "str", donor_id, pct, lo, hi,
             config.str_lod_pct, detected, n, status, message, sd_pct=sd))
     return markers, results
 
@@ -334,6 +354,7 @@ class _QpcrCalibration:
     loq_pct: float
     flags: list[str]
     dilution: qp.StandardCurve | None = None  # ΔCt vs log10(donor %), when usable
+    efficiency_curve: qp.StandardCurve | None = None  # Ct vs log10(quantity), when it set E
 
 
 def _qpcr_calibration(
@@ -344,7 +365,7 @@ def _qpcr_calibration(
     standards = [w for w in wells if w.target == target and (w.task or "").upper() == "STANDARD" and w.quantity]
     flags: list[str] = []
     efficiency = config.qpcr_efficiency
-    lod, loq, dilution = config.qpcr_lod_pct, config.qpcr_loq_pct, None
+    lod, loq, dilution, efficiency_curve = config.qpcr_lod_pct, config.qpcr_loq_pct, None, None
     if standards:
         by_level = defaultdict(list)
         for w in standards:
@@ -360,6 +381,7 @@ def _qpcr_calibration(
         curve = qp.fit_standard_curve([w.quantity for w in detected], [w.ct for w in detected])
         if curve is not None and qp.standard_curve_acceptable(curve, config.qpcr_slope_range, config.qpcr_min_r2):
             efficiency = qp.efficiency_from_slope(curve.slope)
+            efficiency_curve = curve
         else:
             flags.append("standard_curve_rejected")
         if config.qpcr_standards_are_donor_pct:
@@ -368,7 +390,7 @@ def _qpcr_calibration(
             loq = qp.loq_from_dilution(pairs, config.qpcr_max_replicate_sd) or loq
             dilution = _dilution_curve(standards, reference, wells, linear, config)
     loq = lod if loq is None else max(loq, lod)
-    return _QpcrCalibration(efficiency, lod, loq, flags, dilution)
+    return _QpcrCalibration(efficiency, lod, loq, flags, dilution, efficiency_curve)
 
 
 def _dilution_curve(standards, reference, wells, levels, config) -> qp.StandardCurve | None:
@@ -455,11 +477,12 @@ def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
             dct_s = qp.delta_ct(s_m.mean, post_ref.mean)
             if cal.dilution is not None and config.qpcr_dilution_readout:
                 pct = qp.pct_from_dilution(dct_s, cal.dilution)
-                ci = qp.dilution_ci(pct, cal.dilution, qp.se_of_mean((s_m, post_ref)))
+                var_dct, df_dct = qp.se_and_df((s_m, post_ref))
+                ci = qp.dilution_ci(pct, cal.dilution, math.sqrt(var_dct), df_dct=df_dct)
                 flags.append("read_off_dilution_series")
             else:
                 pct = qp.donor_pct_ddct(dct_s, dct_d, cal.efficiency)
-                ci = qp.ddct_ci(pct, summaries, cal.efficiency)
+                ci = qp.ddct_ci(pct, summaries, cal.efficiency, curve=cal.efficiency_curve)
             markers.append(ChimerismMarkerResult(sid, "qpcr", t, "informative", pct, True, donor_id, _join(flags)))
             rows.append((pct, ci, cal))
         results.append(_combine(sid, "qpcr", donor_id, rows))
@@ -475,9 +498,9 @@ def _combine(sid, method, donor_id, rows) -> ChimerismResult:
     lod = max(r[2].lod_pct for r in rows)
     loq = max(r[2].loq_pct for r in rows)
     measured = [r for r in rows if r[0] is not None]
-    if not measured:
-        return ChimerismResult(sid, method, donor_id, None, None, None, lod, False, len(rows), NOT_DETECTED,
-                               "Donor marker not detected in any replicate.", loq_pct=loq)
+    if not measured:  # no replicate amplified: 0 with the upper bound of a non-detection
+        return ChimerismResult(sid, method, donor_id, 0.0, *_below_lod_interval(None, None, lod), lod, False,
+                               len(rows), NOT_DETECTED, "Donor marker not detected in any replicate.", loq_pct=loq)
     pcts = np.array([r[0] for r in measured])
     pct = float(pcts.mean())
     lows = [r[1][0] for r in measured if r[1] is not None]
@@ -489,8 +512,11 @@ def _combine(sid, method, donor_id, rows) -> ChimerismResult:
         NOT_QUANTIFIABLE: f"Donor DNA detected at {pct:.3g} %, below the limit of quantification ({loq:.3g} %): "
                           "detected, not quantifiable.",
     }.get(status)
-    return ChimerismResult(sid, method, donor_id, pct,
-                           float(np.mean(lows)) if lows else None, float(np.mean(highs)) if highs else None,
+    ci_low = float(np.mean(lows)) if lows else None
+    ci_high = float(np.mean(highs)) if highs else None
+    if not detected:
+        ci_low, ci_high = _below_lod_interval(ci_low, ci_high, lod)
+    return ChimerismResult(sid, method, donor_id, pct, ci_low, ci_high,
                            lod, detected, len(rows), status, message, sd_pct=sd, loq_pct=loq)
 
 

@@ -36,12 +36,24 @@ class CtSummary:
 
 @dataclass(frozen=True)
 class StandardCurve:
-    """Ct = slope x log10(quantity) + intercept, fitted on standard wells."""
+    """Ct = slope x log10(quantity) + intercept, fitted on standard wells.
+
+    ``s_res`` (residual SD, n - 2 df), ``x_mean`` and ``sxx`` (mean and sum of squared
+    deviations of log10(quantity)) carry the fit's own uncertainty into the CI of a
+    value read off the curve (:func:`calibration_var`). NaN when not known.
+    """
 
     slope: float
     intercept: float
     r2: float
     n_points: int
+    s_res: float = math.nan
+    x_mean: float = math.nan
+    sxx: float = math.nan
+
+    @property
+    def df(self) -> int:
+        return self.n_points - 2
 
 
 def summarize_ct(cts: Sequence[float | None], ct_cutoff: float | None = None) -> CtSummary:
@@ -89,7 +101,9 @@ def fit_standard_curve(quantities: Sequence[float], cts: Sequence[float]) -> Sta
     ss_res = float(np.sum((c - fitted) ** 2))
     ss_tot = float(np.sum((c - c.mean()) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-    return StandardCurve(float(slope), float(intercept), r2, int(q.size))
+    s_res = math.sqrt(ss_res / (q.size - 2)) if q.size > 2 else math.nan
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    return StandardCurve(float(slope), float(intercept), r2, int(q.size), s_res, float(x.mean()), sxx)
 
 
 def efficiency_from_slope(slope: float) -> float:
@@ -137,15 +151,37 @@ def ddct_ci(
     summaries: Sequence[CtSummary],
     efficiency: float = 2.0,
     default_sd: float = 0.25,
-    z: float = 1.96,
+    z: float | None = None,
+    curve: StandardCurve | None = None,
+    level: float = 0.95,
 ) -> tuple[float, float]:
-    """Approximate 95 % CI of a ΔΔCt donor %: pct x E^(-+z x SE(ΔΔCt)).
+    """CI of a ΔΔCt donor %, by the delta method on ln(donor %).
 
-    SE(ΔΔCt)² = sum over the four Ct means of SD²/n (marker and reference, sample and
-    donor); a mean of a single replicate uses ``default_sd`` (no SD is estimable).
+    ln(pct) = ln 100 - ΔΔCt x ln E, so (first-order Taylor expansion, the delta method;
+    Casella & Berger, Statistical Inference, 2002, 5.5.4)
+
+        Var(ln pct) = (ln E)² x SE(ΔΔCt)² + ΔΔCt² x Var(ln E),
+
+    SE(ΔΔCt)² = sum over the four Ct means (marker and reference, sample and donor) of
+    SD²/n (:func:`se_of_mean`; a single replicate uses ``default_sd``). When the
+    efficiency comes from a fitted ``curve`` (E = 10^(-1/slope)), ln E = -ln 10 / slope
+    and Var(ln E) = (ln 10 / slope²)² x s_res² / Sxx (least-squares SE of the slope):
+    the efficiency error is multiplied by ΔΔCt, about 11 cycles at 0.05 %. The bounds
+    are pct x exp(-+q x sqrt(Var)), q the Student t quantile at ``level`` with the
+    Welch-Satterthwaite degrees of freedom of the two variance parts (replicate SDs
+    from 2-4 wells have few df; a normal 1.96 under-covers). ``z`` forces a quantile.
     """
-    se = se_of_mean(summaries, default_sd)
-    return pct * efficiency ** (-z * se), pct * efficiency ** (z * se)
+    var_d, df_d = se_and_df(summaries, default_sd)
+    dd = -math.log(pct / 100.0) / math.log(efficiency) if pct > 0 else 0.0
+    parts = [((math.log(efficiency)) ** 2 * var_d, df_d)]
+    if curve is not None and math.isfinite(curve.s_res) and curve.sxx > 0 and curve.df > 0:
+        var_slope = curve.s_res**2 / curve.sxx
+        var_ln_e = (math.log(10.0) / curve.slope**2) ** 2 * var_slope
+        parts.append((dd * dd * var_ln_e, float(curve.df)))
+    var, df = _satterthwaite(parts)
+    q = z if z is not None else _t_quantile(level, df)
+    half = q * math.sqrt(var)
+    return pct * math.exp(-half), pct * math.exp(half)
 
 
 def pct_from_dilution(dct_sample: float, curve: StandardCurve) -> float:
@@ -159,16 +195,77 @@ def pct_from_dilution(dct_sample: float, curve: StandardCurve) -> float:
     return 10.0 ** ((dct_sample - curve.intercept) / curve.slope)
 
 
-def dilution_ci(pct: float, curve: StandardCurve, se_dct: float, z: float = 1.96) -> tuple[float, float]:
-    """Approximate CI of :func:`pct_from_dilution`: pct x 10^(-+z x SE(ΔCt) / |slope|)."""
-    half = z * se_dct / abs(curve.slope)
+def calibration_var(curve: StandardCurve, dct_sample: float) -> float:
+    """Variance of the fitted curve at the sample's read-off point, in ΔCt units².
+
+    Inverse prediction on a least-squares line (Draper & Smith, Applied Regression
+    Analysis, 3rd ed., 1998, 3.2; ISO 11095): with x0 = (y0 - intercept) / slope,
+    Var(fitted line at x0) = s_res² x (1/n + (x0 - x_mean)² / Sxx). It grows away from
+    the middle of the series, e.g. when 50-95 % donor is read off a 0.01-10 % series.
+    0 when the curve carries no fit statistics.
+    """
+    if not (math.isfinite(curve.s_res) and curve.sxx > 0 and curve.n_points > 0):
+        return 0.0
+    x0 = (dct_sample - curve.intercept) / curve.slope
+    return curve.s_res**2 * (1.0 / curve.n_points + (x0 - curve.x_mean) ** 2 / curve.sxx)
+
+
+def dilution_ci(
+    pct: float,
+    curve: StandardCurve,
+    se_dct: float,
+    z: float | None = None,
+    df_dct: float = math.inf,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """CI of :func:`pct_from_dilution`: pct x 10^(-+q x sqrt(SE(ΔCt)² + Var_cal) / |slope|).
+
+    Classical calibration interval (Draper & Smith 1998, 3.2; delta method on
+    log10(pct) = (ΔCt - intercept) / slope): SE(ΔCt)² is the sample's own replicate
+    variance (``se_dct``, ``df_dct`` degrees of freedom, see :func:`se_and_df`) and
+    Var_cal = :func:`calibration_var`, the fitted line's uncertainty at the read-off
+    point (n - 2 df). q is the Student t quantile at ``level`` with the
+    Welch-Satterthwaite df of the two parts; ``z`` forces a quantile.
+    """
+    dct_sample = curve.intercept + curve.slope * math.log10(pct) if pct > 0 else curve.intercept
+    parts = [(se_dct * se_dct, df_dct), (calibration_var(curve, dct_sample), float(max(curve.df, 1)))]
+    var, df = _satterthwaite(parts)
+    q = z if z is not None else _t_quantile(level, df)
+    half = q * math.sqrt(var) / abs(curve.slope)
     return pct * 10.0 ** (-half), pct * 10.0 ** half
 
 
 def se_of_mean(summaries: Sequence[CtSummary], default_sd: float = 0.25) -> float:
     """sqrt(sum SD²/n) over independent Ct means (``default_sd`` for single replicates)."""
-    var = 0.0
+    return math.sqrt(se_and_df(summaries, default_sd)[0])
+
+
+def se_and_df(summaries: Sequence[CtSummary], default_sd: float = 0.25) -> tuple[float, float]:
+    """Variance sum SD²/n over independent Ct means and its Welch-Satterthwaite df.
+
+    Each mean with k >= 2 replicates contributes SD²/k with k - 1 df; a single replicate
+    contributes ``default_sd``²/1, treated as known (infinite df).
+    """
+    parts = []
     for s in summaries:
-        sd = s.sd if s.sd is not None else default_sd
-        var += sd * sd / max(s.n_detected, 1)
-    return math.sqrt(var)
+        if s.sd is not None:
+            parts.append((s.sd * s.sd / max(s.n_detected, 1), float(s.n_detected - 1)))
+        else:
+            parts.append((default_sd * default_sd / max(s.n_detected, 1), math.inf))
+    return _satterthwaite(parts)
+
+
+def _satterthwaite(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Sum of variance components and its Welch-Satterthwaite df: (sum v)² / sum(v²/df)."""
+    total = float(sum(v for v, _ in parts))
+    denom = sum(v * v / df for v, df in parts if df > 0 and math.isfinite(df))
+    return total, (total * total / denom if denom > 0 else math.inf)
+
+
+def _t_quantile(level: float, df: float) -> float:
+    """Two-sided Student t quantile (normal when df is infinite)."""
+    from scipy import stats
+
+    if not math.isfinite(df):
+        return float(stats.norm.ppf(0.5 + level / 2))
+    return float(stats.t.ppf(0.5 + level / 2, max(df, 1.0)))

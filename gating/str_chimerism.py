@@ -230,6 +230,24 @@ def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
     return float(x.mean()), sd, int(x.size)
 
 
+def truncation_sd_factor(n_sd: float = 2.0) -> float:
+    """SD of a normal sample kept within +-``n_sd`` SD, relative to the untruncated SD.
+
+    Var(X | |X| <= c) = 1 - 2 c phi(c) / (2 Phi(c) - 1) for a standard normal X (truncated
+    normal moments; Johnson, Kotz & Balakrishnan, Continuous Univariate Distributions,
+    vol. 1, 2nd ed., 1994, ch. 13.10.1): 0.880 at c = 2. After the 2-SD outlier rule has
+    left loci out, the SD of the remaining loci under-estimates the locus scatter by this
+    factor and a CI built on it is too narrow; dividing by it restores the width.
+    """
+    from scipy import stats
+
+    c = float(n_sd)
+    if not math.isfinite(c) or c <= 0:
+        return 1.0
+    mass = 2.0 * stats.norm.cdf(c) - 1.0
+    return math.sqrt(max(1.0 - 2.0 * c * stats.norm.pdf(c) / mass, 1e-12))
+
+
 def mean_ci(mean: float, sd: float | None, n: int, level: float = 0.95) -> tuple[float, float] | None:
     """Confidence interval of the mean over loci: mean +- t(level, n-1) x SD / sqrt(n)."""
     if sd is None or n < 2:

@@ -112,3 +112,47 @@ def test_no_donor_anywhere():
                     ("R", "A1", "RPP30", 12000, 20000)])
     _, results = quantify_chimerism(sheet[:1] + sheet[2:], [], [], [], wells, ChimerismConfig())
     assert results[0].status == "no_donor_listed" and results[0].donor_id is None
+
+
+# ---------------------------------------------------------------- CI coverage over a seed sweep
+
+SWEEP_SEEDS = range(63_000, 63_120)  # fresh seeds, used nowhere else
+SWEEP_TRUTHS = (0.0, 0.05, 1.0, 50.0)
+
+
+def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path):
+    """95 % CI coverage and the 0 % false-positive rate over 120 simulated QX plates.
+
+    Truth comes from the seeded simulator (assays.simulators.ddpcr_sim, seeds
+    63000-63119): the donor % each post sample was made with; its blank false-positive
+    droplets (0.05 per well) make a 0 % sample show a droplet now and then. The
+    Poisson/MOVER CI must contain the truth as often as a 95 % interval does, within a
+    99.8 % binomial acceptance region (pooled over levels, and not every time). At 0 %
+    the result must be "not detected" beyond no more than the binomial tolerance of a
+    5 % false-positive rate, and its interval [0, max(upper bound, LOD)] must hold 0.
+    """
+    from scipy import stats
+
+    covered = {t: 0 for t in SWEEP_TRUTHS}
+    detected = {t: 0 for t in SWEEP_TRUTHS}
+    for seed in SWEEP_SEEDS:
+        case = write_ddpcr_case(tmp_path, seed=seed, donor_pcts=SWEEP_TRUTHS, file_name="sweep.csv")
+        _, results = _run(case.path, case)
+        by_sample = {r.sample_id: r for r in results}
+        for post in case.posts:
+            (truth,) = post.donor_pct.values()
+            r = by_sample[post.sample_id]
+            assert r.donor_pct is not None and r.ci_low is not None and r.ci_high is not None, r
+            assert math.isfinite(r.ci_low) and math.isfinite(r.ci_high)
+            covered[truth] += r.ci_low <= truth <= r.ci_high
+            detected[truth] += bool(r.detected)
+    n = len(SWEEP_SEEDS)
+    positive = [t for t in SWEEP_TRUTHS if t > 0]
+    for t in positive:
+        assert stats.binom.ppf(0.001, n, 0.95) <= covered[t], (t, covered[t])
+        assert detected[t] == n
+    pooled = sum(covered[t] for t in positive)
+    m = n * len(positive)
+    assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= min(stats.binom.ppf(0.999, m, 0.95), m - 1), pooled / m
+    assert detected[0.0] <= stats.binom.ppf(0.999, n, 0.05), detected[0.0]
+    assert covered[0.0] >= n - detected[0.0]

@@ -120,3 +120,48 @@ def test_default_lod_and_microchimerism_not_rounded():
     assert r.donor_pct == pytest.approx(100 / 2**11) and r.detected is False and r.status == "below_lod"
     _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig(qpcr_lod_pct=0.01))
     assert results[0].detected is True and results[0].donor_pct == pytest.approx(0.0488, abs=1e-4)
+
+
+# ---------------------------------------------------------------- CI coverage over a seed sweep
+
+SWEEP_SEEDS = range(62_000, 62_300)  # fresh seeds, used nowhere else
+SWEEP_TRUTHS = (0.0, 0.05, 0.1, 1.0, 20.0, 95.0)
+
+
+@pytest.mark.parametrize("dilution_readout", [True, False])
+def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path, dilution_readout):
+    """95 % CI coverage and the 0 % false-positive rate over 300 simulated plates.
+
+    Truth comes from the seeded simulator (assays.simulators.qpcr_sim, seeds
+    62000-62299): the donor % each post sample was made with. Whether % is read off
+    the dilution series (classical calibration interval) or by ΔΔCt with the fitted
+    efficiency (delta method incl. the slope's SE), the CI must contain the truth as
+    often as a 95 % interval does, within a 99.8 % binomial acceptance region, and not
+    every time. At 0 % donor no plate may call the donor detected beyond the binomial
+    tolerance of a 5 % false-positive rate; the non-detection is reported as 0 with [0, LOD].
+    """
+    from scipy import stats
+
+    config = ChimerismConfig(qpcr_dilution_readout=dilution_readout)
+    covered = {t: 0 for t in SWEEP_TRUTHS}
+    detected = {t: 0 for t in SWEEP_TRUTHS}
+    for seed in SWEEP_SEEDS:
+        case = write_qpcr_case(tmp_path, seed=seed, donor_pcts=SWEEP_TRUTHS, file_name="sweep.txt")
+        wells = qpcr.read(case.path, "sha").records
+        _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], config)
+        by_sample = {r.sample_id: r for r in results}
+        for post in case.posts:
+            (truth,) = post.donor_pct.values()
+            r = by_sample[post.sample_id]
+            assert r.donor_pct is not None and r.ci_low is not None and r.ci_high is not None, r
+            covered[truth] += r.ci_low <= truth <= r.ci_high
+            detected[truth] += bool(r.detected)
+    n = len(SWEEP_SEEDS)
+    positive = [t for t in SWEEP_TRUTHS if t > 0]
+    for t in positive:  # per level: a looser 99.98 % region (several levels are checked)
+        assert stats.binom.ppf(0.0001, n, 0.95) <= covered[t] <= min(stats.binom.ppf(0.9999, n, 0.95), n - 1), (t, covered[t])
+    pooled = sum(covered[t] for t in positive)
+    m = n * len(positive)
+    assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= stats.binom.ppf(0.999, m, 0.95), pooled / m
+    assert detected[0.0] <= stats.binom.ppf(0.999, n, 0.05), detected[0.0]
+    assert covered[0.0] >= n - detected[0.0]
