@@ -127,6 +127,16 @@ def test_marker_matching_splits_fluorochromes_joined_by_hyphens_and_dots():
                                                     "IL-17A": "BV421-A", "IFN-γ": "PE-Cy7-A"}
 
 
+def test_panel_aliases_cover_ifn_y_for_gamma():
+    """Keyboards without γ write IFN-y: the built-in panel's IFN-γ aliases include it."""
+    from gating.panel import load_panel
+
+    panel = load_panel()
+    chans = [Channel(0, "FSC-A", None), Channel(1, "PE-Cy7-A", "IFN-y PE-Cy7"), Channel(2, "BV421-A", "IL-4")]
+    found = match_markers(chans, {"IFN-γ": panel.aliases["IFN-γ"]})
+    assert found["IFN-γ"].pnn == "PE-Cy7-A"
+
+
 # --- Fast float DATA path (assays.fcs._load_float_events) ------------------------------
 # read_fcs reads float/double DATA with numpy and hands it to flowio's as_array; these
 # tests pin that the events stay bit for bit what flowio alone returns, that the fast
