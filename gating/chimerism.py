@@ -80,7 +80,10 @@ class ChimerismConfig:
     #: take the marker copies per donor genome (1 or 2) from the donor sample when clear
     ddpcr_infer_marker_copies: bool = True
     ddpcr_ci_level: float = 0.95
+    #: expected copies of the Poisson LoD floor (P(no droplet) = e^-3 = 5 %)
     ddpcr_lod_min_positives: float = 3.0
+    #: fewest marker-positive droplets that make a ddPCR detection call (LoB >= this - 1)
+    ddpcr_min_positive_droplets: int = 3
     #: a pre-transplant recipient reading above this donor % makes a marker non-informative
     informative_max_recipient_pct: float = 1.0
 
@@ -489,14 +492,19 @@ def _qpcr_for_post(pairing, index, all_wells, config) -> tuple[list, list]:
     return markers, results
 
 
-def _combine(sid, method, donor_id, rows) -> ChimerismResult:
-    """Mean over the informative markers of one donor (qPCR, ddPCR)."""
+def _combine(sid, method, donor_id, rows, detected_override: bool | None = None,
+             lod_override: float | None = None) -> ChimerismResult:
+    """Mean over the informative markers of one donor (qPCR, ddPCR).
+
+    ddPCR passes its count-based call (droplets > LoB) and the pooled LoD as overrides;
+    without them detection is donor % >= LOD.
+    """
     if not rows:
         return _empty(sid, method, donor_id, NO_INFORMATIVE_MARKER,
                       "No informative marker: none is positive in the donor and negative in the recipient's "
                       "pre-transplant sample. Choose another donor-specific marker (InDel, SNP, Y).")
-    lod = max(r[2].lod_pct for r in rows)
-    loq = max(r[2].loq_pct for r in rows)
+    lod = max(r[2].lod_pct for r in rows) if lod_override is None else lod_override
+    loq = max(r[2].loq_pct for r in rows) if lod_override is None else lod_override
     measured = [r for r in rows if r[0] is not None]
     if not measured:  # no replicate amplified: 0 with the upper bound of a non-detection
         return ChimerismResult(sid, method, donor_id, 0.0, *_below_lod_interval(None, None, lod), lod, False,
@@ -507,8 +515,14 @@ def _combine(sid, method, donor_id, rows) -> ChimerismResult:
     highs = [r[1][1] for r in measured if r[1] is not None]
     sd = float(pcts.std(ddof=1)) if pcts.size > 1 else None
     detected, status = _classify(pct, lod, loq)
+    if detected_override is not None:
+        detected = detected_override
+        status = BELOW_LOD if not detected else (NOT_QUANTIFIABLE if pct < loq else OK)
     message = {
-        BELOW_LOD: f"Donor signal {pct:.3g} % is below the limit of detection ({lod:.3g} %): not detected.",
+        BELOW_LOD: (f"Donor signal {pct:.3g} % is below the limit of detection ({lod:.3g} %): not detected."
+                    if detected_override is None else
+                    f"Donor signal {pct:.3g} % does not exceed the limit of blank (marker droplets <= LoB; "
+                    f"LOD {lod:.3g} %): not detected."),
         NOT_QUANTIFIABLE: f"Donor DNA detected at {pct:.3g} %, below the limit of quantification ({loq:.3g} %): "
                           "detected, not quantifiable.",
     }.get(status)
@@ -558,6 +572,13 @@ def _pooled(index, sample, target) -> _Counts:
 class _DdpcrLimits:
     lod_pct: float
     loq_pct: float
+    #: count-based limits (None with a configured LoD): marker-positive droplets of the
+    #: post sample, expected blank droplets mu_b = r x N_s, and expected droplets per
+    #: donor fraction 1.0 (N_s x λ_reference / factor), to pool markers of one donor
+    positives: int | None = None
+    mu_blank: float | None = None
+    droplets_per_fraction: float | None = None
+    floor_pct: float | None = None
 
 
 def _ddpcr_for_post(pairing, index, config) -> tuple[list, list]:
@@ -620,7 +641,7 @@ def _ddpcr_for_post(pairing, index, config) -> tuple[list, list]:
                 flags.append("not_detected")
             markers.append(ChimerismMarkerResult(sid, "ddpcr", t, "informative", 100 * f, True, donor_id, _join(flags)))
             rows.append((100 * f, (100 * lo, 100 * hi), limits))
-        result = _combine(sid, "ddpcr", donor_id, rows)
+        result = _combine(sid, "ddpcr", donor_id, rows, *_ddpcr_call([r[2] for r in rows], config))
         if result.donor_pct == 0.0 and result.status == BELOW_LOD:
             result.status, result.message = NOT_DETECTED, "No donor-marker droplet: donor DNA not detected."
         results.append(result)
@@ -628,20 +649,45 @@ def _ddpcr_for_post(pairing, index, config) -> tuple[list, list]:
 
 
 def _ddpcr_limits(index, pre_id, marker, ref, post_marker, post_ref, factor, config) -> _DdpcrLimits:
-    """LoB from the recipient's pre-transplant wells (blank = no donor DNA), LoD = EP17 or Poisson floor."""
+    """Count-based LoB/LoD of one marker (CLSI EP17-A2 on Poisson droplet counts).
+
+    Blank = the recipient's pre-transplant wells of this marker (no donor DNA): their
+    marker-positive droplets x over their accepted droplets N_b give the false-positive
+    rate per droplet r = x / N_b; the post sample's N_s droplets then hold
+    Poisson(mu_b = r x N_s) blank droplets. LoB = smallest k with P(Poisson(mu_b) <= k)
+    >= 95 % (at least ``ddpcr_min_positive_droplets`` - 1), LoD = the donor droplets mu_d
+    with P(Poisson(mu_b + mu_d) > LoB) = 95 %, as a fraction (mu_d / N_s) / λ_ref x factor
+    (:mod:`gating.ddpcr_chimerism`), floored by the Poisson LoD. ``config.ddpcr_lod_pct``
+    overrides both (detection is then donor % >= that LoD).
+    """
     if config.ddpcr_lod_pct is not None:
         return _DdpcrLimits(config.ddpcr_lod_pct, config.ddpcr_lod_pct)
-    blanks = []
-    pre_m, pre_r = index[pre_id].get(marker, {}), index[pre_id].get(ref, {})
-    for well in set(pre_m) & set(pre_r):
-        m, r = pre_m[well], pre_r[well]
-        if r.positives and math.isfinite(r.lam):
-            blanks.append(100 * dd.donor_fraction(m.lam, r.lam, factor, 1.0))
-    lob = dd.limit_of_blank(blanks)
-    sd = float(np.std(blanks, ddof=1)) if len(blanks) > 1 else 0.0
+    blank = _pooled(index, pre_id, marker)
+    mu_b = dd.blank_rate(blank.positives, blank.total) * post_marker.total
+    per_fraction = post_marker.total * post_ref.lam / factor
     floor = 100 * dd.poisson_lod_fraction(post_marker.total, post_ref.lam, factor, config.ddpcr_lod_min_positives)
-    lod = max(dd.limit_of_detection(lob, sd), floor)
-    return _DdpcrLimits(lod, lod)
+    lob = dd.lob_count(mu_b, 0.05, config.ddpcr_min_positive_droplets)
+    lod = max(100 * dd.droplets_to_fraction(dd.lod_count(lob, mu_b), post_marker.total, post_ref.lam, factor), floor)
+    return _DdpcrLimits(lod, lod, post_marker.positives, mu_b, per_fraction, floor)
+
+
+def _ddpcr_call(limits: Sequence[_DdpcrLimits], config) -> tuple[bool | None, float | None]:
+    """Detected flag and LoD (%) of one donor's ddPCR result from its markers' counts.
+
+    The markers' blank counts are independent Poisson, so their sum is
+    Poisson(sum mu_b): detected = pooled marker droplets > LoB of that sum (one test at
+    5 %, not one per marker), LoD = the donor fraction whose expected droplets over all
+    markers, sum(N_s x λ_ref / factor) x f, reach the EP17 LoD count. With one marker
+    this is that marker's own LoB/LoD. (None, None) with a configured LoD.
+    """
+    if not limits or any(lim.positives is None for lim in limits):
+        return None, None
+    mu_b = sum(lim.mu_blank for lim in limits)
+    lob = dd.lob_count(mu_b, 0.05, config.ddpcr_min_positive_droplets)
+    detected = sum(lim.positives for lim in limits) > lob
+    per_fraction = sum(lim.droplets_per_fraction for lim in limits)
+    lod = 100 * dd.lod_count(lob, mu_b) / per_fraction if per_fraction > 0 else math.nan
+    return detected, max(lod, max(lim.floor_pct for lim in limits))
 
 
 # ---------------------------------------------------------------- entry point

@@ -4,7 +4,8 @@ Pure functions, one per formula of DESIGN.md ("Chimerism and microchimerism", dd
 Copies from droplets follow the Poisson partition model (Hindson et al., Anal Chem 2011;
 dMIQE, Huggett et al., Clin Chem 2013); the ratio CI combines the two targets' exact
 binomial bounds with the MOVER method on the log scale (Donner & Zou, Stat Methods Med
-Res 2012); LoB/LoD follow CLSI EP17-A2.
+Res 2012); LoB/LoD follow CLSI EP17-A2 applied to droplet counts (Poisson false-positive
+droplets of the blank wells, :func:`lob_count`, :func:`lod_count`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 
 
 def lambda_from_counts(negatives: int, total: int) -> float:
@@ -139,18 +139,74 @@ def fraction_ci(
     return f, lo * factor, hi * factor
 
 
-def limit_of_blank(blank_values: Sequence[float], z: float = 1.645) -> float:
-    """LoB = mean_blank + 1.645 x SD_blank (CLSI EP17-A2, parametric, 95 % one-sided)."""
-    x = np.asarray(blank_values, dtype=float)
-    if x.size == 0:
-        return 0.0
-    sd = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    return float(x.mean()) + z * sd
+def blank_rate(blank_positives: int, blank_droplets: int) -> float:
+    """False-positive rate per droplet of the blank wells: r = x / N_b.
+
+    ``x`` = marker-positive droplets pooled over the blank wells (the recipient's
+    pre-transplant wells: no donor DNA), ``N_b`` = their accepted droplets. The point
+    estimate, as CLSI EP17-A2 takes the LoB from the observed blank distribution; the
+    minimum call count of :func:`lob_count` guards the case x = 0 (see there). 0 without
+    blank droplets.
+    """
+    return blank_positives / blank_droplets if blank_droplets > 0 else 0.0
 
 
-def limit_of_detection(lob: float, low_sd: float, z: float = 1.645) -> float:
-    """LoD = LoB + 1.645 x SD of a low-level sample (CLSI EP17-A2); the blank SD stands in for it."""
-    return lob + z * low_sd
+def lob_count(mu_blank: float, alpha: float = 0.05, min_call: int = 1) -> int:
+    """Limit of blank in droplets: smallest k with P(Poisson(mu_b) <= k) >= 1 - alpha.
+
+    CLSI EP17-A2 (LoB = the 95th percentile of blank results; Armbruster & Pry, Clin
+    Biochem Rev 2008;29 Suppl 1:S49-52) applied to droplet counts, whose blank count
+    in a sample of N_s droplets is Poisson(mu_b = r x N_s) (false-positive droplets
+    modelled as Poisson, Milbury et al., Biomol Detect Quantif 2014;1:8-22). A result is
+    *detected* when its marker-positive droplets exceed this k (EP17: measured > LoB),
+    so at most ``alpha`` of blank samples are called detected.
+
+    ``min_call`` (>= 1) is the fewest positive droplets that make a call: the LoB is at
+    least ``min_call - 1``. It matters when the blanks show no false positive (x = 0,
+    mu_b = 0, LoB 0): blank wells hold fewer droplets than a merged post sample (e.g. 4
+    against 8 wells), so x = 0 often hides a rate that gives the post a stray droplet
+    (simulated at 0.05 per well: 27 % of 0 % samples would be "detected" on one droplet).
+    With ``min_call`` = 3, a clean blank keeps the old Poisson-floor rule (a call needs
+    >= 3 droplets), false positives ~1 % at that rate. The one-sided 95 % upper bound of
+    r (3 / N_b for x = 0) was not used: it makes the clean-blank LoB ~10 droplets and
+    the LoD ~3.7x the Poisson floor (detection at 0.005 % donor ~17 %).
+    """
+    if not (mu_blank > 0) or not math.isfinite(mu_blank):
+        k = 0
+    else:
+        from scipy import stats
+
+        k = int(stats.poisson.ppf(1.0 - alpha, mu_blank))
+        while k > 0 and stats.poisson.cdf(k - 1, mu_blank) >= 1.0 - alpha:  # ppf rounding guard
+            k -= 1
+    return max(k, int(min_call) - 1, 0)
+
+
+def lod_count(lob: int, mu_blank: float, beta: float = 0.05) -> float:
+    """Limit of detection in expected donor droplets: mu_d with P(Poisson(mu_b + mu_d) > LoB) = 1 - beta.
+
+    CLSI EP17-A2: the LoD is the level detected (result > LoB) with probability
+    1 - beta = 95 %. With P(Poisson(λ) <= k) = P(χ²(2k + 2) > 2λ), the total mean is
+    λ = χ²_{1-beta}(2 LoB + 2) / 2 exactly, and mu_d = λ - mu_b. For LoB = 0 and a
+    clean blank this is -ln 0.05 = 3.0 droplets, the Poisson floor of
+    :func:`poisson_lod_fraction`; for LoB = 2 it is 6.3 droplets.
+    """
+    from scipy import stats
+
+    lam = float(stats.chi2.ppf(1.0 - beta, 2 * int(lob) + 2)) / 2.0
+    return max(lam - max(mu_blank, 0.0), 0.0)
+
+
+def droplets_to_fraction(droplets: float, total_droplets: int, lam_reference: float, factor: float = 2.0) -> float:
+    """Donor fraction of ``droplets`` expected marker droplets among ``total_droplets``.
+
+    Same conversion as :func:`donor_fraction` and :func:`poisson_lod_fraction`:
+    (droplets / N_s) / λ_reference x factor, the marker λ being droplets / N_s when
+    λ_marker << 1 (microchimerism, where the LoD lies).
+    """
+    if total_droplets <= 0 or not lam_reference or not math.isfinite(lam_reference):
+        return math.nan
+    return (droplets / total_droplets) / lam_reference * factor
 
 
 def poisson_lod_fraction(
@@ -162,8 +218,8 @@ def poisson_lod_fraction(
     """Smallest donor fraction expected to give a positive droplet with 95 % probability.
 
     With ``min_positives`` = 3 expected marker copies, P(no copy) = e^-3 = 5 %; as a
-    fraction: (3 / droplets) / λ_reference x factor. Used as the floor of the LoD when
-    the negative controls are clean (LoB = 0).
+    fraction: (3 / droplets) / λ_reference x factor. The count-based LoD of
+    :func:`lod_count` with a clean blank and LoB = 0; kept as the LoD's floor.
     """
     if total_droplets <= 0 or not lam_reference or not math.isfinite(lam_reference):
         return math.nan

@@ -37,10 +37,22 @@ def test_mover_ci_brackets_and_zero_count():
 
 
 def test_limits():
-    assert dd.limit_of_blank([0.0, 0.0, 0.0]) == 0.0
-    lob = dd.limit_of_blank([0.001, 0.003, 0.002])
-    assert lob == pytest.approx(0.002 + 1.645 * 0.001)
+    """Count-based LoB/LoD (CLSI EP17-A2 on Poisson droplet counts); replaces the parametric mean + 1.645 SD."""
+    from scipy import stats
+
+    assert dd.blank_rate(0, 70000) == 0.0 and dd.blank_rate(1, 70000) == pytest.approx(1 / 70000)
+    assert dd.lob_count(0.0, min_call=1) == 0  # clean blank, no minimum: any droplet is a call
+    assert dd.lob_count(0.0) == 0 and dd.lob_count(0.0, min_call=3) == 2
+    assert dd.lob_count(2.0) == 5  # P(Pois(2) <= 4) = 0.947 < 0.95 <= P(Pois(2) <= 5) = 0.983
+    assert dd.lob_count(0.4, min_call=3) == 2 and dd.lob_count(10.0, min_call=3) == 15
+    assert dd.lod_count(0, 0.0) == pytest.approx(-math.log(0.05))  # the Poisson floor: 3 copies
+    assert dd.lod_count(2, 0.0) == pytest.approx(6.2958, abs=1e-3)
+    for mu_b in (0.0, 0.4, 2.0, 7.5):
+        lob = dd.lob_count(mu_b, min_call=1)
+        assert stats.poisson.sf(lob, mu_b) <= 0.05  # blanks called detected at most 5 %
+        assert stats.poisson.sf(lob, mu_b + dd.lod_count(lob, mu_b)) == pytest.approx(0.95)
     assert dd.poisson_lod_fraction(100000, 1.0, 2.0) == pytest.approx(6e-5)
+    assert dd.droplets_to_fraction(3.0, 100000, 1.0, 2.0) == pytest.approx(dd.poisson_lod_fraction(100000, 1.0, 2.0))
 
 
 def _run(path, case):
@@ -156,3 +168,63 @@ def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path):
     assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= min(stats.binom.ppf(0.999, m, 0.95), m - 1), pooled / m
     assert detected[0.0] <= stats.binom.ppf(0.999, n, 0.05), detected[0.0]
     assert covered[0.0] >= n - detected[0.0]
+
+
+def test_one_stray_blank_droplet_does_not_inflate_the_lod():
+    """One false-positive droplet in the blank wells raises the LoB by a few droplets, not the LoD 5x."""
+    sheet, registry = _sheet()
+
+    def lod(blank_positives, post_positives):
+        wells = _wells([("R", f"A{i}", "SRY", blank_positives if i == 1 else 0, 17500) for i in range(1, 5)]
+                       + [("R", f"A{i}", "RPP30", 15000, 17500) for i in range(1, 5)]
+                       + [("D", "B1", "SRY", 7000, 17500), ("D", "B1", "RPP30", 15000, 17500)]
+                       + [("X", f"C{i}", "SRY", post_positives if i == 1 else 0, 17500) for i in range(1, 9)]
+                       + [("X", f"C{i}", "RPP30", 15000, 17500) for i in range(1, 9)])
+        (r,) = quantify_chimerism(sheet, registry, [], [], wells, ChimerismConfig())[1]
+        return r
+
+    clean, stray = lod(0, 3), lod(1, 3)
+    assert clean.detected is True and stray.detected is False  # LoB 2 -> 5 droplets
+    assert stray.lod_pct < 2.5 * clean.lod_pct
+    assert lod(1, 6).detected is True
+    assert lod(0, 2).detected is False and lod(0, 2).status == "below_lod"
+    wells = _wells([("R", "A1", "SRY", 0, 20000), ("R", "A1", "RPP30", 12000, 20000),
+                    ("D", "B1", "SRY", 7000, 20000), ("D", "B1", "RPP30", 12000, 20000),
+                    ("X", "C1", "SRY", 5, 20000), ("X", "C1", "RPP30", 12000, 20000)])
+    fixed = quantify_chimerism(sheet, registry, [], [], wells, ChimerismConfig(ddpcr_lod_pct=0.5))[1][0]
+    assert fixed.lod_pct == 0.5 and fixed.detected is False  # a configured LoD still overrides
+
+
+LOB_SEEDS_ZERO = range(64_000, 64_200)  # fresh seeds, used nowhere else
+LOB_SEEDS_LOD = range(64_200, 64_260)
+
+
+def test_count_lob_false_positives_and_detection_over_seed_sweep(tmp_path):
+    """False positives at 0 % and detection at 2x the median LoD over fresh simulated QX plates.
+
+    Truth comes from the seeded simulator (assays.simulators.ddpcr_sim, seeds
+    64000-64199 at 0 % donor, 64200-64259 at twice the median LoD of the first run):
+    the donor % each post sample was made with, its blank wells and post samples both
+    carrying 0.05 false-positive droplets per well. The count-based LoB must call a 0 %
+    sample detected no more often than a 5 % false-positive rate allows (99.9 %
+    binomial bound), and at 2x the median LoD at least 90 % must be detected.
+    """
+    from scipy import stats
+
+    lods, false_pos = [], 0
+    for seed in LOB_SEEDS_ZERO:
+        case = write_ddpcr_case(tmp_path, seed=seed, donor_pcts=(0.0,), file_name="lob0.csv")
+        (r,) = _run(case.path, case)[1]
+        lods.append(r.lod_pct)
+        false_pos += bool(r.detected)
+        assert r.detected or r.ci_low == 0.0
+    n = len(LOB_SEEDS_ZERO)
+    assert false_pos <= stats.binom.ppf(0.999, n, 0.05), false_pos
+    level = 2 * sorted(lods)[n // 2]
+    assert 0.002 < level / 2 < 0.01, level  # 6.3 expected droplets of ~140,000 at lambda_ref ~2.3
+    detected = 0
+    for seed in LOB_SEEDS_LOD:
+        case = write_ddpcr_case(tmp_path, seed=seed, donor_pcts=(level,), file_name="lobd.csv")
+        (r,) = _run(case.path, case)[1]
+        detected += bool(r.detected)
+    assert detected >= 0.9 * len(LOB_SEEDS_LOD), (level, detected)
