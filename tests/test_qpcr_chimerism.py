@@ -12,6 +12,7 @@ from assays.records import PatientCycle, QpcrWell, SampleSheetRow
 from assays.simulators.qpcr_sim import write_qpcr_case
 from gating import qpcr_chimerism as qp
 from gating.chimerism import ChimerismConfig, is_reference_target, quantify_chimerism
+from sweep_helpers import tally
 
 SEED = 7
 
@@ -149,13 +150,7 @@ def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path, dilution_read
         case = write_qpcr_case(tmp_path, seed=seed, donor_pcts=SWEEP_TRUTHS, file_name="sweep.txt")
         wells = qpcr.read(case.path, "sha").records
         _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], config)
-        by_sample = {r.sample_id: r for r in results}
-        for post in case.posts:
-            (truth,) = post.donor_pct.values()
-            r = by_sample[post.sample_id]
-            assert r.donor_pct is not None and r.ci_low is not None and r.ci_high is not None, r
-            covered[truth] += r.ci_low <= truth <= r.ci_high
-            detected[truth] += bool(r.detected)
+        tally(results, case.posts, covered, detected)
     n = len(SWEEP_SEEDS)
     positive = [t for t in SWEEP_TRUTHS if t > 0]
     for t in positive:  # per level: a looser 99.98 % region (several levels are checked)

@@ -12,6 +12,7 @@ from assays.records import PatientCycle, SampleSheetRow, StrPeak
 from assays.simulators.str_sim import write_str_case
 from gating import str_chimerism as st
 from gating.chimerism import ChimerismConfig, quantify_chimerism
+from sweep_helpers import tally
 
 
 # ---------------------------------------------------------------- formulas on exact mixtures
@@ -174,13 +175,7 @@ def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path):
     for seed in SWEEP_SEEDS:
         case = write_str_case(tmp_path, seed=seed, donor_pcts=SWEEP_TRUTHS, file_name="sweep.txt")
         _, results = _run(case)
-        by_sample = {r.sample_id: r for r in results}
-        for post in case.posts:
-            (truth,) = post.donor_pct.values()
-            r = by_sample[post.sample_id]
-            assert r.donor_pct is not None and r.ci_low is not None and r.ci_high is not None, r
-            covered[truth] += r.ci_low <= truth <= r.ci_high
-            detected[truth] += bool(r.detected)
+        tally(results, case.posts, covered, detected)
     n = len(SWEEP_SEEDS)
     lo, hi = stats.binom.ppf(0.001, n, 0.95), stats.binom.ppf(0.999, n, 0.95)
     for t in (5.0, 20.0, 50.0, 95.0):
