@@ -159,7 +159,17 @@ def archived_fcs(store: Store, archive_dir: Path, sample_ids: list[str] | None =
     return sorted(out, key=lambda x: str(x[0])), len(wanted - set(found))
 
 
-@flow(name="reprocess", validate_parameters=False)
+def _bounded_threads():
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.pipeline import default_workers
+
+    return ThreadPoolTaskRunner(max_workers=default_workers())
+
+
+# Bounded like the inbox flow: Prefect's default pool runs min(32, cores + 4) files at
+# once, and every 1M-event file in flight holds ~0.5 GB.
+@flow(name="reprocess", validate_parameters=False, task_runner=_bounded_threads())
 def reprocess(store: str, archive_dir: str, template_path: str | None = None, config_path: str | None = None,
               sample_ids: list[str] | None = None) -> ReprocessSummary:
     """Re-gate archived FCS originals into new analyses (all stored FCS, or ``sample_ids``).
@@ -169,7 +179,8 @@ def reprocess(store: str, archive_dir: str, template_path: str | None = None, co
     ``[inbox] chunk_files``; a crash keeps what was committed, and a rerun simply writes
     newer analyses (the views show the latest), so nothing is ever doubled in the views.
     """
-    from flows.pipeline import build_setup
+    from flows.pipeline import build_setup, default_workers
+    from flows.runners import blas_threads_per_worker, keep_freed_memory
 
     config = load_config(config_path)
     setup = build_setup(config, template_path)
@@ -181,10 +192,20 @@ def reprocess(store: str, archive_dir: str, template_path: str | None = None, co
 
         setup.controls = find_controls(st, Path(archive_dir), [InboxFile(p, name) for p, name in files])
     summary = ReprocessSummary(files=len(files), missing=missing)
-    size = max(1, config.inbox.chunk_files)
+    keep_freed_memory()
+    with blas_threads_per_worker(default_workers()):
+        _regate_chunks(st, files, setup, max(1, config.inbox.chunk_files), summary)
+    _artifact("reprocess-summary", (
+        f"# graftwatch reprocessing\n\n- template: {Path(template_path).name if template_path else 'built-in panel'}\n"
+        f"- archived FCS files: {summary.files} ({summary.missing} stored files not found in the archive)\n"
+        f"- samples re-gated: {summary.samples}\n- failed: {len(summary.failed)}"), "Reprocessing")
+    return summary
+
+
+def _regate_chunks(st: Store, files: list, setup, size: int, summary: ReprocessSummary) -> None:
+    """Re-gate ``files`` in chunks of ``size``, one committed batch per chunk."""
     for start in range(0, len(files), size):
-        chunk = files[start:start + size]
-        futures = [regate_task.submit(str(p), name, setup) for p, name in chunk]
+        futures = [regate_task.submit(str(p), name, setup) for p, name in files[start:start + size]]
         batch = Batch(st, "reprocess")
         for fut in futures:
             out = fut.result()
@@ -198,11 +219,6 @@ def reprocess(store: str, archive_dir: str, template_path: str | None = None, co
             batch.n_files += 1
         if not batch.empty:
             batch.commit()
-    _artifact("reprocess-summary", (
-        f"# graftwatch reprocessing\n\n- template: {Path(template_path).name if template_path else 'built-in panel'}\n"
-        f"- archived FCS files: {summary.files} ({summary.missing} stored files not found in the archive)\n"
-        f"- samples re-gated: {summary.samples}\n- failed: {len(summary.failed)}"), "Reprocessing")
-    return summary
 
 
 def _artifact(key: str, markdown: str, description: str) -> None:

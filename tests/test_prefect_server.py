@@ -175,3 +175,13 @@ def test_task_runner_choices():
         make_task_runner("dask", "10.0.0.5")
     if pytest.importorskip("prefect_dask"):
         assert type(make_task_runner("dask", "tcp://10.0.0.5:8786")).__name__ == "DaskTaskRunner"
+
+
+def test_file_flows_run_at_most_default_workers_files_at_once():
+    """The inbox and reprocessing flows bound their thread pools (each 1M-event file in
+    flight holds ~0.5 GB); Prefect's default pool would run min(32, cores + 4)."""
+    from flows.maintenance import reprocess
+    from flows.pipeline import default_workers, process_inbox
+
+    # prefect 3.8 keeps the bound as ThreadPoolTaskRunner._max_workers (no public attribute)
+    assert reprocess.task_runner._max_workers == process_inbox.task_runner._max_workers == default_workers()
