@@ -10,8 +10,23 @@ by evaluating that strategy (``gating.engine.apply_strategy``), so the Gating-ML
 
 Placement methods (each function's docstring gives its failure mode):
 
-* ``Lymphocytes`` - :func:`lymphocyte_polygon`: Gaussian mixture on FSC-A/SSC-A.
-* ``Singlets`` - :func:`singlet_band`: band of the FSC-H/FSC-A ratio.
+* ``Lymphocytes`` - :func:`lymphocyte_polygon`: Gaussian mixture on forward/side scatter:
+  FSC-A/SSC-A, else height (FSC-H/SSC-H: FACSCalibur, FACScan), else unsuffixed scatter
+  (FSC/SSC, FS/SS), each axis separately, with the vendor spellings of the panel's
+  ``[scatter]`` table (:func:`gating.panel.scatter_key`: case, spaces, ``_``/``-``
+  ignored). Only a file without any forward or any side scatter channel is an
+  ``InputError`` (quarantined).
+* ``Singlets`` - :func:`singlet_band`: band of the FSC-H/FSC-A ratio. A file without a
+  forward-scatter area/height pair gets no singlet gate (none is invented): ``Singlets``
+  is left out, its children (``Live``, or ``CD3+`` without a viability dye) hang from
+  ``Lymphocytes``, and ``flow_qc`` gets the passing row ``singlets_not_gated``
+  (:data:`SINGLETS_NOT_GATED`), whose value says which half of the pair is missing:
+  1 = no forward area (height or unsuffixed scatter only: FACSCalibur), 2 = no forward
+  height, 3 = neither (a single unsuffixed forward scatter). Percentages of lymphocytes
+  are then of the (Live) lymphocytes with any doublets the scatter gate lets in: most
+  doublets already fall outside it (their side scatter adds up; on the simulated tubes
+  the singlet gate removes < 0.1 % of the lymphocyte gate), but doublets of two small
+  cells can stay and count once, with the markers of both cells.
 * ``Live``, ``CD3+``, CD4/CD8 quadrant, CD25/CD127/FOXP3 - :func:`density_valley` on the
   parent population; without a valley :func:`mixture_threshold` (two resolved Gaussian
   components), and with a single population :func:`peak_threshold` on the side of the
@@ -59,6 +74,8 @@ __all__ = [
     "QuadrantFit",
     "quadrant_mixture",
     "QUADRANT_MODES",
+    "SINGLETS_NOT_GATED",
+    "find_scatter",
 ]
 
 COMP_ID = "spill"
@@ -77,6 +94,9 @@ QUADRANT_MIN_RECOVERY = 0.9
 # 1-D cut is missing or implausible), "mixture_2d" (always the 2-D mixture when it
 # resolves the pair), "valley_1d" (never the 2-D mixture).
 QUADRANT_MODES = ("auto", "mixture_2d", "valley_1d")
+# flow_qc row written instead of ``singlet_share`` when the file has no FSC area/height
+# pair; passes; value = 1 (no forward area), 2 (no forward height) or 3 (neither).
+SINGLETS_NOT_GATED = "singlets_not_gated"
 VALLEY_HOW = "density valley"
 MIXTURE_HOW = "no valley: two-component mixture boundary"
 
@@ -470,11 +490,60 @@ def control_threshold(x_control: np.ndarray, percentile: float = CONTROL_PERCENT
 class _Prepared:
     n_total: int
     rows: np.ndarray  # indices of the events used for placement
-    scatter: dict[str, np.ndarray]  # pnn -> linear-scaled values
+    scatter: dict[str, np.ndarray]  # scatter parameter (FSC-A, FSC-H, ...) -> linear-scaled values
     fluor: dict[str, np.ndarray]  # marker -> logicle values of compensated data
     channels: dict[str, Channel]
     pnn: list[str]
     has_comp: bool = False
+    scatter_pnn: dict[str, str] = field(default_factory=dict)  # scatter parameter -> $PnN
+    scatter_index: dict[str, int] = field(default_factory=dict)  # scatter parameter -> column
+
+
+def _scatter_params(panel: Panel) -> dict[str, tuple[str, ...]]:
+    """Scatter parameter -> spellings: the panel's ``[scatter]`` table, plus any parameter
+    a gate names that the table lacks (matched by its own name)."""
+    params = {k: tuple(v) for k, v in panel.scatter.items()}
+    for spec in panel.populations:
+        for axis in spec.channel_choices or tuple((c,) for c in spec.channels):
+            for c in axis:
+                params.setdefault(c, (c,))
+    return params
+
+
+def find_scatter(sample: FcsSample, panel: Panel) -> dict[str, Channel]:
+    """The file's channel for each scatter parameter of ``panel`` it has, by ``$PnN``.
+
+    A parameter's spellings are tried in the panel's order; a channel serves one
+    parameter only (the first that claims it, in the table's order).
+    """
+    from gating.panel import scatter_key
+
+    by_key: dict[str, Channel] = {}
+    for c in sample.channels:
+        by_key.setdefault(scatter_key(c.pnn), c)
+    out: dict[str, Channel] = {}
+    taken: set[int] = set()
+    for param, spellings in _scatter_params(panel).items():
+        for name in spellings:
+            ch = by_key.get(scatter_key(name))
+            if ch is not None and ch.index not in taken:
+                out[param] = ch
+                taken.add(ch.index)
+                break
+    return out
+
+
+def _unsaturated(v: np.ndarray) -> np.ndarray:
+    """Events below the top of a linear-scaled scatter channel: below 0.999 of the scale,
+    and not in a pile-up at the channel's largest value (a saturated detector whose
+    range is below the panel's ``scatter_range``, e.g. 1024-channel FACSCalibur data)."""
+    ok = v < 0.999
+    if v.size:
+        top = float(np.max(v))
+        at_top = v >= top
+        if 1 < int(at_top.sum()) < 0.5 * v.size:
+            ok &= ~at_top
+    return ok
 
 
 def _find_channel(sample: FcsSample, name: str) -> int | None:
@@ -495,16 +564,17 @@ def _prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_e
     ev = sample.events[rows]
     comp = compensate_array(ev, sample.pnn, sample.spillover) if sample.spillover else ev
     lin = fk.transforms.LinearTransform(param_t=panel.scatter_range, param_a=0.0)
-    scatter = {}
-    for name in ("FSC-A", "FSC-H", "SSC-A"):
-        i = _find_channel(sample, name)
-        if i is not None:
-            scatter[name] = lin.apply(ev[:, [i]])[:, 0]
+    scatter, scatter_pnn, scatter_index = {}, {}, {}
+    for param, ch in find_scatter(sample, panel).items():
+        scatter[param] = lin.apply(ev[:, [ch.index]])[:, 0]
+        scatter_pnn[param] = ch.pnn
+        scatter_index[param] = ch.index
     lg = panel.logicle
     logicle = fk.transforms.LogicleTransform(param_t=lg["t"], param_w=lg["w"], param_m=lg["m"],
                                              param_a=lg["a"])
     fluor = {m: logicle_by_table(logicle, comp[:, ch.index]) for m, ch in matched.items()}
-    return _Prepared(n, rows, scatter, fluor, matched, sample.pnn)
+    return _Prepared(n, rows, scatter, fluor, matched, sample.pnn, scatter_pnn=scatter_pnn,
+                     scatter_index=scatter_index)
 
 
 def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarray:
@@ -542,13 +612,7 @@ class _Walk:
     placements: list[GatePlacement]
     qc: list[QcCheck]
     missing: list[str]
-
-
-def _pnn_of(prep: _Prepared, name: str) -> str:
-    for p in prep.pnn:
-        if p.strip().upper() == name:
-            return p
-    raise KeyError(name)
+    scatter_used: list[str] = field(default_factory=list)  # scatter parameters the gates use
 
 
 def _terms_for(spec: PopulationSpec, prep: _Prepared) -> tuple[GateTerm, ...] | None:
@@ -677,9 +741,18 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
             # and the sample goes to review.
             qc.append(quadrant_check(where, "unresolved", smallest, False))
 
-    def scatter_dim(name):
-        return fk.Dimension(_pnn_of(prep, name), compensation_ref="uncompensated",
+    scatter_used: list[str] = []
+
+    def scatter_dim(param):
+        if param not in scatter_used:
+            scatter_used.append(param)
+        return fk.Dimension(prep.scatter_pnn[param], compensation_ref="uncompensated",
                             transformation_ref=SCATTER_XFORM)
+
+    def scatter_axes(spec):
+        """The parameter each axis uses: the first of its choices the file has, or None."""
+        choices = spec.channel_choices or tuple((c,) for c in spec.channels)
+        return [next((c for c in axis if c in prep.scatter), None) for axis in choices], choices
 
     for spec in panel.populations:
         parent = spec.parent
@@ -691,28 +764,40 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
         pmask = masks[parent]
         path = paths[parent]
         if spec.method == "scatter_gmm":
-            fsc, ssc = (prep.scatter.get(c) for c in spec.channels)
-            if fsc is None or ssc is None:
-                raise InputError("scatter channels FSC-A and SSC-A",
+            axes, choices = scatter_axes(spec)
+            if None in axes:
+                spellings = _scatter_params(panel)
+                lacking = " and ".join(
+                    f"a {('forward', 'side')[i]} scatter channel ("
+                    + ", ".join(n for c in choices[i] for n in spellings.get(c, (c,))) + ")"
+                    for i, a in enumerate(axes) if a is None)
+                raise InputError(f"{lacking} for the {spec.name} gate",
                                  "channels " + ", ".join(prep.pnn),
-                                 "export the file with its area scatter parameters")
-            sel = pmask & (fsc < 0.999) & (ssc < 0.999)  # saturated events distort the mixture
+                                 "export the file with its forward and side scatter parameters "
+                                 "(any of the names listed), or gate it with a Gating-ML or FlowJo template")
+            fsc, ssc = (prep.scatter[c] for c in axes)
+            sel = pmask & _unsaturated(fsc) & _unsaturated(ssc)  # saturated events distort the mixture
             verts, sep = lymphocyte_polygon(fsc[sel], ssc[sel], seed=seed)
-            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in spec.channels],
+            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in axes],
                                         [[float(a), float(b)] for a, b in verts])
             inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),
                                                  np.column_stack([fsc, ssc]))
             mask = pmask & inside
             qc.append(QcCheck(f"separation_{spec.gate_id}", sep, sep >= 2.0))
-            placements.append(GatePlacement(spec.gate_id, spec.name, "gaussian mixture ellipse"))
+            placements.append(GatePlacement(spec.gate_id, spec.name, "gaussian mixture ellipse",
+                                            note="scatter " + " / ".join(prep.scatter_pnn[c] for c in axes)))
         elif spec.method == "singlet_band":
-            area, height = (prep.scatter.get(c) for c in spec.channels)
-            if area is None or height is None:
+            axes, _choices = scatter_axes(spec)
+            if None in axes:
+                # No area/height pair (FACSCalibur: height only): no singlet gate is invented.
                 redirect[spec.name] = parent
                 missing.append(spec.name)
+                code = (1.0 if axes[0] is None else 0.0) + (2.0 if axes[1] is None else 0.0)
+                qc.append(QcCheck(SINGLETS_NOT_GATED, code, True))
                 continue
+            area, height = (prep.scatter[c] for c in axes)
             verts, lo, hi = singlet_band(area[pmask], height[pmask])
-            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in spec.channels],
+            gate = fk.gates.PolygonGate(spec.gate_id, [scatter_dim(c) for c in axes],
                                         [[float(a), float(b)] for a, b in verts])
             inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),
                                                  np.column_stack([area, height]))
@@ -720,7 +805,8 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
             share = float(mask.sum() / max(pmask.sum(), 1))
             qc.append(QcCheck("singlet_share", share, share >= 0.75))
             placements.append(GatePlacement(spec.gate_id, spec.name, "FSC-H/FSC-A band",
-                                            {"ratio_low": lo, "ratio_high": hi}))
+                                            {"ratio_low": lo, "ratio_high": hi},
+                                            "scatter " + " / ".join(prep.scatter_pnn[c] for c in axes)))
         else:
             terms = _terms_for(spec, prep)
             if terms is None:
@@ -768,7 +854,7 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
         ids[spec.name] = spec.gate_id
         paths[spec.name] = path + (spec.gate_id,)
         gates.append((spec, gate, path))
-    return _Walk(masks, gates, placements, qc, missing)
+    return _Walk(masks, gates, placements, qc, missing, scatter_used)
 
 
 def _strategy(sample: FcsSample, panel: Panel, walk: _Walk):
@@ -799,7 +885,12 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     it is gated with the same method down to each cytokine's parent, and its 99.9th
     percentile sets the cytokine thresholds. Raises ``InputError`` naming a missing required
     marker and listing the channels found; a missing optional marker leaves its populations
-    out (listed in ``missing_optional``).
+    out (listed in ``missing_optional``). Scatter: the first forward and side scatter
+    parameter of each axis the file has (area, else height, else unsuffixed; see the module
+    docstring); ``InputError`` only when a file has no forward or no side scatter at all.
+    Without a forward area/height pair ``Singlets`` is left out (in ``missing_optional``)
+    and ``qc`` holds ``singlets_not_gated`` (:data:`SINGLETS_NOT_GATED`, passing; value 1 =
+    no forward area, 2 = no forward height, 3 = neither) instead of ``singlet_share``.
 
     ``quadrant`` chooses how quadrant cuts (CD4/CD8) are placed, one of
     :data:`QUADRANT_MODES`: ``"auto"`` (default) uses the 1-D valley of each axis and the
@@ -828,7 +919,7 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     qc = [events_acquired(sample.events.shape[0])]
     t = _find_channel(sample, "TIME")
     qc.append(stable_flow(sample.events[:, t] if t is not None else None))
-    scat = [i for i in (_find_channel(sample, n) for n in ("FSC-A", "FSC-H", "SSC-A")) if i is not None]
+    scat = [prep.scatter_index[p] for p in walk.scatter_used]
     used = scat + [c.index for c in matched.values()]
     qc.append(margin_events(sample.events[prep.rows], channel_ranges(sample, used)))
     qc.extend(walk.qc)

@@ -2,6 +2,13 @@
 
 A panel is a TOML file (the built-in one is ``gating/panels/tcell.toml``); this module
 only reads and checks it. Gate positions are computed per sample by ``gating.adaptive``.
+
+Scatter gates name scatter *parameters* (``FSC-A``, ``FSC-H``, ``FSC``, ``SSC-A``, ...),
+not channels: the panel's ``[scatter]`` table lists the ``$PnN`` spellings of each
+(matched by :func:`scatter_key`: case, spaces, ``_`` and ``-`` ignored), and an axis of a
+gate may list several parameters, the first one the file has being used
+(``channels = [["FSC-A", "FSC-H", "FSC"], ["SSC-A", "SSC-H", "SSC"]]``). A panel without a
+``[scatter]`` table takes the built-in panel's.
 """
 
 from __future__ import annotations
@@ -56,10 +63,12 @@ class PopulationSpec:
     gate_id: str
     parent: str  # population name, or "root"
     method: str
-    channels: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()  # the preferred scatter parameter of each axis
     gate: tuple[GateTerm, ...] = ()
     fallback: tuple[GateTerm, ...] = ()
     bypass_when_missing: bool = False
+    # Scatter parameters each axis may use, in order of preference (first: ``channels``).
+    channel_choices: tuple[tuple[str, ...], ...] = ()
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -76,6 +85,8 @@ class Panel:
     logicle: dict[str, float] = field(default_factory=lambda: dict(t=262144.0, w=0.5, m=4.5, a=0.0))
     scatter_range: float = 262144.0
     source: str = ""
+    # Scatter parameter -> $PnN spellings (see the module docstring and ``[scatter]``).
+    scatter: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def aliases(self) -> dict[str, list[str]]:
@@ -91,6 +102,16 @@ class Panel:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+def scatter_key(name: str) -> str:
+    """How scatter ``$PnN`` names are compared: upper case, runs of spaces, ``_`` and ``-``
+    read as one ``-`` (``"FS INT"`` = ``"fs_int"`` = ``"FS-INT"``; ``"FSC-A"`` = ``"FSC A"``).
+
+    >>> scatter_key(" fs  int ") == scatter_key("FS-INT") == "FS-INT"
+    True
+    """
+    return re.sub(r"[\s_\-]+", "-", name.strip().upper()).strip("-")
 
 
 def parse_term(text: str) -> GateTerm:
@@ -114,8 +135,49 @@ def load_panel(path: str | Path = BUILTIN_TCELL) -> Panel:
         raise ConfigError(f"panel {path}: {exc}") from None
 
 
+def _scatter_table(doc: dict) -> dict[str, tuple[str, ...]]:
+    """The ``[scatter]`` table: parameter -> spellings (the parameter's own name included).
+    A spelling may stand for one parameter only."""
+    table = doc.get("scatter")
+    if table is None:
+        builtin = tomllib.loads(BUILTIN_TCELL.read_text(encoding="utf-8"))
+        table = builtin.get("scatter", {})
+    out: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    for param, names in table.items():
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"scatter {param}: spellings must be a list of strings")
+        spellings = tuple(dict.fromkeys([param, *names]))
+        for n in spellings:
+            key = scatter_key(n)
+            if owner.get(key, param) != param:
+                raise ValueError(f"scatter spelling {n!r} is listed under both {owner[key]} and {param}")
+            owner[key] = param
+        out[param] = spellings
+    return out
+
+
+def _channel_choices(name: str, method: str, channels: list, scatter: dict,
+                     strict: bool) -> tuple[tuple[str, ...], ...]:
+    """``channels`` of a scatter gate: one entry per axis, a parameter or a list of them.
+    ``strict`` (the panel has its own ``[scatter]`` table): each must be listed there;
+    otherwise a parameter the built-in table lacks is matched by its own name."""
+    if method == "markers":
+        return ()
+    choices = tuple((c,) if isinstance(c, str) else tuple(c) for c in channels)
+    if len(choices) != 2 or any(not axis or not all(isinstance(c, str) for c in axis) for axis in choices):
+        raise ValueError(f"population {name}: `channels` must name two scatter axes "
+                         "(a parameter, or a list of parameters in order of preference)")
+    for axis in choices:
+        for c in axis:
+            if strict and c not in scatter:
+                raise ValueError(f"population {name}: scatter parameter {c!r} is not under [scatter]")
+    return choices
+
+
 def _build(doc: dict, source: str) -> Panel:
     head = doc.get("panel", {})
+    scatter = _scatter_table(doc)
     markers = {}
     for name, spec in doc.get("markers", {}).items():
         threshold = spec.get("threshold", "valley")
@@ -145,17 +207,20 @@ def _build(doc: dict, source: str) -> Panel:
         if spec["parent"] not in known:
             raise ValueError(f"population {spec['name']}: parent {spec['parent']!r} must come before it")
         known.add(spec["name"])
+        choices = _channel_choices(spec["name"], method, list(spec.get("channels", ())), scatter,
+                                   "scatter" in doc)
         pops.append(PopulationSpec(
             name=spec["name"], gate_id=gate_id, parent=spec["parent"], method=method,
-            channels=tuple(spec.get("channels", ())), gate=gate, fallback=fallback,
+            channels=tuple(axis[0] for axis in choices), gate=gate, fallback=fallback,
             bypass_when_missing=bool(spec.get("bypass_when_missing", False)),
+            channel_choices=choices,
         ))
     ids = [p.gate_id for p in pops]
     if len(set(ids)) != len(ids):
         raise ValueError("population ids must be unique")
     logicle = {k: float(v) for k, v in head.get("logicle", {}).items()} or None
     panel = Panel(name=head.get("name", source), markers=markers, populations=pops, source=source,
-                  scatter_range=float(head.get("scatter_range", 262144.0)))
+                  scatter_range=float(head.get("scatter_range", 262144.0)), scatter=scatter)
     if logicle:
         panel.logicle = logicle
     return panel
