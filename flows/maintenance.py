@@ -24,6 +24,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import load_config
+from flows.runners import make_task_runner
 from storage.store import Batch, Store
 
 log = logging.getLogger("graftwatch")
@@ -159,17 +160,9 @@ def archived_fcs(store: Store, archive_dir: Path, sample_ids: list[str] | None =
     return sorted(out, key=lambda x: str(x[0])), len(wanted - set(found))
 
 
-def _bounded_threads():
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.pipeline import default_workers
-
-    return ThreadPoolTaskRunner(max_workers=default_workers())
-
-
-# Bounded like the inbox flow: Prefect's default pool runs min(32, cores + 4) files at
-# once, and every 1M-event file in flight holds ~0.5 GB.
-@flow(name="reprocess", validate_parameters=False, task_runner=_bounded_threads())
+# Bounded like the inbox flow (flows.runners.make_task_runner): Prefect's default pool
+# runs min(32, cores + 4) files at once, and every 1M-event file in flight holds ~0.5 GB.
+@flow(name="reprocess", validate_parameters=False, task_runner=make_task_runner("thread"))
 def reprocess(store: str, archive_dir: str, template_path: str | None = None, config_path: str | None = None,
               sample_ids: list[str] | None = None) -> ReprocessSummary:
     """Re-gate archived FCS originals into new analyses (all stored FCS, or ``sample_ids``).

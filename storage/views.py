@@ -29,24 +29,28 @@ def _pop_key(column: str) -> str:
 _POP_KEY = _pop_key("population")
 
 
-def _role_key(column: str) -> str:
-    """SQL: the key of a population name as other labs' templates spell it: a trailing
-    "T cells"/"cells" dropped ("CD3+ T cells", "Th1 cells"), a bare marker read as its
-    positive gate ("CD4", "CD4 T cells" = "CD4+"), "T cells" = "CD3+", "Tregs" = "Treg"."""
-    k = f"regexp_replace({_pop_key(column)}, '^(.+?)(tcells?|cells?)$', '\\1')"
-    return (f"(CASE WHEN {k} IN ('t', 'cd3', 'cd3+') THEN 'cd3+' WHEN {k} IN ('cd4', 'cd8') THEN {k} || '+' "
-            f"WHEN {k} = 'tregs' THEN 'treg' ELSE {k} END)")
+def _stripped_key(column: str) -> str:
+    """SQL: the population key of ``column`` without a trailing "T cells"/"cells"
+    ("CD3+ T cells", "Th1 cells")."""
+    return f"regexp_replace({_pop_key(column)}, '^(.+?)(tcells?|cells?)$', '\\1')"
+
+
+def _canonical_key(k: str) -> str:
+    """SQL on a stripped key column ``k``: a bare marker read as its positive gate ("CD4",
+    "CD4 T cells" = "cd4+"), "T cells" = "cd3+", "Tregs" = "treg"."""
+    return (f"CASE WHEN {k} IN ('t', 'cd3', 'cd3+') THEN 'cd3+' WHEN {k} IN ('cd4', 'cd8') THEN {k} || '+' "
+            f"WHEN {k} = 'tregs' THEN 'treg' ELSE {k} END")
 
 
 # Which population is "CD4 T cells" / "CD8 T cells" for the timeline: a CD4/CD8 quadrant
 # (either marker order), else a single "CD4+" / "CD8+" gate directly inside CD3+ (FlowJo
-# templates often gate each marker on its own).
-_ROLE = f"""CASE
-      WHEN {_role_key('f.population')} IN ('cd4+cd8-', 'cd8-cd4+') THEN 'cd4'
-      WHEN {_role_key('f.population')} IN ('cd4-cd8+', 'cd8+cd4-') THEN 'cd8'
-      WHEN {_role_key('f.population')} IN ('cd4+', 'cd8+') AND {_role_key('f.parent')} = 'cd3+'
-        THEN {_role_key('f.population')} || 'in_cd3'
-      ELSE {_role_key('f.population')} END"""
+# templates often gate each marker on its own). On the keys of the population (name_key)
+# and of its parent (parent_key), each computed once per row.
+_ROLE = """CASE
+      WHEN name_key IN ('cd4+cd8-', 'cd8-cd4+') THEN 'cd4'
+      WHEN name_key IN ('cd4-cd8+', 'cd8+cd4-') THEN 'cd8'
+      WHEN name_key IN ('cd4+', 'cd8+') AND parent_key = 'cd3+' THEN name_key || 'in_cd3'
+      ELSE name_key END"""
 
 _VIEWS = f"""
 CREATE OR REPLACE VIEW sheet_latest AS
@@ -73,10 +77,12 @@ SELECT * EXCLUDE (rn) FROM (
   FROM analyses) WHERE rn = 1;
 
 CREATE OR REPLACE VIEW flow_populations_latest AS
-SELECT f.*, {_POP_KEY} AS pop_key, {_ROLE} AS role_key,
-       length(f.path) - length(replace(f.path, '/', '')) AS depth
-FROM flow_populations f JOIN latest_analyses a USING (analysis_id, sample_id)
-WHERE a.kind = 'flow';
+SELECT * EXCLUDE (name_key, parent_key, depth), {_ROLE} AS role_key, depth FROM (
+  SELECT * EXCLUDE (k, pk), {_canonical_key('k')} AS name_key, {_canonical_key('pk')} AS parent_key FROM (
+    SELECT f.*, {_POP_KEY} AS pop_key, length(f.path) - length(replace(f.path, '/', '')) AS depth,
+           {_stripped_key('f.population')} AS k, {_stripped_key('f.parent')} AS pk
+    FROM flow_populations f JOIN latest_analyses a USING (analysis_id, sample_id)
+    WHERE a.kind = 'flow'));
 
 CREATE OR REPLACE VIEW immune_timeline AS
 WITH p AS (
