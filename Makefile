@@ -1,25 +1,56 @@
 # The README's two commands: `make run` (demo end to end) and `make test` (the whole suite).
-# Both start from nothing: they create .venv and install the project from pyproject.toml.
+# Both start from nothing: they create .venv and install the project with the versions
+# pinned in requirements.lock (compiled from pyproject.toml; `make lock` refreshes it).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements.lock
+# uv installs the same pinned environment in seconds where pip takes minutes. When it is not
+# on PATH it is bootstrapped from the package registry with the system Python's pip into
+# .uv-bootstrap/ (a wheel from the registry, no downloaded binaries).
+UV_BOOT := .uv-bootstrap
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: setup run test demo-inbox clean chromium
+.PHONY: setup run test demo-inbox clean chromium lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+# A failed install removes .venv and leaves no stamp, so the next `make` starts again from
+# nothing instead of trusting a half-made environment.
+$(STAMP): pyproject.toml $(LOCK)
+	@rm -f $(STAMP)
+	@UV=$$(command -v uv || true); \
+	if [ -z "$$UV" ] && [ -x $(UV_BOOT)/bin/uv ]; then UV=$(UV_BOOT)/bin/uv; fi; \
+	if [ -z "$$UV" ]; then \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_BOOT) uv >/dev/null 2>&1 \
+	    && [ -x $(UV_BOOT)/bin/uv ] && UV=$(UV_BOOT)/bin/uv; \
+	fi; \
+	rm -rf $(VENV); \
+	if [ -n "$$UV" ]; then \
+	  { $$UV venv --quiet --python $(PYTHON) $(VENV) \
+	    && $$UV pip sync --quiet --python $(BIN)/python $(LOCK) \
+	    && $$UV pip install --quiet --python $(BIN)/python --no-deps -e . ; } \
+	  || { rm -rf $(VENV); echo "setup: uv could not install the locked environment (see above)"; exit 1; }; \
+	else \
+	  echo "setup: uv is not available (pip could not install it); installing with pip instead, which takes a few minutes"; \
+	  { $(PYTHON) -m venv $(VENV) \
+	    && $(BIN)/pip install --quiet --disable-pip-version-check -r $(LOCK) \
+	    && $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . ; } \
+	  || { rm -rf $(VENV); echo "setup: pip could not install the locked environment (see above)"; exit 1; }; \
+	fi
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# Re-resolve the pins after editing pyproject.toml's dependencies (needs uv; commit the result).
+lock:
+	@UV=$$(command -v uv || echo $(UV_BOOT)/bin/uv); \
+	$$UV pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o $(LOCK)
+
 # Copy the demo inbox (seeded simulated files + sample sheet + registry) and process it
-# on Prefect's temporary local server; then print the per-patient timeline.
+# in-process (no Prefect server needed); then print the per-patient timeline.
 run: setup
 	mkdir -p data/inbox
 	cp -R examples/demo_inbox/. data/inbox/
