@@ -2,16 +2,13 @@
 
 Run by hand:  .venv/bin/python benchmarks/bench_small_files.py [--files 100] [--events 10000]
 
-Runs the inbox flow in-process with the template of ``bench_gating.py`` and prints the
-wall time, the per-file work summed over files (read, gate, statistics, ...), and the
-orchestration share = 1 - (busiest worker's file work + commit writes) / wall, i.e. the
-time on the critical path spent neither on files nor on writing results (Prefect flow and
-task bookkeeping, claims, moves, sheet detection). The temporary Prefect server is started
-before timing, as `graftwatch run` does. It also times the same flow on an empty inbox
-(what `graftwatch run` on an empty inbox pays in its flow run: the fixed cost of the
-issue's accounting) and prints the orchestration share of the rest, i.e. of the time the
-files add.
-"""
+Runs the inbox batch in-process (as a one-shot `graftwatch run` without a Prefect server
+does) with the template of ``bench_gating.py`` and prints the wall time, the per-file work
+summed over files (read, gate, statistics, ...), and the orchestration share = 1 -
+(busiest worker's file work + commit writes) / wall, i.e. the time on the critical path
+spent neither on files nor on writing results (the pool, claims, moves, sheet detection).
+It also times the same batch on an empty inbox (the fixed cost) and prints the
+orchestration share of the rest, i.e. of the time the files add."""
 
 from __future__ import annotations
 
@@ -54,22 +51,21 @@ def main() -> None:
     policy = "all" if args.pictures else "none"
     cfg.write_text(f'[flow]\ngating_pictures = "{policy}"\n')
 
-    from flows.pipeline import default_workers, import_first_use, process_inbox
-    from flows.runners import local_api
+    from flows.batch import default_workers, import_first_use, run_in_process
 
     empty_inbox = work / "empty_inbox"
     empty_inbox.mkdir()
-    with local_api(open_client=True, meanwhile=import_first_use):  # as `graftwatch run`
-        floor = []
-        for _ in range(3):
-            # The fixed cost of a run, as `graftwatch run` on an empty inbox pays it: one
-            # inbox flow run (create, set-up, summary artifact, finish) with no file.
-            t0 = time.perf_counter()
-            process_inbox(str(empty_inbox), str(work / "store_empty"), str(cfg), str(tmpl))
-            floor.append(time.perf_counter() - t0)
+    import_first_use()  # as `graftwatch run` before its first file
+    floor = []
+    for _ in range(3):
+        # The fixed cost of a run, as a one-shot `graftwatch run` pays it in-process: set-up,
+        # the inbox scan and the summary, with no file.
         t0 = time.perf_counter()
-        summary = process_inbox(str(inbox), str(work / "store"), str(cfg), str(tmpl))
-        wall = time.perf_counter() - t0
+        run_in_process(str(empty_inbox), str(work / "store_empty"), str(cfg), str(tmpl))
+        floor.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    summary = run_in_process(str(inbox), str(work / "store"), str(cfg), str(tmpl))
+    wall = time.perf_counter() - t0
     floor_s = min(floor)
     writes = summary.stage_seconds.get("write", 0.0)
     # The busiest worker bounds the file work on the critical path; threads share the

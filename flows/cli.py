@@ -39,17 +39,12 @@ def cmd_run(args) -> int:
 
     from assays.errors import ConfigError
     from flows.config import load_config
-    from flows.runners import spawn_local_api
+    from flows.runners import configured_api_url
 
     console = Console(stderr=False)
     inbox = Path(args.inbox)
     if not inbox.is_dir():
         return _fail(f"inbox {inbox} is not a folder (create it, or pass --inbox DIR)")
-    # Every run is one Prefect flow run, an empty inbox included: with a Prefect server
-    # configured, "checked at 08:00, nothing to do" is on record like any other run, and
-    # the run also takes back the files of a killed run. The local server starts up
-    # (~3 s) while this process imports and validates.
-    spawn_local_api()
     try:
         config = load_config(args.config)
         if args.template:
@@ -58,22 +53,19 @@ def cmd_run(args) -> int:
             load_template(Path(args.template))  # fail fast with exit 2, before any file moves
     except ConfigError as exc:
         return _fail(str(exc))
+    # With a Prefect server configured, every run is a flow run on record there. Without
+    # one, the same batch runs in this process: starting Prefect's temporary server costs
+    # 5-20 s (and can miss its start-up deadline on a loaded machine) to record a run that
+    # the store's ingest_log records anyway (docs/operations.md).
+    on_server = configured_api_url() is not None
+    if not on_server and args.task_runner == "dask":
+        return _fail("--task-runner dask needs a Prefect server: set PREFECT_API_URL (see docs/operations.md)")
 
-    from flows import progress as prog
-    from flows.pipeline import import_first_use, process_inbox
-    from flows.runners import local_api, make_task_runner
-
-    try:
-        runner = make_task_runner(args.task_runner, args.dask_address)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    flow = process_inbox.with_options(task_runner=runner)
-
-    # The temporary Prefect server runs in its own session: Ctrl-C stops this run
-    # cleanly (claimed files go back to the inbox) instead of killing the server under it.
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Transient: the bar shows while files are processed, the summary (with the time) stays.
-    with local_api(open_client=True, meanwhile=import_first_use), Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=console, transient=True) as bar:
+        from flows import progress as prog
+
         task_id = bar.add_task("Processing files", total=None)
 
         def report(stage: str, done: int, total: int) -> None:
@@ -81,7 +73,12 @@ def cmd_run(args) -> int:
 
         try:
             with prog.reporting(report):
-                summary = flow(str(inbox), str(args.store), args.config, args.template)
+                if on_server:
+                    summary = _run_on_server(args, inbox)
+                else:
+                    from flows.batch import run_in_process
+
+                    summary = run_in_process(str(inbox), str(args.store), args.config, args.template)
         except ConfigError as exc:
             return _fail(str(exc))
     seconds = time.monotonic() - _STARTED
@@ -90,6 +87,19 @@ def cmd_run(args) -> int:
         return EXIT_OK
     _print_summary(console, summary, config.privacy.show_patient_ids, seconds)
     return EXIT_OK
+
+
+def _run_on_server(args, inbox: Path):
+    """The batch as a ``process-inbox`` flow run on the configured Prefect server."""
+    from flows.batch import import_first_use
+    from flows.pipeline import process_inbox
+    from flows.runners import check_api, configured_api_url, make_task_runner, server_errors
+
+    check_api(configured_api_url())
+    runner = make_task_runner(args.task_runner, args.dask_address)
+    import_first_use()
+    with server_errors():
+        return process_inbox.with_options(task_runner=runner)(str(inbox), str(args.store), args.config, args.template)
 
 
 def _print_summary(console, summary, show_names: bool, seconds: float) -> None:
@@ -170,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefect-yaml", default="prefect.yaml")
     s.add_argument("--deployment", action="append", help="serve only this deployment (repeatable)")
     s.add_argument("--limit", type=int, help="at most N flow runs at once")
+    s.add_argument("--config", help="TOML settings ([prefect] port of the local server when PREFECT_API_URL is unset)")
     s.set_defaults(func=cmd_serve)
     return p
 
@@ -177,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _env_defaults()
+    from assays.errors import ConfigError
+
     try:
         return args.func(args)
+    except ConfigError as exc:  # e.g. a Prefect server that cannot be reached or started
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print("graftwatch: stopped", file=sys.stderr)
         return 130

@@ -15,6 +15,10 @@ Example ``graftwatch.toml``::
     [privacy]
     show_patient_ids = false # patient identifiers in logs and Prefect artifacts
 
+    [prefect]
+    port = 4200              # local Prefect server (and UI) of `watch` / `serve` without PREFECT_API_URL
+    start_timeout_seconds = 120
+
     [flow]
     gating_pictures = "review"  # PNG of the gates beside the store during the run: "all",
                                 # "review" (only samples flagged for review) or "none";
@@ -59,6 +63,15 @@ class FlowSettings:
 
 
 @dataclass
+class PrefectSettings:
+    # The local Prefect server that `watch` and `serve` start when PREFECT_API_URL is not
+    # set (a one-shot `run` needs none): its port (the UI is http://127.0.0.1:PORT) and how
+    # long it may take to answer before the command gives up with exit 2.
+    port: int = 4200
+    start_timeout_seconds: float = 120.0
+
+
+@dataclass
 class PrivacySettings:
     show_patient_ids: bool = False
 
@@ -69,6 +82,7 @@ class Config:
     inbox: InboxSettings = field(default_factory=InboxSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     flow: FlowSettings = field(default_factory=FlowSettings)
+    prefect: PrefectSettings = field(default_factory=PrefectSettings)
     panel: str | None = None  # path of a panel TOML replacing the built-in T-cell panel
 
 
@@ -97,6 +111,9 @@ def _apply(section_obj, values: dict, section: str, source: str) -> None:
         setattr(section_obj, key, value)
 
 
+_SECTIONS = ("chimerism", "inbox", "privacy", "flow", "prefect")
+
+
 def load_config(path: str | Path | None) -> Config:
     """The embedded defaults, updated from a TOML file when one is given."""
     config = Config()
@@ -112,8 +129,8 @@ def load_config(path: str | Path | None) -> Config:
     for key, value in data.items():
         if key == "panel":
             config.panel = str((path.parent / value).resolve())
-        elif key in ("chimerism", "inbox", "privacy", "flow") and isinstance(value, dict):
+        elif key in _SECTIONS and isinstance(value, dict):
             _apply(getattr(config, key), value, key, str(path))
         else:
-            raise ConfigError(f"{path}: unknown section or key {key!r} (known: chimerism, inbox, privacy, flow, panel)")
+            raise ConfigError(f"{path}: unknown section or key {key!r} (known: {', '.join(_SECTIONS)}, panel)")
     return config

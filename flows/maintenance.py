@@ -172,7 +172,7 @@ def reprocess(store: str, archive_dir: str, template_path: str | None = None, co
     ``[inbox] chunk_files``; a crash keeps what was committed, and a rerun simply writes
     newer analyses (the views show the latest), so nothing is ever doubled in the views.
     """
-    from flows.pipeline import build_setup, default_workers
+    from flows.batch import build_setup, default_workers
     from flows.runners import blas_threads_per_worker, keep_freed_memory
 
     config = load_config(config_path)

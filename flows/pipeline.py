@@ -1,285 +1,26 @@
-"""The inbox flow: every file now in the inbox, once, in one Prefect flow run.
+"""The ``process-inbox`` Prefect flow: one batch (:mod:`flows.batch`) as a flow run.
 
-Files are Prefect tasks mapped over a thread pool (per-file work is independent);
-results are committed in chunks (``[inbox] chunk_files``) so a crash loses at most
-one chunk of work and never a file: originals leave the inbox only after the
-chunk's rows are committed.
+Files are Prefect tasks on the flow's bounded thread pool (or a Dask cluster); the run
+publishes its summary and, when long, its progress as artifacts in the Prefect UI. This
+is what prefect.yaml's deployments, ``graftwatch watch``/``serve`` and a ``graftwatch run``
+with ``PREFECT_API_URL`` set execute; a one-shot run without a server runs the same batch
+in-process (:func:`flows.batch.run_in_process`).
 """
 
 from __future__ import annotations
-
-import dataclasses
-import logging
-import os
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from assays.errors import ConfigError
-from flows import progress
-from flows.config import Config, load_config
-from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
-                         take_back_leftovers)
-from flows.process import FileOutcome, GatingSetup, process_file
-from storage.store import Batch, Store, new_id, utcnow
-
-log = logging.getLogger("graftwatch")
-
-SHEET_KINDS = ("sample_sheet", "registry")
-
-
-@dataclass
-class QuarantinedFile:
-    name: str
-    reason: str
-
-
-@dataclass
-class RunSummary:
-    """What one run did; printed by the CLI and published as a Prefect artifact."""
-
-    stored: int = 0
-    duplicates: int = 0
-    quarantined: list[QuarantinedFile] = field(default_factory=list)
-    samples: int = 0
-    flagged_samples: list[str] = field(default_factory=list)
-    chimerism_results: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over files; "write" = commits
-    worker_seconds: dict[str, float] = field(default_factory=dict)  # per-file work by worker thread/process
-    chimerism_inputs: int = 0  # stored files that can change chimerism (exports, sheets, registries)
-
-    def add_stage(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
-
-    @property
-    def files(self) -> int:
-        return self.stored + self.duplicates + len(self.quarantined)
+from flows.batch import RunSummary, default_workers, prepare, process_files, run_inbox
+from flows.inbox import InboxFile
+from flows.process import FileOutcome, GatingSetup
 
 
 @task(name="process-files", cache_policy=NO_CACHE, retries=0)
 def process_files_task(files: list[InboxFile], setup: GatingSetup, known: set[str]) -> list[FileOutcome]:
-    outcomes = [process_file(f, setup, known) for f in files]
-    for out in outcomes:
-        out.worker = f"{os.getpid()}-{threading.get_ident()}"
-        out.convert_rows()
-    return outcomes
-
-
-def _size(f: InboxFile) -> int:
-    try:
-        return f.path.lstat().st_size
-    except OSError:
-        return 0
-
-
-def pack(files: list[InboxFile], max_files: int, max_bytes: float) -> list[list[InboxFile]]:
-    """Consecutive groups of at most ``max_files`` files and about ``max_bytes`` bytes
-    (a single larger file makes a group of its own)."""
-    groups: list[list[InboxFile]] = []
-    current: list[InboxFile] = []
-    held = 0
-    for f in files:
-        n = _size(f)
-        if current and (len(current) >= max(1, max_files) or held + n > max_bytes):
-            groups.append(current)
-            current, held = [], 0
-        current.append(f)
-        held += n
-    if current:
-        groups.append(current)
-    return groups
-
-
-def work_units(files: list[InboxFile], workers: int, max_bytes: int = 64 * 2**20) -> list[list[InboxFile]]:
-    """Group files into Prefect tasks: big files alone, small files together.
-
-    A task costs Prefect ~20-30 ms of bookkeeping, more than gating a 10k-event tube; so
-    consecutive files share a task up to ``total / (2 x workers)`` bytes (at most
-    ``max_bytes``), leaving every worker about two units.
-    """
-    target = min(max_bytes, max(1, sum(_size(f) for f in files) // max(1, 2 * workers)))
-    return pack(files, len(files) or 1, target)
-
-
-def known_sha256(store: Store) -> set[str]:
-    """sha256 of every file already stored (committed ``ingest_log`` rows with status stored)."""
-    committed = store.committed_batches()
-    log_t = store.read_table("ingest_log").to_pylist()
-    return {r["source_sha256"] for r in log_t if r["status"] == "stored" and r["batch_id"] in committed}
-
-
-def build_setup(config: Config, template_path: str | None) -> GatingSetup:
-    if template_path:
-        from gating.templates import load_template
-
-        template = load_template(Path(template_path))
-        from gating.fast_engine import compile_strategy
-
-        from flows.process import export_gatingml
-
-        # Compiled and exported once per run: the gate tree walk and the stored
-        # Gating-ML are the same for every file.
-        template.compiled = compile_strategy(template.strategy)
-        template.exported = export_gatingml(template.strategy, {})
-        return GatingSetup(template=template)
-    from gating.panel import load_panel
-
-    return GatingSetup(panel=load_panel(config.panel) if config.panel else load_panel())
-
-
-def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summary: RunSummary) -> None:
-    batch = Batch(store, "ingest")
-    now = utcnow()
-    targets: dict[int, Path] = {}
-    for i, out in enumerate(outcomes):
-        for table, rows in [*out.rows.items(), *out.tables.items()]:
-            batch.add(table, rows)
-        if out.status != "quarantined":
-            targets[i] = archive_target(inbox, out.file, out.sha256)
-        batch.add("ingest_log", [{
-            "source_sha256": out.sha256 or None, "source_name": out.file.name, "assay": out.kind,
-            "status": out.status, "error": out.error, "seen_at": now, "n_samples": len(out.sample_ids),
-            "archived_as": str(targets[i]) if i in targets else None,
-        }])
-    batch.n_files = len(outcomes)
-    t0 = time.perf_counter()
-    batch.commit()
-    summary.add_stage("write", time.perf_counter() - t0)
-    # Originals leave the inbox only once their rows are committed.
-    for i, out in enumerate(outcomes):
-        if out.status == "quarantined":
-            quarantine(inbox, out.file, out.error or "rejected")
-            summary.quarantined.append(QuarantinedFile(out.file.name, out.error or ""))
-        else:
-            archive(out.file, targets[i])
-            if out.status == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.stored += 1
-                summary.samples += len(out.sample_ids)
-                if out.kind != "fcs":
-                    summary.chimerism_inputs += 1
-                if out.review:
-                    summary.flagged_samples.extend(out.sample_ids)
-        for stage, sec in out.stage_seconds.items():
-            summary.add_stage(stage, sec)
-        summary.worker_seconds[out.worker] = summary.worker_seconds.get(out.worker, 0.0) + out.seconds
-
-
-def _with_kind(f: InboxFile) -> InboxFile:
-    """``f`` with its detected kind, so the file is sniffed once per run; an undetectable
-    file keeps kind None and gets its reason when it is processed."""
-    from assays.detect import detect_kind
-
-    if f.refused:
-        return f
-    try:
-        return dataclasses.replace(f, kind=detect_kind(f.path))
-    except Exception:
-        return f
-
-
-def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup) -> RunSummary:
-    """Process every file now in ``inbox`` into ``store`` (the body of the flow)."""
-    summary = RunSummary()
-    take_back_leftovers(inbox)
-    files = list_inbox(inbox)
-    # Sheets first: they name roles and unstimulated controls the other files need.
-    files = [_with_kind(f) for f in files]
-    sheets = [f for f in files if f.kind in SHEET_KINDS]
-    rest = [f for f in files if f not in sheets]
-    known = known_sha256(store)
-    counter = _Counter(len(files))
-    claims = ClaimSession(inbox, new_id())
-    try:
-        _run_group(sheets, store, inbox, config, setup, claims, known, summary, counter)
-        if setup.template is None and rest:
-            from flows.controls import control_pairs, find_controls, split_controls
-
-            pairs = control_pairs(store)
-            controls, rest = split_controls(rest, pairs)
-            _run_group(controls, store, inbox, config, setup, claims, known, summary, counter)
-            setup.controls = find_controls(store, pairs)
-        _run_group(rest, store, inbox, config, setup, claims, known, summary, counter)
-    finally:
-        claims.close()
-    if summary.chimerism_inputs:
-        from flows.chimerism import update_chimerism
-
-        summary.chimerism_results = update_chimerism(store, config)
-    return summary
-
-
-class _Counter:
-    """Files done: to the CLI's progress bar and, in long runs, a Prefect progress artifact."""
-
-    def __init__(self, total: int):
-        from flows.artifacts import RunProgress
-
-        self.done, self.total = 0, total
-        self.artifact = RunProgress(total)
-        progress.report("files", 0, total)
-
-    def step(self) -> None:
-        self.done += 1
-        progress.report("files", self.done, self.total)
-        self.artifact.update(self.done)
-
-
-def _run_group(group, store, inbox, config, setup, claims, known, summary, counter) -> None:
-    """Claim, process and commit ``group`` in chunks (``[inbox] chunk_files`` / ``chunk_mb``)."""
-    # A chunk is the unit of commit: a crash redoes at most one chunk's work.
-    for part in pack(group, config.inbox.chunk_files, config.inbox.chunk_mb * 2**20):
-        chunk = [c for c in (claims.claim(f) for f in part) if c is not None]
-        futures = [process_files_task.submit(unit, setup, known) for unit in work_units(chunk, default_workers())]
-        outcomes = []
-        seen_now: set[str] = set()
-        for fut in futures:
-            for out in fut.result():
-                # The same bytes twice in one chunk: the second copy is a duplicate.
-                if out.status == "stored" and out.sha256 in seen_now:
-                    out.status, out.rows, out.tables, out.sample_ids = "duplicate", {}, {}, []
-                seen_now.add(out.sha256)
-                outcomes.append(out)
-                counter.step()
-        if outcomes:
-            _commit_chunk(store, inbox, outcomes, summary)
-        known |= {o.sha256 for o in outcomes if o.status == "stored"}
-
-
-# What the flow body imports on first use: ~1.4 s together (flowkit ~1 s, pyarrow's
-# dataset layer ~0.25 s, which loads pandas). `graftwatch run` imports them while its
-# local Prefect server starts (~3 s), when the command would otherwise only wait.
-FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "flowkit", "sklearn.mixture", "gating.panel", "gating.adaptive",
-                     "gating.fast_engine", "gating.statistics", "flows.artifacts", "flows.chimerism",
-                     "flows.controls", "storage.views")
-
-
-def import_first_use() -> None:
-    """Import :data:`FIRST_USE_IMPORTS` now rather than inside the first flow run, then
-    freeze every object allocated so far (``gc.freeze``).
-
-    Without the freeze, the garbage collector's full passes during the run scan the
-    millions of objects these modules and Prefect allocate at import: measured on 100
-    10k-event files, the run went from 0.94 to 1.1 s; frozen, they are skipped (they
-    live as long as the process anyway).
-    """
-    import gc
-    import importlib
-
-    for name in FIRST_USE_IMPORTS:
-        importlib.import_module(name)
-    gc.freeze()
-
-
-def default_workers() -> int:
-    """Files gated at once: one per core, at most 4 (each 1M-event file holds ~0.5 GB)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    return process_files(files, setup, known)
 
 
 # Bounded thread pool: Prefect's default has no limit, and every 1M-event file in flight
@@ -287,19 +28,11 @@ def default_workers() -> int:
 @flow(name="process-inbox", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=default_workers()))
 def process_inbox(inbox: str, store: str, config_path: str | None = None, template_path: str | None = None) -> RunSummary:
     """Prefect flow: process every file in ``inbox`` into the store at ``store``, once."""
-    from flows.runners import blas_threads_per_worker, keep_freed_memory
-
-    keep_freed_memory()
-    config = load_config(config_path)
-    setup = build_setup(config, template_path)
-    if config.flow.gating_pictures != "none":
-        setup.pictures_store, setup.pictures = store, config.flow.gating_pictures
-    inbox_p = Path(inbox)
-    if not inbox_p.is_dir():
-        raise ConfigError(f"inbox {inbox}: no such folder")
-    with blas_threads_per_worker(default_workers()):
-        summary = run_inbox(inbox_p, Store(store), config, setup)
     from flows.artifacts import publish_run_summary
+    from flows.runners import blas_threads_per_worker
 
+    inbox_p, store_o, config, setup = prepare(inbox, store, config_path, template_path)
+    with blas_threads_per_worker(default_workers()):
+        summary = run_inbox(inbox_p, store_o, config, setup, process_files_task.submit, progress_artifact=True)
     publish_run_summary(summary, config)
     return summary

@@ -7,11 +7,12 @@ independent and returns rows; only the flow process writes the store, so Dask wo
 need read access to the inbox/claim folder (the same paths: a shared filesystem) and
 nothing else.
 
-:func:`local_api` gives a command its Prefect API: ``PREFECT_API_URL`` when set, else a
-local server that graftwatch starts (:func:`spawn_local_api` launches it early so it starts
-up while the command imports) in its own session: a Ctrl-C in the terminal then reaches
-graftwatch, which stops cleanly, but not the server, which must outlive the batch in
-progress (a server killed mid-run makes the client hang on its state updates).
+:func:`configured_api_url` tells whether a Prefect server is configured (a one-shot run
+then records a flow run there; without one it runs in-process and needs no server).
+:func:`prefect_api` gives a long-lived command (``watch``, ``serve``) a server for its
+lifetime: the configured one, or a local one it starts (:class:`LocalServer`) in its own
+session, so a Ctrl-C in the terminal reaches graftwatch, which stops cleanly, but not the
+server, which must outlive the batch in progress.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
     Parameters
     ----------
     kind : ``"thread"`` (or None): a thread pool in this process, sized as the inbox
-        flow's default (:func:`flows.pipeline.default_workers`).
+        flow's default (:func:`flows.batch.default_workers`).
         ``"dask"``: prefect-dask's ``DaskTaskRunner``.
     address : with ``dask``, a running scheduler (``tcp://10.0.0.5:8786``); without it a
         local cluster of worker processes is started for the run and closed after it.
@@ -53,7 +54,7 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
             raise ConfigError("--dask-address needs --task-runner dask")
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        from flows.pipeline import default_workers  # the inbox flow's own default pool size
+        from flows.batch import default_workers  # the inbox flow's own default pool size
 
         return ThreadPoolTaskRunner(max_workers=workers or default_workers())
     try:
@@ -64,12 +65,35 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
         if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
             raise ConfigError(f"--dask-address {address}: expected a scheduler address such as tcp://host:8786")
         return DaskTaskRunner(address=address)
-    from flows.pipeline import default_workers  # same memory reasoning: ~0.5 GB per 1M-event file
+    from flows.batch import default_workers  # same memory reasoning: ~0.5 GB per 1M-event file
 
     n = workers or default_workers()
     # One thread per worker process: gating is CPU-bound numpy code, and separate processes
     # sidestep the GIL the way a real cluster would.
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "dashboard_address": None})
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API this process is configured to use, or None (then a one-shot run
+    needs no server). Read without importing Prefect (~2 s): ``PREFECT_API_URL`` from the
+    environment, else from the active profile of ``$PREFECT_HOME/profiles.toml``
+    (``PREFECT_PROFILE`` or the file's ``active`` key), as Prefect itself reads them.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    import tomllib
+    from pathlib import Path
+
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or doc.get("active")
+    profile = (doc.get("profiles") or {}).get(active) or {}
+    return profile.get("PREFECT_API_URL") or None
 
 
 def _set_pdeathsig() -> None:
@@ -83,159 +107,190 @@ def _set_pdeathsig() -> None:
         pass
 
 
-class _LocalServer:
-    """Prefect's API server for this process's flow runs, on 127.0.0.1.
+DEFAULT_PORT = 4200  # Prefect's own default: the lab's bookmarks of the UI keep working
 
-    Started the way Prefect starts its own temporary server (uvicorn on
-    ``prefect.server.api.server:create_app`` in ephemeral mode: no UI, no background
-    services), but by graftwatch, so that (1) it can be launched before graftwatch's own
-    imports and start up meanwhile (~3 s each, on two cores), and (2) the command's
-    process never imports the server package (~2 s). Own session: the terminal's Ctrl-C
-    (sent to the foreground process group) does not reach it, so a run stops cleanly
-    instead of losing its server mid-batch (a server killed mid-run makes the client
-    hang on its state updates).
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalServer:
+    """A Prefect server on 127.0.0.1 for a long-lived command (``watch``, ``serve``).
+
+    The same server as ``prefect server start`` (uvicorn on Prefect's ``create_app``:
+    the UI, the scheduler and the other background services, SQLite under
+    ``PREFECT_HOME``), started by graftwatch in its own session, so the terminal's Ctrl-C
+    reaches graftwatch, which finishes its batch and then stops the server, and with a
+    parent-death signal, so a kill -9 of graftwatch takes the server with it. When a
+    Prefect server already answers on the port, it is reused (and left running).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = DEFAULT_PORT) -> None:
+        self.port = port if port else _free_port()  # 0/None: any free port (tests)
         self.proc: subprocess.Popen | None = None
-        self.url: str | None = None
-        self.ready = False
+        self.reused = False
+        self._log = None
 
-    def spawn(self) -> None:
-        import atexit
-        import importlib.util
-        import socket
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
+
+    def start(self) -> None:
+        """Launch the server (or note that one answers on the port); ``ConfigError`` when
+        the port is taken by another program. Must run in the main thread (the
+        parent-death signal belongs to the spawning thread)."""
         import sys
+        import tempfile
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        app_dir = os.path.dirname(importlib.util.find_spec("prefect").submodule_search_locations[0])
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-               # The task-run recorder writes task states into SQLite while the next flow run
-               # is being created: SQLITE_BUSY -> HTTP 503 -> the client backs off 2 s, on about
-               # half of back-to-back runs (measured). Nobody reads this server's task runs (no
-               # UI, it dies with the command); flow runs and artifacts are still recorded.
-               "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
+        if not _port_free(self.port):
+            if _answers(self.api_url):
+                self.reused = True
+                return
+            raise ConfigError(f"port {self.port} on this computer is in use by another program, so the Prefect "
+                              f"server cannot start: stop that program, choose another port ([prefect] port in the "
+                              f"config), or set PREFECT_API_URL to a running Prefect server")
+        env = {**os.environ, "PREFECT_UI_ENABLED": "true", "PREFECT_SERVER_API_HOST": "127.0.0.1",
+               "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_API_URL": self.api_url}
+        for key in ("PREFECT_API_URL", "PREFECT__SERVER_EPHEMERAL", "PREFECT__SERVER_FINAL"):
+            env.pop(key, None)
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "error", "--lifespan", "on"],
-            env=env, start_new_session=True, preexec_fn=_set_pdeathsig if os.name == "posix" else None,
+            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_set_pdeathsig if os.name == "posix" else None,
         )
-        self.url, self.ready = f"http://127.0.0.1:{port}/api", False
-        # At exit, SIGTERM without waiting ~0.3 s for its shutdown: nothing of this
-        # command needs it any more, and it dies on its own (or of the parent-death signal).
-        atexit.register(self.stop, wait=False)
 
-    def wait(self, timeout: float) -> str:
-        """Block until the server answers; its API URL. Raises ``ConfigError`` if it cannot start."""
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the server answers; its API URL.
+
+        ``timeout``: seconds, or None to wait as long as the server process lives (tests:
+        a loaded machine must not fail a test on start-up time). ``ConfigError`` (exit 2
+        in the CLI) when the server exits or misses the deadline; the log's last line says why
+        (a locked database, a port taken meanwhile).
+        """
         import time
 
-        import httpx
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not _answers(self.api_url):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ConfigError(f"the local Prefect server stopped at start-up ({self._last_log_line()}); "
+                                  "set PREFECT_API_URL to a running Prefect server, or see docs/operations.md")
+            if deadline is not None and time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(f"the local Prefect server did not answer within {timeout:.0f} s (the computer "
+                                  "may be busy: try again, or set PREFECT_API_URL to a running Prefect server)")
+            time.sleep(0.1)
+        return self.api_url
 
-        deadline = time.monotonic() + timeout
-        retried = False
-        while not self.ready:
-            if self.proc.poll() is not None:
-                if not retried:  # e.g. the port was taken between choosing and binding it
-                    retried = True
-                    self.spawn()
-                    continue
-                raise ConfigError(f"the local Prefect server exited (code {self.proc.returncode}); "
-                                  "set PREFECT_API_URL to a running Prefect server instead")
-            try:
-                self.ready = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                pass
-            if not self.ready:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ConfigError(f"the local Prefect server did not answer within {timeout:.0f} s; "
-                                      "set PREFECT_API_URL to a running Prefect server instead")
-                time.sleep(0.05)
-        # The first request to a fresh server takes ~0.5 s (it sets itself up lazily):
-        # made here, it is paid at start-up instead of inside the first flow run.
-        httpx.get(f"{self.url}/admin/version", timeout=30)
-        return self.url
+    def _last_log_line(self) -> str:
+        if self._log is None:
+            return "no output"
+        self._log.seek(0)
+        lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else f"exit code {self.proc.returncode if self.proc else '?'}"
 
-    def stop(self, wait: bool = True) -> None:
+    def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            if not wait:
-                self.proc, self.ready = None, False
-                return
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc, self.ready = None, False
-
-
-_SERVER = _LocalServer()
-
-
-def spawn_local_api() -> None:
-    """Launch the local Prefect server now without waiting for it (no-op when
-    ``PREFECT_API_URL`` is set in the environment or it is already launched)."""
-    if _SERVER.proc is None and not os.environ.get("PREFECT_API_URL"):
-        _SERVER.spawn()
-
-
-def start_local_api(timeout: int = 60, meanwhile=None) -> str | None:
-    """The local Prefect server's API URL once it answers, launching it if needed; None
-    when an API is configured (``PREFECT_API_URL``: a real server), which is then used.
-
-    ``meanwhile``: a callable run while the server starts up (this process would
-    otherwise only wait), e.g. importing what the flow will need.
-
-    Must be called from the main thread (the parent-death signal is tied to the thread
-    that spawns the server).
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        _SERVER.stop()  # launched early, but a Prefect profile names a server
-        return None
-    if _SERVER.proc is None:
-        _SERVER.spawn()
-    _import_flow_engine()
-    if meanwhile is not None:
-        meanwhile()
-    return _SERVER.wait(timeout)
-
-
-def _import_flow_engine() -> None:
-    """Import what Prefect imports lazily at the first flow run (~0.1 s), while the server
-    is still starting up, instead of inside the run."""
-    import fastapi.encoders  # noqa: F401  (JSON encoding of flow-run parameters)
-    import prefect.flow_engine  # noqa: F401
-    import prefect.utilities.visualization  # noqa: F401  (imports graphviz)
+        self.proc = None
 
 
 @contextlib.contextmanager
-def local_api(timeout: int = 60, open_client: bool = False, meanwhile=None):
-    """Flow runs inside this block use a real API if configured, else the local server.
+def prefect_api(port: int = DEFAULT_PORT, timeout: float | None = 120.0, announce=None):
+    """Flow runs inside this block go to a Prefect server that lives as long as the block.
 
-    On the local server, flow-run heartbeats are switched off: they exist so that a
-    long-lived server can mark runs whose process died, but this server dies with the
-    process, and the heartbeat thread (sleeping in 1 s steps) holds every flow run up to
-    1 s at its end. With ``open_client`` (a short command), one API client is opened
-    now and serves every flow run of the block: the first run then skips building it
-    (its TLS context alone is ~20 ms) and the server version check. ``meanwhile``: see
-    :func:`start_local_api`. Yields the local server's URL, or None for a configured API.
+    ``PREFECT_API_URL`` (or the active Prefect profile) names a server: it is used. Else a
+    :class:`LocalServer` on ``port`` is started (or an already running one reused), set as
+    ``PREFECT_API_URL`` for this process and its children, and stopped at the end.
+    ``announce(text)`` is told the UI address. Yields the API URL. ``ConfigError`` (exit 2)
+    when no server can be had; nothing has been touched then.
     """
-    url = start_local_api(timeout, meanwhile)
-    if url is None:
-        yield None
+    url = configured_api_url()
+    if url is not None:
+        yield url
         return
-    from prefect.context import SyncClientContext
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    server = LocalServer(port)
+    server.start()
+    try:
+        url = server.wait(timeout)
+        if announce is not None:
+            how = "already running, reused" if server.reused else "started for this command, stops with it"
+            announce(f"Prefect UI: {server.ui_url} ({how})")
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        with SyncClientContext.get_or_create() if open_client else contextlib.nullcontext():
-            yield url
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url  # for subprocesses (serve's flow-run processes)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield url
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def server_errors():
+    """Turn a Prefect API that cannot be reached mid-command into ``ConfigError`` (one
+    line, exit 2) instead of a traceback; the batch's claimed files go back to the inbox."""
+    import httpx
+
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ConfigError(_unreachable(str(exc))) from None
+    except RuntimeError as exc:  # prefect's words for an API it cannot reach or start
+        if "reach API" in str(exc) or "API server" in str(exc):
+            raise ConfigError(_unreachable(str(exc).splitlines()[0][:200])) from None
+        raise
+
+
+def _unreachable(detail: str) -> str:
+    return (f"the Prefect server at {configured_api_url()} cannot be reached ({detail}); start it "
+            "(`prefect server start`), or unset PREFECT_API_URL to run without one")
+
+
+def check_api(url: str) -> None:
+    """``ConfigError`` unless the Prefect API at ``url`` answers (before any file is claimed)."""
+    if not _answers(url.rstrip("/")):
+        raise ConfigError(_unreachable("no answer from its /health"))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@ prefect.yaml stays the one description of the deployments (``prefect deploy`` re
 too, for work pools). ``serve`` reads it, builds each deployment with
 ``flow.to_deployment`` and runs them all with ``prefect.serve`` in this process: the
 server schedules runs (inbox polling on an interval, nightly maintenance on a cron,
-reprocessing on demand) and this process executes them, until Ctrl-C.
+reprocessing on demand) and this process executes them, until Ctrl-C. Without
+``PREFECT_API_URL``, a local Prefect server with its scheduler and UI is started for as
+long as ``serve`` runs (``[prefect] port`` of ``--config``, default 4200).
 
 What is read from each deployment entry: ``name``, ``entrypoint``
 (``flows/pipeline.py:process_inbox``, relative to the yaml's folder), ``description``,
@@ -152,21 +154,29 @@ def serve(args) -> int:
     ``args``: ``prefect_yaml`` (path), optional ``deployment`` (list of names) and
     ``limit`` (concurrent runs) when the CLI offers them.
     """
-    from prefect.settings import PREFECT_API_URL
+    from flows.config import load_config
+    from flows.runners import prefect_api
 
     yaml_path = Path(getattr(args, "prefect_yaml", None) or "prefect.yaml")
     try:
+        config = load_config(getattr(args, "config", None))
         deployments = load_deployments(yaml_path, getattr(args, "deployment", None))
     except ConfigError as exc:
         print(f"graftwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not PREFECT_API_URL.value():
-        print("graftwatch: PREFECT_API_URL is not set: serving to a temporary local server that stops with "
-              "this process (see docs/operations.md to run `prefect server start`)", file=sys.stderr)
     from prefect import serve as prefect_serve
 
+    def announce(text: str) -> None:
+        print(f"graftwatch: {text}; schedules fire while this command runs", file=sys.stderr, flush=True)
+
     try:
-        prefect_serve(*deployments, limit=getattr(args, "limit", None))
+        # A server with its scheduler for as long as we serve: Prefect's temporary
+        # server runs no scheduler, so no scheduled run would ever fire on it.
+        with prefect_api(config.prefect.port, config.prefect.start_timeout_seconds, announce=announce):
+            prefect_serve(*deployments, limit=getattr(args, "limit", None))
+    except ConfigError as exc:
+        print(f"graftwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         pass
     return EXIT_OK

@@ -21,7 +21,9 @@ How a file goes through:
 4. **Batched.** Ready files are debounced (``DEBOUNCE_SECONDS`` of quiet, at most
    ``MAX_BATCH_WAIT`` after the first) and handed to the same Prefect flow as
    ``graftwatch run``: :func:`flows.pipeline.process_inbox` on the staging folder, one
-   flow run per batch (a flow run costs about a second; one per file would not keep up).
+   flow run per batch (a flow run costs about a second; one per file would not keep up),
+   on the configured Prefect server or on a local one the watcher starts for its
+   lifetime (its UI address is printed at start).
    Claims make it safe for several watchers and ``graftwatch run`` to share the folders.
 
 A bad file is quarantined by the flow and the watcher goes on; a batch that fails as a
@@ -248,35 +250,29 @@ class Watcher:
 
     # --- batches ----------------------------------------------------------------------
     def _warm_up(self, stack: contextlib.ExitStack) -> None:
-        """Start Prefect's temporary server now (5-10 s) rather than inside the first batch.
+        """Give the watcher its Prefect server for its lifetime, before the first batch.
 
-        Without ``PREFECT_API_URL`` the first flow run would start a local server; doing it
-        before watching keeps each batch's latency at processing time. It is started in
-        its own session (:func:`flows.runners.local_api`) so that a Ctrl-C stops the
-        watcher after its batch without killing the server under that batch; ``stack``
-        keeps its settings for the watcher's lifetime.
+        ``PREFECT_API_URL`` set: batches are flow runs there. Otherwise a local server
+        (:func:`flows.runners.prefect_api`, ``[prefect] port``) is started (or a running one
+        reused) and its UI address printed, so a lab lead can follow the batches in the
+        Prefect UI; it stops after the watcher (Ctrl-C) and dies with it (kill -9).
+        ``ConfigError`` (exit 2) when no server can be had.
         """
         if self._run_batch != self._run_flow:
             return
-        try:
-            from flows.pipeline import import_first_use
+        from flows.batch import import_first_use
+        from flows.runners import prefect_api
 
-            if threading.current_thread() is threading.main_thread():
-                from flows.runners import local_api
-
-                stack.enter_context(local_api(meanwhile=import_first_use))
-            import_first_use()  # (a no-op when done above) so the first batch does not pay ~1.4 s of imports
-            from prefect.client.orchestration import get_client
-
-            with get_client(sync_client=True) as client:
-                client.api_healthcheck()
-        except Exception as exc:  # the first batch will report a real problem
-            log.warning("Prefect API not reachable yet: %s", exc)
+        settings = self.config.prefect
+        stack.enter_context(prefect_api(settings.port, settings.start_timeout_seconds, announce=self._print))
+        import_first_use()  # so the first batch does not pay ~1.4 s of imports
 
     def _run_flow(self):
         from flows.pipeline import process_inbox
+        from flows.runners import server_errors
 
-        return process_inbox(str(self.staging), self.store, self.config_path, self.template_path)
+        with server_errors():
+            return process_inbox(str(self.staging), self.store, self.config_path, self.template_path)
 
     def _batch(self) -> None:
         n = self._staged_count()
@@ -422,5 +418,9 @@ def watch(inbox: Path, store: str, config_path: str | None, *, template_path: st
     if stop is not None:
         watcher.stop = stop
     _install_signal_handlers(watcher.stop)
-    watcher.run()
+    try:
+        watcher.run()
+    except ConfigError as exc:  # no Prefect server could be had; no file was touched
+        print(f"graftwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK

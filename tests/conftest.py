@@ -30,10 +30,27 @@ def shared_data() -> Path:
 
 
 def run_pipeline(inbox: Path, store: Path, template: Path | None = None, config: Path | None = None):
-    """Run the real Prefect inbox flow in-process (one temporary Prefect server per session)."""
-    from flows.pipeline import process_inbox
+    """One batch of the inbox, in-process, as a one-shot ``graftwatch run`` without a
+    Prefect server runs it (the Prefect flow wraps the same batch: tests/test_prefect_server.py)."""
+    from flows.batch import run_in_process
 
-    return process_inbox(str(inbox), str(store), str(config) if config else None, str(template) if template else None)
+    return run_in_process(str(inbox), str(store), str(config) if config else None, str(template) if template else None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect server for this pytest session, set as the API of this process.
+
+    Started like ``graftwatch watch`` starts its own (flows.runners.LocalServer) on a free
+    port, and waited for with no deadline: a loaded machine makes it slow, not a failure.
+    Yields the API URL (give it to subprocesses as PREFECT_API_URL).
+    """
+    from ops_helpers import shared_api_url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = shared_api_url()
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
 
 
 def query(store: Path, sql: str) -> list[tuple]:

@@ -59,18 +59,21 @@ _SERVER = None
 
 
 def shared_api_url() -> str:
-    """URL of one Prefect API server (temporary SQLite) shared by this pytest process.
+    """URL of one Prefect API server shared by this pytest process.
 
-    Subprocesses pointed at it (``PREFECT_API_URL``) skip the 5-10 s start of their own
-    temporary server, which keeps kill points predictable and the tests short.
+    graftwatch's own :class:`flows.runners.LocalServer` on a free port, waited for without
+    a deadline (a loaded CI machine makes it slow, never a failure). Subprocesses pointed
+    at it (``PREFECT_API_URL``) record their flow runs there.
     """
     global _SERVER
     if _SERVER is None:
-        from prefect.server.api.server import SubprocessASGIServer
+        from flows.runners import LocalServer
 
-        _SERVER = SubprocessASGIServer()
-        _SERVER.start(timeout=60)
-        atexit.register(_SERVER.stop)
+        server = LocalServer(port=None)
+        server.start()
+        atexit.register(server.stop)
+        server.wait(timeout=None)
+        _SERVER = server
     return _SERVER.api_url
 
 

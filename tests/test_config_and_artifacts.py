@@ -10,7 +10,7 @@ import pytest
 from assays.errors import ConfigError
 from flows.artifacts import summary_markdown
 from flows.config import load_config
-from flows.pipeline import QuarantinedFile, RunSummary
+from flows.batch import QuarantinedFile, RunSummary
 
 
 def test_config_defaults_and_overrides(tmp_path):
@@ -60,7 +60,7 @@ def test_artifact_hides_names_unless_configured():
 
 def test_work_units_and_chunks_pack_by_size(tmp_path):
     from flows.inbox import InboxFile
-    from flows.pipeline import pack, work_units
+    from flows.batch import pack, work_units
 
     files = []
     for i, n in enumerate([10, 10, 10, 10, 1000, 10, 10, 10]):
@@ -73,8 +73,8 @@ def test_work_units_and_chunks_pack_by_size(tmp_path):
     assert [len(c) for c in pack(files, max_files=3, max_bytes=10**9)] == [3, 3, 2]
 
 
-def test_progress_artifact_only_for_long_runs():
-    """RunProgress inside a real flow run (Prefect's temporary server): a run past the
+def test_progress_artifact_only_for_long_runs(prefect_server):
+    """RunProgress inside a real flow run (a real Prefect server): a run past the
     delay gets one progress artifact ending at 100 %; a short one gets none."""
     from prefect import flow
     from prefect.client.orchestration import get_client

@@ -294,7 +294,7 @@ def _fcs_mutants(good: Path) -> dict[str, bytes]:
 
 def test_fuzz_fcs_header_and_text(tmp_path, fcs_setup):
     from flows.config import Config
-    from flows.pipeline import build_setup
+    from flows.batch import build_setup
 
     good = simulate(tmp_path / "src", 1, n_events=3000, prefix="FZ")[0]
     folder = tmp_path / "mutants"

@@ -1,4 +1,4 @@
-"""Deployments against a real Prefect server (``prefect_test_harness``), maintenance and
+"""Deployments against a real Prefect server (``conftest.prefect_server``), maintenance and
 reprocessing flows, and scale-out on a real Dask LocalCluster with a ``file://`` store.
 
 One harness server for the module (its start is the main cost).
@@ -16,11 +16,18 @@ from ops_helpers import REPO, query, simulate, write_template
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
+def harness(prefect_server):
+    """The session's real Prefect server, also in the environment for this module (Dask
+    worker processes and flow-run subprocesses read PREFECT_API_URL from it)."""
+    import os
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = prefect_server
+    yield prefect_server
+    if old is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = old
 
 
 @pytest.fixture(scope="module")
