@@ -91,6 +91,7 @@ __all__ = [
     "compile_strategy",
     "evaluate_strategy",
     "evaluate_sample",
+    "sample_columns",
     "evaluate_flowkit_sample",
     "flowkit_fcs_spillover",
 ]
@@ -835,6 +836,15 @@ def evaluate_strategy(
     return out
 
 
+def _fcs_sample_inputs(sample: Any, matrices: Mapping[str, Any] | None) -> tuple[list[str], list[str], dict[str, Any]]:
+    """``(pnn, pns, spillover_by_id)`` of an ``assays.records.FcsSample``: 'FCS' is its own spillover."""
+    supplied: dict[str, Any] = dict(matrices or {})
+    if "FCS" not in supplied and getattr(sample, "spillover", None) is not None:
+        supplied["FCS"] = sample.spillover
+    channels = sample.channels
+    return [c.pnn for c in channels], [c.pns or "" for c in channels], supplied
+
+
 def evaluate_sample(
     strategy: fk.GatingStrategy | CompiledStrategy,
     sample: Any,
@@ -850,20 +860,36 @@ def evaluate_sample(
     references come from ``matrices`` (e.g. a matrix named in the config) and then
     from the strategy. ``$PnS`` labels come from the sample's channels.
     """
-    supplied: dict[str, Any] = dict(matrices or {})
-    if "FCS" not in supplied and getattr(sample, "spillover", None) is not None:
-        supplied["FCS"] = sample.spillover
-    channels = sample.channels
+    pnn, pns, supplied = _fcs_sample_inputs(sample, matrices)
     return evaluate_strategy(
         strategy,
         sample.events,
-        [c.pnn for c in channels],
+        pnn,
         supplied,
-        pns=[c.pns or "" for c in channels],
+        pns=pns,
         sample_id=sample_id,
         compensated=compensated,
         seconds=seconds,
     )
+
+
+def sample_columns(
+    strategy: fk.GatingStrategy | CompiledStrategy,
+    sample: Any,
+    rows: np.ndarray | None = None,
+    matrices: Mapping[str, Any] | None = None,
+) -> _SampleState:
+    """The gate coordinates of ``sample``'s events ``rows`` (all when None), as gating sees them.
+
+    Same channel lookup, compensation and transforms as :func:`evaluate_sample`, so a
+    picture drawn from ``.gate_columns(gate)`` puts each event where the evaluator tested
+    it; ``.channel_index(dim_id, comp_ref)`` finds a dimension's channel. Compensation and
+    transforms run on the selected rows only.
+    """
+    plan = strategy if isinstance(strategy, CompiledStrategy) else compile_strategy(strategy, sample.sample_id)
+    pnn, pns, supplied = _fcs_sample_inputs(sample, matrices)
+    events = sample.events if rows is None else sample.events[rows]
+    return _SampleState(plan, np.ascontiguousarray(events, dtype=np.float64), pnn, pns, supplied)
 
 
 def flowkit_fcs_spillover(sample: fk.Sample) -> fk.Matrix | None:

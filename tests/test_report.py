@@ -142,7 +142,7 @@ def report(store, tmp_path_factory) -> tuple[Path, float]:
 
 
 def test_report_numbers_equal_the_views(store, report):
-    from flows.report import CHIMERISM_COLUMNS, IMMUNE_COLUMNS
+    from reports.patient import CHIMERISM_COLUMNS, IMMUNE_COLUMNS
 
     out, _seconds = report
     parsed = _parse(out)

@@ -1,5 +1,6 @@
-"""Gating pictures (flows/gating_plots.py): adaptive panel on a simulated tube, every
-Gating-ML 2.0 gate type from the reference data, file placement, failure handling."""
+"""Gating pictures (drawn by reports/gating_pictures.py, written by flows/gating_plots.py):
+adaptive panel on a simulated tube, every Gating-ML 2.0 gate type from the reference data,
+file placement, failure handling."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def adaptive(tmp_path_factory):
 
 
 def test_adaptive_picture_draws_every_gate(adaptive):
-    from flows.gating_plots import N_COLS, PANEL_INCHES, DPI, _panels, render_gating_png
+    from flows.gating_plots import render_picture as render_gating_png
+    from reports.gating_pictures import DPI, N_COLS, PANEL_INCHES, _panels
 
     sample, strategy, memberships, names = adaptive
     t0 = time.perf_counter()
@@ -60,7 +62,7 @@ def test_adaptive_picture_draws_every_gate(adaptive):
 
 
 def test_picture_is_deterministic(adaptive):
-    from flows.gating_plots import render_gating_png
+    from flows.gating_plots import render_picture as render_gating_png
 
     sample, strategy, memberships, names = adaptive
     assert _image(render_gating_png(sample, strategy, memberships, names)).tobytes() == \
@@ -73,7 +75,8 @@ def test_all_gatingml_gate_types(shared_data):
 
     from assays.fcs import read_fcs
     from gating.engine import apply_strategy
-    from flows.gating_plots import _panels, render_gating_png
+    from flows.gating_plots import render_picture as render_gating_png
+    from reports.gating_pictures import _panels
 
     strategy = fk.parse_gating_xml(str(shared_data / "fcs/gatingml2/gml/gml_all_gates.xml"))
     sample = read_fcs(shared_data / "fcs/gatingml2/data1.fcs")
@@ -87,7 +90,7 @@ def test_all_gatingml_gate_types(shared_data):
 
 
 def test_picture_path_beside_store_and_safe(tmp_path):
-    from flows.gating_plots import PICTURES_DIR, picture_path
+    from reports.gating_pictures import PICTURES_DIR, picture_path
 
     store = tmp_path / "data" / "store"
     p = picture_path(str(store), "HP01-D030", "20250101T000000-abcd")
