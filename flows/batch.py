@@ -25,6 +25,7 @@ from typing import Callable, Protocol
 
 from assays.errors import ConfigError
 from flows import progress
+from flows.backfill import backfill_population_roles
 from flows.config import Config, load_config
 from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
                          take_back_leftovers)
@@ -212,6 +213,7 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup, sub
     sheets = [f for f in files if f.kind in SHEET_KINDS]
     rest = [f for f in files if f not in sheets]
     known = known_sha256(store)
+    backfill_population_roles(store)  # once per store: rows stored before flow_populations.role
     counter = _Counter(len(files), progress_artifact)
     claims = ClaimSession(inbox, new_id())
     try:

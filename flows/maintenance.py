@@ -69,6 +69,9 @@ def nightly_maintenance(store: str, config_path: str | None = None, orphan_minut
     ``orphan_minutes``: uncommitted files younger than this are kept (an ingest may be
     writing them right now). ``small_mb``: files under this size are merged.
     """
+    from flows.backfill import backfill_population_roles
+
+    backfill_population_roles(Store(store))  # once per store; a no-op afterwards
     compaction = compact_task(store, orphan_minutes, small_mb)
     chimerism_rows = chimerism_task(store, config_path)
     counts = check_views_task(store)

@@ -111,10 +111,6 @@ def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = 
     return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
 
 
-def _qc_row(check) -> dict:
-    return {"check": check.check, "value": float(check.value), "passed": bool(check.passed)}
-
-
 def template_qc(sample: FcsSample) -> list:
     """Acquisition checks for a sample gated by a template (the adaptive panel adds its own)."""
     from gating.qc import channel_ranges, events_acquired, margin_events, stable_flow
@@ -128,7 +124,7 @@ def template_qc(sample: FcsSample) -> list:
 
 def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     from gating.compensation import channel_major, gates_compensation
-    from gating.qc import count_checks
+    from gating.qc import count_checks, extra_data_sets
     from gating.statistics import grouped_populations, marker_stats, population_stats, stat_channels
 
     t = time.perf_counter()
@@ -151,7 +147,8 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         out.stage_seconds[stage] = out.stage_seconds.get(stage, 0.0) + sec
     analysis_id = new_id()
     n = sample.events.shape[0]
-    pops = population_stats(memberships, n, names)
+    qc = list(qc or template_qc(sample))
+    pops = population_stats(memberships, n, names, qc)
     groups = grouped_populations(memberships, n)
     by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used))
     del used
@@ -161,10 +158,10 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     t = out.timed("statistics", t)
     now = utcnow()
     sid = sample.sample_id
-    qc_rows = [_qc_row(c) for c in (qc or template_qc(sample))]
-    qc_rows += [_qc_row(c) for c in count_checks({p.population: p.count for p in pops})]
+    qc += count_checks({p.population: p.count for p in pops})
     if sample.n_datasets > 1:
-        qc_rows.append({"check": "extra_data_sets_ignored", "value": float(sample.n_datasets - 1), "passed": True})
+        qc.append(extra_data_sets(sample.n_datasets - 1))
+    qc_rows = [c.row() for c in qc]
     review = not all(r["passed"] for r in qc_rows)
     if setup.pictures_store and (setup.pictures == "all" or (setup.pictures == "review" and review)):
         from flows.gating_plots import write_gating_png

@@ -58,7 +58,7 @@ from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import GateTerm, Panel, PopulationSpec, load_panel
 from gating.qc import (QcCheck, channel_ranges, events_acquired, margin_events, quadrant_check, separation,
-                       stable_flow)
+                       separation_check, singlet_share, singlets_not_gated, stable_flow, unresolved_marker)
 
 __all__ = [
     "AdaptiveGating",
@@ -692,11 +692,11 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
         t, how = cache[(marker, parent)]
         above = vals >= t
         where = f"{marker}@{ids[parent]}"
-        qc.append(separation(where, vals[~above], vals[above]))
+        qc.append(separation(where, vals[~above], vals[above], what=f"{marker}+ gate in {parent}"))
         if how.startswith("one peak") and panel.markers[marker].required:
             # A required marker that does not resolve into two populations gives numbers
             # nobody should trust without looking.
-            qc.append(QcCheck(f"resolved_{where}", 0.0, False))
+            qc.append(unresolved_marker(marker, ids[parent], parent))
 
     def place_quadrant(x, y, parent, pmask):
         """Cuts of both quadrant axes, put in ``cache``; one quadrant QC row.
@@ -729,17 +729,18 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
         tx, ty = cache[(x, parent)][0], cache[(y, parent)][0]
         sides = [float(np.mean(vals[x] >= tx)), float(np.mean(vals[y] >= ty))]
         smallest = min(min(v, 1 - v) for v in sides)
-        where = f"{x}_{y}@{ids[parent]}"
+        where = (x, y, ids[parent], parent)
         if fit is not None:
-            qc.append(quadrant_check(where, "mixture_2d", fit.recovery, fit.recovery >= QUADRANT_MIN_RECOVERY))
+            qc.append(quadrant_check(*where, "mixture_2d", fit.recovery, fit.recovery >= QUADRANT_MIN_RECOVERY,
+                                     QUADRANT_MIN_RECOVERY))
         elif all(plausible.values()):
             # Also reached when mixture_2d is forced but the mixture refuses the pair:
             # the 1-D cuts are sound, so nothing is flagged.
-            qc.append(quadrant_check(where, "valley_1d", smallest, True))
+            qc.append(quadrant_check(*where, "valley_1d", smallest, True))
         else:
             # Neither method resolves the pair: the 1-D cuts stay (one of them implausible)
             # and the sample goes to review.
-            qc.append(quadrant_check(where, "unresolved", smallest, False))
+            qc.append(quadrant_check(*where, "unresolved", smallest, False))
 
     scatter_used: list[str] = []
 
@@ -783,7 +784,7 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
             inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),
                                                  np.column_stack([fsc, ssc]))
             mask = pmask & inside
-            qc.append(QcCheck(f"separation_{spec.gate_id}", sep, sep >= 2.0))
+            qc.append(separation_check(spec.gate_id, sep, 2.0, f"{spec.name} gate on scatter"))
             placements.append(GatePlacement(spec.gate_id, spec.name, "gaussian mixture ellipse",
                                             note="scatter " + " / ".join(prep.scatter_pnn[c] for c in axes)))
         elif spec.method == "singlet_band":
@@ -793,7 +794,7 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
                 redirect[spec.name] = parent
                 missing.append(spec.name)
                 code = (1.0 if axes[0] is None else 0.0) + (2.0 if axes[1] is None else 0.0)
-                qc.append(QcCheck(SINGLETS_NOT_GATED, code, True))
+                qc.append(singlets_not_gated(SINGLETS_NOT_GATED, code))
                 continue
             area, height = (prep.scatter[c] for c in axes)
             verts, lo, hi = singlet_band(area[pmask], height[pmask])
@@ -803,7 +804,7 @@ def _walk(prep: _Prepared, panel: Panel, control: _Walk | None = None,
                                                  np.column_stack([area, height]))
             mask = pmask & inside
             share = float(mask.sum() / max(pmask.sum(), 1))
-            qc.append(QcCheck("singlet_share", share, share >= 0.75))
+            qc.append(singlet_share(share, 0.75))
             placements.append(GatePlacement(spec.gate_id, spec.name, "FSC-H/FSC-A band",
                                             {"ratio_low": lo, "ratio_high": hi},
                                             "scatter " + " / ".join(prep.scatter_pnn[c] for c in axes)))

@@ -1,8 +1,9 @@
 """Per-sample quality checks of a flow-cytometry acquisition and of its adaptive gates.
 
-Each check is one :class:`QcCheck` row of ``flow_qc``. A failed check marks the sample for
-review; it never removes events or rows. All functions are pure: arrays and counts in,
-rows out.
+Each check is one :class:`QcCheck` row of ``flow_qc``: its value, the threshold it is held
+to, whether it passed, and one sentence a lab person can read (``message``). A failed check
+marks the sample for review and its message is the review reason the views show; it never
+removes events or rows. All functions are pure: arrays and counts in, rows out.
 """
 
 from __future__ import annotations
@@ -23,24 +24,56 @@ MIN_SEPARATION = 1.5
 
 @dataclass(frozen=True)
 class QcCheck:
-    """One row of ``flow_qc``: check name, measured value, whether it passed."""
+    """One row of ``flow_qc``: check name, measured value, whether it passed.
+
+    ``threshold``: the value the check is held to (None when it has none); ``message``: what
+    the check found, in one sentence; ``unresolved_in``: the gate id inside which the data
+    could not place the cuts (every population below it is unresolved: see
+    ``gating.statistics.population_stats``), else None.
+    """
 
     check: str
     value: float
     passed: bool
+    threshold: float | None = None
+    message: str = ""
+    unresolved_in: str | None = None
+
+    def row(self) -> dict:
+        """The ``flow_qc`` columns of this check."""
+        return {"check": self.check, "value": float(self.value), "passed": bool(self.passed),
+                "threshold": self.threshold, "message": self.message}
+
+
+def _n(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _pct(v: float) -> str:
+    return f"{100.0 * v:.3g} %"
+
+
+def _num(v: float) -> str:
+    return f"{v:.2g}" if abs(v) < 10 else f"{v:.3g}"
 
 
 def events_acquired(n_events: int, minimum: int = MIN_EVENTS) -> QcCheck:
     """Total events in the data set; fails below ``minimum``."""
-    return QcCheck("events_acquired", float(n_events), n_events >= minimum)
+    ok = n_events >= minimum
+    what = f"{_n(n_events)} events acquired" if ok else f"only {_n(n_events)} events acquired"
+    return QcCheck("events_acquired", float(n_events), ok, float(minimum),
+                   f"{what.capitalize()} (needs >= {_n(minimum)}).")
 
 
-def population_count(check: str, count: int, minimum: int) -> QcCheck:
+def population_count(check: str, count: int, minimum: int, what: str | None = None) -> QcCheck:
     """Events in a population (e.g. ``lymphocytes``, ``cd3_events``); fails below ``minimum``.
 
     Percentages from a few hundred events carry wide binomial intervals, hence the floor.
+    ``what``: the population in words for the message (default: ``check``).
     """
-    return QcCheck(check, float(count), count >= minimum)
+    ok = count >= minimum
+    text = f"{_n(count)} {what or check} events" + ("" if ok else ": too few for reliable percentages")
+    return QcCheck(check, float(count), ok, float(minimum), f"{text[0].upper() + text[1:]} (needs >= {_n(minimum)}).")
 
 
 def stable_flow(time: np.ndarray | None, n_windows: int = 100, tolerance: float = 0.5,
@@ -54,19 +87,22 @@ def stable_flow(time: np.ndarray | None, n_windows: int = 100, tolerance: float 
     caught (it has a stable rate), and without a Time channel the check passes with value 1.
     """
     if time is None or time.size < 2 * n_windows:
-        return QcCheck("stable_flow", 1.0, True)
+        return QcCheck("stable_flow", 1.0, True, minimum, "Flow rate not checked (no usable Time channel).")
     t = np.asarray(time, dtype=float)
     lo, hi = float(np.min(t)), float(np.max(t))
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
-        return QcCheck("stable_flow", 1.0, True)
+        return QcCheck("stable_flow", 1.0, True, minimum, "Flow rate not checked (no usable Time channel).")
     # Equal windows over [lo, hi], the last one closed (np.histogram's rule), counted by
     # bincount: 4x faster than np.histogram on 1M events.
     window = np.minimum(((t - lo) * (n_windows / (hi - lo))).astype(np.intp), n_windows - 1)
     counts = np.bincount(window, minlength=n_windows)
     med = float(np.median(counts))
     band = tolerance * med + 4.0 * math.sqrt(max(med, 1.0))
-    kept = counts[np.abs(counts - med) <= band].sum() / counts.sum()
-    return QcCheck("stable_flow", float(kept), kept >= minimum)
+    kept = float(counts[np.abs(counts - med) <= band].sum() / counts.sum())
+    ok = kept >= minimum
+    text = (f"{_pct(kept)} of events acquired at a steady flow rate"
+            + ("" if ok else ": clog, bubble or sample running out") + f" (needs >= {_pct(minimum)}).")
+    return QcCheck("stable_flow", kept, ok, minimum, text)
 
 
 def channel_ranges(sample, columns) -> np.ndarray:
@@ -94,35 +130,52 @@ def margin_events(events: np.ndarray, ranges: np.ndarray, maximum: float = MAX_M
     Failure mode: files whose $PnR does not match the data range (some exports) report 0.
     """
     if events.size == 0:
-        return QcCheck("margin_events", 0.0, True)
+        return QcCheck("margin_events", 0.0, True, maximum, "No events to check for saturated detectors.")
     on_edge = (events >= (np.asarray(ranges, dtype=float) - 1.0)).any(axis=1)
     share = float(on_edge.mean())
-    return QcCheck("margin_events", share, share <= maximum)
+    ok = share <= maximum
+    text = (f"{_pct(share)} of events sit on a detector's upper limit"
+            + ("" if ok else ": a detector is saturated") + f" (at most {_pct(maximum)}).")
+    return QcCheck("margin_events", share, ok, maximum, text)
+
+
+def separation_check(gate_id: str, value: float, minimum: float, what: str) -> QcCheck:
+    """The ``separation_<gate_id>`` row for a separation ``value`` (NaN: nothing to resolve).
+
+    ``what``: the gate in words ("CD3+ gate in Live", "Lymphocyte gate").
+    """
+    name = f"separation_{gate_id}"
+    if not math.isfinite(value) and value != float("inf"):
+        return QcCheck(name, value, True, minimum, f"{what}: too few events on one side to judge separation.")
+    ok = value >= minimum
+    return QcCheck(name, value, ok, minimum,
+                   f"{what} {'well' if ok else 'poorly'} separated (separation {_num(value)}, needs >= {minimum:g}).")
 
 
 def separation(gate_id: str, negative: np.ndarray, positive: np.ndarray,
-               minimum: float = MIN_SEPARATION) -> QcCheck:
+               minimum: float = MIN_SEPARATION, what: str | None = None) -> QcCheck:
     """Separation of the two populations an adaptive threshold splits, on the gating scale.
 
     Value: ``(median_pos - median_neg) / (rSD_neg + rSD_pos)`` with rSD the robust SD
     (1.4826 MAD); above ~1.5 the two populations are clearly resolved. With fewer than
     20 events on a side the value is NaN and the check passes (nothing to resolve).
+    ``what``: the gate in words for the message (default: ``gate_id``).
     """
-    name = f"separation_{gate_id}"
     if negative.size < 20 or positive.size < 20:
-        return QcCheck(name, float("nan"), True)
+        return separation_check(gate_id, float("nan"), minimum, what or gate_id)
     def rsd(v):
         return 1.4826 * float(np.median(np.abs(v - np.median(v))))
     spread = rsd(negative) + rsd(positive)
     value = (float(np.median(positive)) - float(np.median(negative))) / spread if spread > 0 else float("inf")
-    return QcCheck(name, value, value >= minimum)
+    return separation_check(gate_id, value, minimum, what or gate_id)
 
 
 QUADRANT_METHODS = ("valley_1d", "mixture_2d", "unresolved")
 
 
-def quadrant_check(where: str, method: str, value: float, passed: bool) -> QcCheck:
-    """Which method placed a quadrant's two cuts (e.g. CD4/CD8 inside CD3+).
+def quadrant_check(x: str, y: str, parent_id: str, parent_name: str, method: str, value: float,
+                   passed: bool, threshold: float | None = None) -> QcCheck:
+    """Which method placed a quadrant's two cuts (markers ``x``/``y`` inside ``parent_id``).
 
     The row is named ``quadrant_<x>_<y>@<parent gate id>:<method>``, method one of
     :data:`QUADRANT_METHODS`; the value depends on it:
@@ -136,11 +189,52 @@ def quadrant_check(where: str, method: str, value: float, passed: bool) -> QcChe
       and the percentages can be biased by about 1 - value).
     * ``unresolved`` - neither method separates the populations: the 1-D cuts are kept (at
       least one leaves almost nothing on one side, or falls on a single peak); value as for
-      ``valley_1d``; fails, so the sample goes to review.
+      ``valley_1d``; fails, so the sample goes to review, and the populations inside
+      ``parent_id`` are unresolved (``unresolved_in``): their values are left empty.
     """
     if method not in QUADRANT_METHODS:
         raise ValueError(f"quadrant method must be one of {', '.join(QUADRANT_METHODS)}, not {method!r}")
-    return QcCheck(f"quadrant_{where}:{method}", float(value), bool(passed))
+    pair = f"{x}/{y}"
+    if method == "valley_1d":
+        text = f"{pair} cuts in {parent_name} at density valleys ({_pct(value)} of events on the smaller side)."
+    elif method == "mixture_2d":
+        text = (f"{pair} cuts in {parent_name} from a 2-D mixture: {_pct(value)} of events fall with their "
+                f"population" + (f" (needs >= {_pct(threshold)})." if threshold is not None else "."))
+    else:
+        text = (f"{pair} split not resolved in {parent_name}: no density valley or mixture separates the "
+                f"populations, so the {pair} values are left empty.")
+    return QcCheck(f"quadrant_{x}_{y}@{parent_id}:{method}", float(value), bool(passed), threshold, text,
+                   parent_id if method == "unresolved" else None)
+
+
+def unresolved_marker(marker: str, parent_id: str, parent_name: str) -> QcCheck:
+    """``resolved_<marker>@<parent>``: a required marker shows one population, no split (fails)."""
+    return QcCheck(f"resolved_{marker}@{parent_id}", 0.0, False, None,
+                   f"{marker} shows a single population in {parent_name}: the {marker}+ cut is not "
+                   f"supported by the data.")
+
+
+def singlet_share(share: float, minimum: float) -> QcCheck:
+    """Share of the singlet gate's parent kept as singlets; fails below ``minimum``."""
+    ok = share >= minimum
+    return QcCheck("singlet_share", share, ok, minimum,
+                   f"{_pct(share)} of events are singlets" + ("" if ok else ": many doublets or clumps")
+                   + f" (needs >= {_pct(minimum)}).")
+
+
+def singlets_not_gated(check: str, code: float) -> QcCheck:
+    """Information row (passes): no area/height scatter pair, so no singlet gate.
+
+    ``code``: 1 the area parameter is missing, 2 the height one, 3 both.
+    """
+    missing = {1.0: "area", 2.0: "height"}.get(code, "area or height")
+    return QcCheck(check, code, True, None, f"Singlets not gated: the file has no {missing} scatter parameter.")
+
+
+def extra_data_sets(n_ignored: int) -> QcCheck:
+    """Information row (passes): the FCS file holds more data sets than the one read."""
+    return QcCheck("extra_data_sets_ignored", float(n_ignored), True, None,
+                   f"The file holds {n_ignored} more data set(s); only the first was analysed.")
 
 
 def count_checks(counts: dict[str, int], min_lymphocytes: int = MIN_LYMPHOCYTES,
@@ -149,7 +243,12 @@ def count_checks(counts: dict[str, int], min_lymphocytes: int = MIN_LYMPHOCYTES,
     (keys ``Lymphocytes`` and ``CD3+``, as flowkit counted them)."""
     rows = []
     if "Lymphocytes" in counts:
-        rows.append(population_count("lymphocytes", int(counts["Lymphocytes"]), min_lymphocytes))
+        rows.append(population_count("lymphocytes", int(counts["Lymphocytes"]), min_lymphocytes, "lymphocyte"))
     if "CD3+" in counts:
-        rows.append(population_count("cd3_events", int(counts["CD3+"]), min_cd3))
+        rows.append(population_count("cd3_events", int(counts["CD3+"]), min_cd3, "CD3+ T-cell"))
     return rows
+
+
+def review_reasons(checks: list[QcCheck]) -> list[str]:
+    """The messages of the failed checks: why a sample goes to review (empty: it does not)."""
+    return [c.message or f"{c.check} failed (value {c.value:g})" for c in checks if not c.passed]

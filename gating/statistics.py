@@ -7,6 +7,11 @@ Definitions (as FlowJo and flowkit report them):
   ``Live`` ⊂ ``Singlets`` ⊂ ``Lymphocytes`` present on the population's path
   (DESIGN.md: "% of lymphocytes, the Live singlet lymphocytes when present");
   NULL for populations outside that base.
+* ``role``: which population the immune timeline reads as lymphocytes, CD3, CD4, CD8,
+  Th1 ... Treg (:mod:`gating.roles`, the one place that decides it from names).
+* ``unresolved``: the population lies inside a gate whose cuts the data could not place
+  (a QC check's ``unresolved_in``, e.g. no CD4/CD8 split inside CD3+); its numbers are
+  not to be read as results, and ``unresolved_reason`` says why in a lab's words.
 * robust CV (FlowJo's rCV): ``100 * (P84.13 - P15.87) / (2 * median)``, i.e. the
   half-width of the central 68.26 % divided by the median, which equals the CV for a
   normal distribution but ignores outliers.
@@ -22,6 +27,8 @@ import numpy as np
 from assays.records import FcsSample
 from gating.engine import GateMembership
 from gating.grouped_quantiles import EventGroups, event_groups, grouped_stats
+from gating.qc import QcCheck
+from gating.roles import assign_roles
 
 # Population names that define the lymphocyte base, from outermost to innermost, as labs
 # and FlowJo's defaults spell them (matched on the lower-case letters and digits of the
@@ -44,6 +51,9 @@ class PopulationStat:
     parent_count: int
     pct_of_parent: float | None
     pct_of_lymphocytes: float | None
+    role: str | None = None
+    unresolved: bool = False
+    unresolved_reason: str | None = None
 
 
 @dataclass
@@ -111,21 +121,30 @@ def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
 
 
 def population_stats(
-    memberships: list[GateMembership], n_events: int, names: dict[str, str] | None = None
+    memberships: list[GateMembership], n_events: int, names: dict[str, str] | None = None,
+    qc: list[QcCheck] = (),
 ) -> list[PopulationStat]:
-    """One row per population; ``names`` maps gate ids to display names (adaptive panel)."""
+    """One row per population; ``names`` maps gate ids to display names (adaptive panel).
+
+    ``qc``: the gating's checks; a check with ``unresolved_in`` (a gate id) marks every
+    population below that gate unresolved, with the check's message as the reason.
+    """
     names = names or {}
     by_path = {m.path: m for m in memberships}
     counts = {m.path: int(m.mask.sum()) for m in memberships}
+    unresolved = {c.unresolved_in: c.message for c in qc if c.unresolved_in is not None}
     out = []
+    shown_paths = []
     for m in memberships:
         shown = tuple(names.get(g, g) for g in m.path)
+        shown_paths.append(shown)
         parent_count = counts[m.parent_path] if m.parent_path else n_events
         base_idx = lymphocyte_base(shown)
         pct_lymph = None
         if base_idx is not None:
             base_count = counts[m.path[: base_idx + 1]]
             pct_lymph = 100.0 * counts[m.path] / base_count if base_count else None
+        reason = next((unresolved[g] for g in m.path[:-1] if g in unresolved), None)
         out.append(
             PopulationStat(
                 population=shown[-1],
@@ -135,9 +154,14 @@ def population_stats(
                 parent_count=parent_count,
                 pct_of_parent=(100.0 * counts[m.path] / parent_count) if parent_count else None,
                 pct_of_lymphocytes=pct_lymph,
+                unresolved=reason is not None,
+                unresolved_reason=reason,
             )
         )
     assert len(by_path) == len(memberships), "gate paths must be unique within a sample"
+    roles = assign_roles([p.population for p in out], [p.parent for p in out], shown_paths, lymphocyte_base)
+    for p, role in zip(out, roles):
+        p.role = role
     return out
 
 

@@ -46,6 +46,15 @@ TABLES: dict[str, pa.Schema] = {
     "flow_populations": _schema(
         ("sample_id", S), ("analysis_id", S), ("population", S), ("path", S), ("parent", S),
         ("count", pa.int64()), ("parent_count", pa.int64()), ("pct_of_parent", F), ("pct_of_lymphocytes", F),
+        # Written by gating (gating/roles.py, gating/statistics.py); NULL in rows stored before
+        # the columns existed: flows/backfill.py fills those into flow_population_roles.
+        ("role", S), ("unresolved", pa.bool_()), ("unresolved_reason", S),
+    ),
+    # Roles of flow populations stored before flow_populations had them (one row per
+    # analysis x population path), written once by flows/backfill.py.
+    "flow_population_roles": _schema(
+        ("sample_id", S), ("analysis_id", S), ("path", S), ("role", S), ("unresolved", pa.bool_()),
+        ("unresolved_reason", S),
     ),
     "flow_markers": _schema(
         ("sample_id", S), ("analysis_id", S), ("population", S), ("path", S), ("marker", S), ("channel", S),
@@ -54,7 +63,10 @@ TABLES: dict[str, pa.Schema] = {
     "flow_gates": _schema(
         ("sample_id", S), ("analysis_id", S), ("template", S), ("gatingml", S), ("population_ids", S),
     ),
-    "flow_qc": _schema(("sample_id", S), ("analysis_id", S), ("check", S), ("value", F), ("passed", pa.bool_())),
+    "flow_qc": _schema(
+        ("sample_id", S), ("analysis_id", S), ("check", S), ("value", F), ("passed", pa.bool_()), ("threshold", F),
+        ("message", S),
+    ),
     "str_peaks": _schema(
         ("sample_id", S), ("marker", S), ("allele", S), ("size", F), ("height", F), ("area", F), ("source_sha256", S),
     ),

@@ -3,10 +3,19 @@
 Every contract table is a view of its committed rows. On top of them:
 
 * ``immune_timeline``   one row per flow sample (latest analysis), linked to its patient
-  (unstimulated control tubes, sheet ``control_of``, are left out; CD4/CD8 subsets are NULL
-  when the adaptive panel found no CD4/CD8 split and flagged the sample);
+  (unstimulated control tubes, sheet ``control_of``, are left out). Which population is
+  CD3, CD4 ... Treg is read from ``flow_populations.role``, written by gating
+  (``gating/roles.py``); no name is interpreted here. A population marked ``unresolved``
+  (e.g. no CD4/CD8 split in the data) gives NULL instead of a number;
 * ``chimerism_timeline`` one row per sample x method x donor (latest analysis);
+* both carry ``review`` and ``review_reasons``: the failed ``flow_qc`` checks' messages
+  (``flow_review_reasons``), or the chimerism statuses and marker flags that need a look
+  (``chimerism_review_reasons``), in plain words, ``; ``-separated;
 * ``unlinked_samples``  stored samples without a sample-sheet row.
+
+Stores written before a column existed: its rows read the column as NULL (:func:`connect`);
+``role``/``unresolved`` of such flow rows come from ``flow_population_roles``
+(``flows/backfill.py``), joined in ``flow_populations_latest`` only.
 
 Linking happens at query time, so a sample sheet or registry that arrives after the
 data links it with no reprocessing:
@@ -20,39 +29,7 @@ from __future__ import annotations
 from storage.schemas import TABLES
 from storage.store import Store
 
-# Population names are matched on a canonical key so that Gating-ML ids (`CD3_pos`,
-# `CD4_pos_CD8_neg`) and display names (`CD3+`, `CD4+CD8-`) are the same population.
-def _pop_key(column: str) -> str:
-    return f"regexp_replace(replace(replace(lower({column}), '_pos', '+'), '_neg', '-'), '[^a-z0-9+-]', '', 'g')"
-
-
-_POP_KEY = _pop_key("population")
-
-
-def _stripped_key(column: str) -> str:
-    """SQL: the population key of ``column`` without a trailing "T cells"/"cells"
-    ("CD3+ T cells", "Th1 cells")."""
-    return f"regexp_replace({_pop_key(column)}, '^(.+?)(tcells?|cells?)$', '\\1')"
-
-
-def _canonical_key(k: str) -> str:
-    """SQL on a stripped key column ``k``: a bare marker read as its positive gate ("CD4",
-    "CD4 T cells" = "cd4+"), "T cells" = "cd3+", "Tregs" = "treg"."""
-    return (f"CASE WHEN {k} IN ('t', 'cd3', 'cd3+') THEN 'cd3+' WHEN {k} IN ('cd4', 'cd8') THEN {k} || '+' "
-            f"WHEN {k} = 'tregs' THEN 'treg' ELSE {k} END")
-
-
-# Which population is "CD4 T cells" / "CD8 T cells" for the timeline: a CD4/CD8 quadrant
-# (either marker order), else a single "CD4+" / "CD8+" gate directly inside CD3+ (FlowJo
-# templates often gate each marker on its own). On the keys of the population (name_key)
-# and of its parent (parent_key), each computed once per row.
-_ROLE = """CASE
-      WHEN name_key IN ('cd4+cd8-', 'cd8-cd4+') THEN 'cd4'
-      WHEN name_key IN ('cd4-cd8+', 'cd8+cd4-') THEN 'cd8'
-      WHEN name_key IN ('cd4+', 'cd8+') AND parent_key = 'cd3+' THEN name_key || 'in_cd3'
-      ELSE name_key END"""
-
-_VIEWS = f"""
+_VIEWS = """
 CREATE OR REPLACE VIEW sheet_latest AS
 SELECT * EXCLUDE (rn) FROM (
   SELECT *, row_number() OVER (PARTITION BY sample_id ORDER BY ingested_at DESC, row_no DESC) AS rn
@@ -76,72 +53,117 @@ SELECT * EXCLUDE (rn) FROM (
   SELECT *, row_number() OVER (PARTITION BY sample_id, kind ORDER BY created_at DESC, analysis_id DESC) AS rn
   FROM analyses) WHERE rn = 1;
 
+-- role / unresolved are written by gating; rows stored before those columns existed get
+-- theirs from flow_population_roles (flows/backfill.py). This COALESCE is the only place
+-- that tells the two apart.
 CREATE OR REPLACE VIEW flow_populations_latest AS
-SELECT * EXCLUDE (name_key, parent_key, depth), {_ROLE} AS role_key, depth FROM (
-  SELECT * EXCLUDE (k, pk), {_canonical_key('k')} AS name_key, {_canonical_key('pk')} AS parent_key FROM (
-    SELECT f.*, {_POP_KEY} AS pop_key, length(f.path) - length(replace(f.path, '/', '')) AS depth,
-           {_stripped_key('f.population')} AS k, {_stripped_key('f.parent')} AS pk
-    FROM flow_populations f JOIN latest_analyses a USING (analysis_id, sample_id)
-    WHERE a.kind = 'flow'));
+SELECT f.* REPLACE (coalesce(f.role, b.role) AS role, coalesce(f.unresolved, b.unresolved) AS unresolved,
+                    coalesce(f.unresolved_reason, b.unresolved_reason) AS unresolved_reason)
+FROM flow_populations f
+JOIN latest_analyses a ON a.analysis_id = f.analysis_id AND a.sample_id = f.sample_id AND a.kind = 'flow'
+LEFT JOIN flow_population_roles b ON b.analysis_id = f.analysis_id AND b.path = f.path;
+
+-- Failed QC checks of the latest analyses, each with the sentence a lab person reads
+-- (rows stored before flow_qc had a message fall back to the check name and value).
+CREATE OR REPLACE VIEW flow_review_reasons AS
+SELECT q.sample_id, q.analysis_id, q."check",
+       coalesce(q.message, q."check" || ' failed (value ' || q.value || ')') AS reason
+FROM flow_qc q
+JOIN latest_analyses a ON a.analysis_id = q.analysis_id AND a.sample_id = q.sample_id AND a.kind = 'flow'
+WHERE NOT q.passed;
 
 CREATE OR REPLACE VIEW immune_timeline AS
-WITH p AS (
-  SELECT sample_id, analysis_id, role_key,
-         arg_min(count, depth) AS count, arg_min(pct_of_lymphocytes, depth) AS pct_lymph
-  FROM flow_populations_latest GROUP BY ALL
-), w AS (
+WITH w AS (
   SELECT sample_id, analysis_id,
-    max(CASE WHEN role_key = 'cd3+' THEN pct_lymph END) AS cd3_pct_lymph,
-    coalesce(max(CASE WHEN role_key = 'cd4' THEN pct_lymph END),
-             max(CASE WHEN role_key = 'cd4+in_cd3' THEN pct_lymph END)) AS cd4_pct_lymph,
-    coalesce(max(CASE WHEN role_key = 'cd8' THEN pct_lymph END),
-             max(CASE WHEN role_key = 'cd8+in_cd3' THEN pct_lymph END)) AS cd8_pct_lymph,
-    coalesce(max(CASE WHEN role_key = 'cd4' THEN count END),
-             max(CASE WHEN role_key = 'cd4+in_cd3' THEN count END)) AS cd4_count,
-    coalesce(max(CASE WHEN role_key = 'cd8' THEN count END),
-             max(CASE WHEN role_key = 'cd8+in_cd3' THEN count END)) AS cd8_count,
-    max(CASE WHEN role_key = 'th1' THEN count END) AS th1_count,
-    max(CASE WHEN role_key = 'th2' THEN count END) AS th2_count,
-    max(CASE WHEN role_key = 'th0' THEN count END) AS th0_count,
-    max(CASE WHEN role_key = 'th17' THEN count END) AS th17_count,
-    max(CASE WHEN role_key = 'treg' THEN count END) AS treg_count
-  FROM p GROUP BY ALL
+    max(CASE WHEN role = 'cd3' THEN pct_of_lymphocytes END) AS cd3_pct_lymph,
+    max(CASE WHEN role = 'cd4' THEN pct_of_lymphocytes END) AS cd4_pct_lymph,
+    max(CASE WHEN role = 'cd8' THEN pct_of_lymphocytes END) AS cd8_pct_lymph,
+    max(CASE WHEN role = 'cd4' THEN count END) AS cd4_count,
+    max(CASE WHEN role = 'cd8' THEN count END) AS cd8_count,
+    max(CASE WHEN role = 'th1' THEN count END) AS th1_count,
+    max(CASE WHEN role = 'th2' THEN count END) AS th2_count,
+    max(CASE WHEN role = 'th0' THEN count END) AS th0_count,
+    max(CASE WHEN role = 'th17' THEN count END) AS th17_count,
+    max(CASE WHEN role = 'treg' THEN count END) AS treg_count,
+    -- Populations inside cuts the data could not place (e.g. no CD4/CD8 split) are NULL
+    -- rather than an invented number; the reason shows in review_reasons.
+    coalesce(bool_or(role = 'cd4' AND unresolved), false) AS cd4_unresolved,
+    coalesce(bool_or(role = 'cd8' AND unresolved), false) AS cd8_unresolved,
+    coalesce(bool_or(role = 'th1' AND unresolved), false) AS th1_unresolved,
+    coalesce(bool_or(role = 'th2' AND unresolved), false) AS th2_unresolved,
+    coalesce(bool_or(role = 'th0' AND unresolved), false) AS th0_unresolved,
+    coalesce(bool_or(role = 'th17' AND unresolved), false) AS th17_unresolved,
+    coalesce(bool_or(role = 'treg' AND unresolved), false) AS treg_unresolved
+  FROM flow_populations_latest GROUP BY ALL
+), r AS (
+  SELECT analysis_id, string_agg(reason, '; ' ORDER BY "check") AS reasons
+  FROM flow_review_reasons GROUP BY analysis_id
 )
 SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,
        w.cd3_pct_lymph,
-       CASE WHEN NOT u.unresolved THEN w.cd4_pct_lymph END AS cd4_pct_lymph,
-       CASE WHEN NOT u.unresolved THEN w.cd8_pct_lymph END AS cd8_pct_lymph,
-       CASE WHEN NOT u.unresolved THEN CAST(w.cd4_count AS DOUBLE) / nullif(w.cd8_count, 0) END AS cd4_cd8_ratio,
-       CASE WHEN NOT u.unresolved THEN 100.0 * w.th1_count / nullif(w.cd4_count, 0) END AS th1_pct_cd4,
-       CASE WHEN NOT u.unresolved THEN 100.0 * w.th2_count / nullif(w.cd4_count, 0) END AS th2_pct_cd4,
-       CASE WHEN NOT u.unresolved THEN 100.0 * w.th0_count / nullif(w.cd4_count, 0) END AS th0_pct_cd4,
-       CASE WHEN NOT u.unresolved THEN 100.0 * w.th17_count / nullif(w.cd4_count, 0) END AS th17_pct_cd4,
-       CASE WHEN NOT u.unresolved THEN 100.0 * w.treg_count / nullif(w.cd4_count, 0) END AS treg_pct_cd4,
+       CASE WHEN NOT w.cd4_unresolved THEN w.cd4_pct_lymph END AS cd4_pct_lymph,
+       CASE WHEN NOT w.cd8_unresolved THEN w.cd8_pct_lymph END AS cd8_pct_lymph,
+       CASE WHEN NOT (w.cd4_unresolved OR w.cd8_unresolved)
+            THEN CAST(w.cd4_count AS DOUBLE) / nullif(w.cd8_count, 0) END AS cd4_cd8_ratio,
+       CASE WHEN NOT (w.cd4_unresolved OR w.th1_unresolved) THEN 100.0 * w.th1_count / nullif(w.cd4_count, 0) END
+         AS th1_pct_cd4,
+       CASE WHEN NOT (w.cd4_unresolved OR w.th2_unresolved) THEN 100.0 * w.th2_count / nullif(w.cd4_count, 0) END
+         AS th2_pct_cd4,
+       CASE WHEN NOT (w.cd4_unresolved OR w.th0_unresolved) THEN 100.0 * w.th0_count / nullif(w.cd4_count, 0) END
+         AS th0_pct_cd4,
+       CASE WHEN NOT (w.cd4_unresolved OR w.th17_unresolved) THEN 100.0 * w.th17_count / nullif(w.cd4_count, 0) END
+         AS th17_pct_cd4,
+       CASE WHEN NOT (w.cd4_unresolved OR w.treg_unresolved) THEN 100.0 * w.treg_count / nullif(w.cd4_count, 0) END
+         AS treg_pct_cd4,
+       coalesce(a.review, false) OR r.reasons IS NOT NULL AS review, r.reasons AS review_reasons,
        t.specimen, t.cell_fraction, t.role, w.analysis_id
 FROM w
--- The adaptive panel writes a failed QC row 'quadrant_CD4_CD8@<parent>:unresolved' when the
--- data show no CD4/CD8 split: those subsets are NULL rather than an invented cut.
-JOIN (SELECT a.analysis_id,
-             coalesce(bool_or(NOT q.passed AND starts_with(q."check", 'quadrant_CD4_CD8@')
-                              AND ends_with(q."check", ':unresolved')), false) AS unresolved
-      FROM (SELECT DISTINCT analysis_id FROM w) a LEFT JOIN flow_qc q USING (analysis_id)
-      GROUP BY a.analysis_id) u USING (analysis_id)
-LEFT JOIN sample_timepoints t USING (sample_id)
+JOIN latest_analyses a ON a.analysis_id = w.analysis_id AND a.sample_id = w.sample_id AND a.kind = 'flow'
+LEFT JOIN r ON r.analysis_id = w.analysis_id
+LEFT JOIN sample_timepoints t ON t.sample_id = w.sample_id
 -- Unstimulated control tubes set cytokine gates; they are not timepoints of their own.
 WHERE t.control_of IS NULL;
+
+-- Why a chimerism result needs a look before it is read: a status saying the data could not
+-- support a value (its message), and flags of the markers it used.
+CREATE OR REPLACE VIEW chimerism_review_reasons AS
+SELECT c.sample_id, c.analysis_id, c.method, c.donor_id, coalesce(c.message, c.status) AS reason
+FROM chimerism c
+JOIN latest_analyses a ON a.analysis_id = c.analysis_id AND a.sample_id = c.sample_id AND a.kind = 'chimerism'
+WHERE c.status IS NOT NULL AND c.status NOT IN ('ok', 'below_lod', 'not_detected', 'detected_not_quantifiable')
+UNION ALL
+SELECT m.sample_id, m.analysis_id, m.method, m.donor_id,
+       CASE f.code
+         WHEN 'replicate_sd_above_limit' THEN upper(m.method) || ' marker ' || m.marker
+              || ': replicate Ct values spread more than the allowed SD'
+         WHEN 'stutter_position' THEN 'STR locus ' || m.marker
+              || ': donor allele at a stutter position of a recipient allele (may read high)'
+       END AS reason
+FROM chimerism_markers m
+JOIN latest_analyses a ON a.analysis_id = m.analysis_id AND a.sample_id = m.sample_id AND a.kind = 'chimerism',
+     unnest(string_split(m.flag, ';')) AS f(code)
+WHERE m.used AND f.code IN ('replicate_sd_above_limit', 'stutter_position');
 
 CREATE OR REPLACE VIEW chimerism_timeline AS
 SELECT t.patient_id, c.sample_id, t.collection_date, t.days_post_mst, t.cycle, t.cell_fraction,
        c.method, c.donor_id, c.donor_pct, c.ci_low, c.ci_high, c.lod_pct, c.detected,
+       r.reasons IS NOT NULL AS review, r.reasons AS review_reasons,
        c.n_markers, c.sd_pct, c.loq_pct, c.status, c.message, t.specimen, c.analysis_id
 FROM chimerism c
 JOIN latest_analyses a ON a.analysis_id = c.analysis_id AND a.sample_id = c.sample_id AND a.kind = 'chimerism'
+LEFT JOIN (SELECT analysis_id, method, donor_id, string_agg(DISTINCT reason, '; ' ORDER BY reason) AS reasons
+           FROM chimerism_review_reasons GROUP BY ALL) r
+  ON r.analysis_id = c.analysis_id AND r.method = c.method AND r.donor_id IS NOT DISTINCT FROM c.donor_id
 LEFT JOIN sample_timepoints t ON t.sample_id = c.sample_id;
 
 CREATE OR REPLACE VIEW unlinked_samples AS
 SELECT DISTINCT s.sample_id, s.assay, s.source_name, s.source_sha256, s.acquired_at, s.ingested_at
 FROM samples s ANTI JOIN sheet_latest USING (sample_id);
 """
+
+# DuckDB types of the Arrow types in storage/schemas.py.
+_SQL_TYPES = {"string": "VARCHAR", "bool": "BOOLEAN", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER",
+              "date32[day]": "DATE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
 
 CONTRACT_VIEWS = ("immune_timeline", "chimerism_timeline", "unlinked_samples")
 
@@ -162,7 +184,13 @@ def connect(store: Store):
         files = store.files(table) if store.local_root is not None else []
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(f"CREATE VIEW _raw_{table} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+            scan = f"read_parquet([{listed}], union_by_name = true)"
+            have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+            # Files written before a column was added lack it: it reads as NULL, so every
+            # view can name every column of the current schema.
+            added = "".join(f", CAST(NULL AS {_SQL_TYPES[str(f.type)]}) AS {f.name}"
+                            for f in TABLES[table] if f.name not in have)
+            con.execute(f"CREATE VIEW _raw_{table} AS SELECT *{added} FROM {scan}")
         else:
             # Remote stores (and empty tables) go through pyarrow; DuckDB scans the Arrow table.
             con.register(f"_raw_{table}", store.read_table(table))
@@ -184,3 +212,21 @@ def relation_names(con) -> list[str]:
         "SELECT table_name FROM information_schema.tables WHERE table_name NOT LIKE '\\_raw\\_%' ESCAPE '\\' ORDER BY 1"
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def review_reasons(con, sample_ids: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """``(sample_id, kind, reason)`` of every latest analysis marked for review, in plain words.
+
+    ``kind``: ``flow`` (a failed QC check's message) or ``chimerism`` (method and donor, then
+    the reason). ``sample_ids``: only these samples (None: all). Sorted by sample, kind.
+    """
+    rows = con.execute("""
+        SELECT sample_id, 'flow' AS kind, reason FROM flow_review_reasons
+        UNION ALL
+        SELECT sample_id, 'chimerism', upper(method) || coalesce(' ' || donor_id, '') || ': ' || reason
+        FROM chimerism_review_reasons
+        ORDER BY 1, 2, 3""").fetchall()
+    if sample_ids is not None:
+        wanted = set(sample_ids)
+        rows = [r for r in rows if r[0] in wanted]
+    return [tuple(r) for r in rows]
