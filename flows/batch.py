@@ -229,7 +229,7 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup, sub
     finally:
         claims.close()
     if summary.chimerism_inputs:
-        from flows.chimerism import update_chimerism
+        from flows.chimerism_update import update_chimerism
 
         summary.chimerism_results = update_chimerism(store, config)
     return summary
@@ -279,7 +279,7 @@ def _run_group(group, store, inbox, config, setup, claims, known, summary, count
 # dataset layer ~0.25 s, which loads pandas). `graftwatch run` imports them while its
 # local Prefect server starts (~3 s), when the command would otherwise only wait.
 FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "flowkit", "sklearn.mixture", "gating.panel", "gating.adaptive",
-                     "gating.fast_engine", "gating.statistics", "flows.chimerism", "flows.controls", "storage.views")
+                     "gating.fast_engine", "gating.statistics", "flows.chimerism_update", "flows.controls", "storage.views")
 
 
 def import_first_use() -> None:

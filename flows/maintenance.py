@@ -43,7 +43,7 @@ def compact_task(store: str, orphan_minutes: float, small_mb: float) -> dict:
 
 @task(name="refresh-chimerism", cache_policy=NO_CACHE)
 def chimerism_task(store: str, config_path: str | None) -> int:
-    from flows.chimerism import update_chimerism
+    from flows.chimerism_update import update_chimerism
 
     return update_chimerism(Store(store), load_config(config_path))
 

@@ -10,7 +10,7 @@ import pytest
 from assays import ddpcr
 from assays.records import DdpcrWell, PatientCycle, SampleSheetRow
 from assays.simulators.ddpcr_sim import write_ddpcr_case
-from gating import ddpcr_chimerism as dd
+from gating.chimerism import ddpcr as dd
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 
 SEED = 2024

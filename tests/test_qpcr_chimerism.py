@@ -10,7 +10,9 @@ import pytest
 from assays import qpcr
 from assays.records import PatientCycle, QpcrWell, SampleSheetRow
 from assays.simulators.qpcr_sim import write_qpcr_case
-from gating import qpcr_chimerism as qp
+from gating.chimerism import calibration as cal
+from gating.chimerism import qpcr as qp
+from gating.chimerism import replicates as rep
 from gating.chimerism import ChimerismConfig, is_reference_target, quantify_chimerism
 from sweep_helpers import tally
 
@@ -26,25 +28,25 @@ def test_ddct_formula():
 def test_standard_curve_efficiency_and_acceptance():
     q = [1e5, 1e4, 1e3, 1e2] * 2
     ct = [20 - 3.32 * (k - 5) for k in (5, 4, 3, 2)] * 2
-    curve = qp.fit_standard_curve(q, [c - 20 + 20 for c in ct])
+    curve = cal.fit_standard_curve(q, [c - 20 + 20 for c in ct])
     assert curve.slope == pytest.approx(-3.32) and curve.r2 == pytest.approx(1.0)
-    assert qp.efficiency_from_slope(-3.32) == pytest.approx(2.0, abs=0.002)
-    assert qp.standard_curve_acceptable(curve)
-    assert not qp.standard_curve_acceptable(dataclasses.replace(curve, slope=-3.8))
-    assert not qp.standard_curve_acceptable(dataclasses.replace(curve, r2=0.95))
+    assert cal.efficiency_from_slope(-3.32) == pytest.approx(2.0, abs=0.002)
+    assert cal.standard_curve_acceptable(curve)
+    assert not cal.standard_curve_acceptable(dataclasses.replace(curve, slope=-3.8))
+    assert not cal.standard_curve_acceptable(dataclasses.replace(curve, r2=0.95))
 
 
 def test_replicates_lod_loq():
-    s = qp.summarize_ct([30.0, 30.2, None])
+    s = rep.summarize_ct([30.0, 30.2, None])
     assert s.n_detected == 2 and s.mean == pytest.approx(30.1) and not s.all_detected
-    assert qp.replicate_sd_flag(qp.summarize_ct([30.0, 31.0, 30.1]))
-    assert not qp.replicate_sd_flag(qp.summarize_ct([30.0, 30.1, 30.2]))
-    levels = [(1.0, qp.summarize_ct([28, 28.1, 28.05])), (0.1, qp.summarize_ct([31.5, 32.4, 31.2])),
-              (0.01, qp.summarize_ct([35.0, None, 36.0]))]
-    assert qp.lod_from_dilution(levels) == 0.1  # 0.01 % lost a replicate
-    assert qp.loq_from_dilution(levels) == 1.0  # 0.1 % replicates scatter > 0.5 Ct
-    assert qp.is_informative(qp.summarize_ct([25.0]), qp.summarize_ct([None, None]))
-    assert not qp.is_informative(qp.summarize_ct([25.0]), qp.summarize_ct([38.0, None]))
+    assert rep.replicate_sd_flag(rep.summarize_ct([30.0, 31.0, 30.1]))
+    assert not rep.replicate_sd_flag(rep.summarize_ct([30.0, 30.1, 30.2]))
+    levels = [(1.0, rep.summarize_ct([28, 28.1, 28.05])), (0.1, rep.summarize_ct([31.5, 32.4, 31.2])),
+              (0.01, rep.summarize_ct([35.0, None, 36.0]))]
+    assert cal.lod_from_dilution(levels) == 0.1  # 0.01 % lost a replicate
+    assert cal.loq_from_dilution(levels) == 1.0  # 0.1 % replicates scatter > 0.5 Ct
+    assert qp.is_informative(rep.summarize_ct([25.0]), rep.summarize_ct([None, None]))
+    assert not qp.is_informative(rep.summarize_ct([25.0]), rep.summarize_ct([38.0, None]))
 
 
 def test_reference_gene_matching():

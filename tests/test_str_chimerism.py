@@ -10,7 +10,7 @@ import pytest
 from assays import str_export
 from assays.records import PatientCycle, SampleSheetRow, StrPeak
 from assays.simulators.str_sim import write_str_case
-from gating import str_chimerism as st
+from gating.chimerism import str as st
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 from sweep_helpers import tally
 

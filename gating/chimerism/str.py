@@ -15,9 +15,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from assays.records import StrPeak
+from gating.chimerism.limits import below_lod_interval, classify
+from gating.chimerism.pairing import Pairing, computable_donors
+from gating.chimerism.records import (
+    NO_INFORMATIVE_MARKER,
+    ChimerismConfig,
+    ChimerismMarkerResult,
+    ChimerismResult,
+    empty_result,
+    join_flags,
+)
 
 NON_INFORMATIVE = "non_informative"
 NO_SHARED = "no_shared_allele"
@@ -256,3 +269,118 @@ def mean_ci(mean: float, sd: float | None, n: int, level: float = 0.95) -> tuple
 
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
+
+
+# ---------------------------------------------------------------- per post sample
+
+
+def signals_by_sample(peaks: Sequence[StrPeak]) -> dict[str, dict[str, dict[str, float]]]:
+    """sample_id -> marker -> ``{allele: signal}`` (:func:`allele_signal`) of a peak table."""
+    raw: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for p in peaks:
+        raw[p.sample_id][p.marker].append((p.allele, p.area, p.height))
+    return {s: {m: allele_signal(v) for m, v in loci.items()} for s, loci in raw.items()}
+
+
+def quantify_post_sample(
+    pairing: Pairing, signals: Mapping[str, Mapping[str, Mapping[str, float]]], config: ChimerismConfig
+) -> tuple[list[ChimerismMarkerResult], list[ChimerismResult]]:
+    """STR donor % of one post sample, per donor: mean over informative loci with SD and CI.
+
+    Per locus, the recipient's and each donor's genotypes are called from their
+    pre-transplant samples (:func:`call_genotype`) and the donor fraction f is computed
+    from the post sample's allele signals with the DESIGN.md formula of the locus'
+    informativity class (:func:`locus_fraction`; with several donors the unique-allele
+    formula :func:`locus_fraction_multi`). Amelogenin and Y loci are left out
+    (:func:`is_sex_locus`). Stutter-position loci are left out of the mean while
+    ``config.str_min_loci`` other loci remain; then loci further than
+    ``config.str_outlier_sd`` SD from the mean are left out (:func:`outlier_mask`).
+
+    donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over loci;
+    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`), the SD rescaled by
+    :func:`truncation_sd_factor` when the outlier rule removed loci. Detected when
+    donor % >= ``config.str_lod_pct``; below it the CI is [0, max(CI high, LOD)]
+    (:func:`gating.chimerism.limits.below_lod_interval`).
+
+    Parameters
+    ----------
+    pairing : Pairing
+        The post sample, its recipient pre-transplant sample and donor samples.
+    signals : mapping
+        sample_id -> marker -> ``{allele: area}`` (:func:`signals_by_sample`).
+    config : ChimerismConfig
+        LOD, genotype-calling threshold, outlier rule.
+
+    Returns
+    -------
+    (list of ChimerismMarkerResult, list of ChimerismResult)
+        One marker row per locus and donor (``used`` = in the mean, ``flag`` says why
+        not), one result per donor; missing samples give results with a status.
+
+    References
+    ----------
+    Thiede et al., Leukemia 2004;18:248-254; Kristt et al., Bone Marrow Transplant
+    2007;39:255-268 (peak-area formulas, as in DESIGN.md).
+    """
+    sid = pairing.post.sample_id
+    results, pairs = computable_donors(pairing, "str")
+    if not pairs:
+        return [], results
+    post = signals[sid]
+    recipient = {m: call_genotype(s, config.str_allele_min_fraction) for m, s in signals[pairing.pre_id].items()}
+    genotypes = {
+        d: {m: call_genotype(s, config.str_allele_min_fraction) for m, s in signals[sample].items()}
+        for d, sample in pairs
+    }
+    markers: list[ChimerismMarkerResult] = []
+    multi = len(pairs) > 1
+    for donor_id, _ in pairs:
+        loci = []  # (marker, kind, f, stutter)
+        for marker in sorted(set(recipient) & set(genotypes[donor_id])):
+            if is_sex_locus(marker):
+                markers.append(ChimerismMarkerResult(sid, "str", marker, SEX_LOCUS, None, False, donor_id, "sex_locus"))
+                continue
+            if not post.get(marker):
+                markers.append(ChimerismMarkerResult(sid, "str", marker, NOT_CLASSIFIABLE, None, False, donor_id, "no_peaks_in_post_sample"))
+                continue
+            if multi:
+                others = [recipient[marker]] + [g.get(marker, frozenset()) for d, g in genotypes.items() if d != donor_id]
+                kind, f, stutter = locus_fraction_multi(genotypes[donor_id][marker], others, post[marker])
+            else:
+                kind, f, stutter = locus_fraction(recipient[marker], genotypes[donor_id][marker], post[marker])
+            loci.append((marker, kind, f, stutter))
+        informative = [x for x in loci if x[2] is not None]
+        clean = [x for x in informative if not x[3]]
+        pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
+        values = [100.0 * x[2] for x in pool]
+        keep = outlier_mask(values, config.str_outlier_sd, config.str_min_loci)
+        used = {x[0] for x, k in zip(pool, keep) if k}
+        outliers = {x[0] for x, k in zip(pool, keep) if not k}
+        for marker, kind, f, stutter in loci:
+            flag = join_flags(["stutter_position" if stutter else None, "outlier" if marker in outliers else None])
+            markers.append(ChimerismMarkerResult(
+                sid, "str", marker, kind, None if f is None else 100.0 * f, marker in used, donor_id, flag))
+        kept = [v for v, k in zip(values, keep) if k]
+        if not kept:
+            results.append(empty_result(sid, "str", donor_id, NO_INFORMATIVE_MARKER,
+                                  "No informative STR locus: recipient and donor share the same alleles "
+                                  "at every locus typed in both (or the post sample has no peaks there). "
+                                  "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
+            continue
+        mean, sd, n = summarize(kept)
+        # the SD of the loci kept after the 2-SD outlier rule is the SD of a truncated
+        # sample: rescale it before it sets the CI width (truncation_sd_factor)
+        ci_sd = sd if sd is None or not outliers else sd / truncation_sd_factor(config.str_outlier_sd)
+        ci = mean_ci(mean, ci_sd, n)
+        pct = min(max(mean, 0.0), 100.0)
+        detected, status = classify(pct, config.str_lod_pct)
+        message = None if detected else (
+            f"Donor signal {pct:.2g} % is below the STR limit of detection ({config.str_lod_pct:g} %): "
+            "reported as not detected; use qPCR or ddPCR for microchimerism.")
+        lo, hi = (None, None) if ci is None else (max(ci[0], 0.0), min(ci[1], 100.0))
+        if not detected:
+            lo, hi = below_lod_interval(lo, hi, config.str_lod_pct)
+        results.append(ChimerismResult(
+            sid, "str", donor_id, pct, lo, hi,
+            config.str_lod_pct, detected, n, status, message, sd_pct=sd))
+    return markers, results
