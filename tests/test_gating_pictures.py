@@ -138,3 +138,40 @@ def test_run_draws_pictures_of_flagged_samples_and_report_draws_the_rest(tmp_pat
     assert not ok_path.exists()
     assert render_stored_picture(str(store), "PIC-OK", rows["PIC-OK"]) == ok_path
     assert ok_path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_picture_coordinates_are_the_evaluators(shared_data):
+    """Pictures draw the gating evaluator's own columns (gating.fast_engine.sample_columns):
+    on the drawn subset of events they equal the full-sample columns the gates were tested
+    on, for every gate of the reference template (compensation, transforms, ratios), and a
+    rectangle gate's events drawn inside its bounds are exactly its members."""
+    import flowkit as fk
+
+    from assays.fcs import read_fcs
+    from gating.engine import apply_strategy
+    from gating.fast_engine import sample_columns
+
+    strategy = fk.parse_gating_xml(str(shared_data / "fcs/gatingml2/gml/gml_all_gates.xml"))
+    sample = read_fcs(shared_data / "fcs/gatingml2/data1.fcs")
+    memberships = apply_strategy(strategy, sample)
+    rows = np.arange(0, sample.events.shape[0], 7)
+    full, sub = sample_columns(strategy, sample), sample_columns(strategy, sample, rows)
+    checked = 0
+    for m in memberships:
+        if m.gate_type in ("Quadrant", "BooleanGate"):
+            continue
+        gate = strategy.get_gate(m.gate_id, gate_path=("root",) + tuple(m.path[:-1]))
+        for a, b in zip(sub.gate_columns(gate), full.gate_columns(gate)):
+            np.testing.assert_array_equal(a, b[rows])
+        if isinstance(gate, fk.gates.RectangleGate) and not gate.use_complement:
+            inside = np.ones(rows.size, bool)
+            for dim, col in zip(gate.dimensions, sub.gate_columns(gate)):
+                if dim.min is not None:
+                    inside &= col >= dim.min
+                if dim.max is not None:
+                    inside &= col < dim.max
+            parent = np.ones(rows.size, bool) if not m.parent_path else \
+                np.asarray(next(p.mask for p in memberships if p.path == m.parent_path))[rows]
+            np.testing.assert_array_equal(inside & parent, np.asarray(m.mask)[rows])
+        checked += 1
+    assert checked >= 5
