@@ -1,6 +1,6 @@
 """``graftwatch report PATIENT_ID --store DIR --out FILE.html``: write one patient's report.
 
-Orchestration only: checks the store and the patient, links (and, where missing, draws)
+Orchestration only: checks the store and the patient, reads (and, where missing, draws)
 the gating pictures beside the store, asks :mod:`reports.patient` for the page and writes
 it atomically. What the page shows is described in :mod:`reports.patient`.
 """
@@ -11,7 +11,6 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 from reports.patient import build_report, known_patients
 
@@ -26,8 +25,8 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def picture_links(store_root: str, out_dir: Path, con, render_missing: bool = True):
-    """``(sample_id, analysis_id) -> href`` of the gating picture, relative to ``out_dir``.
+def picture_pngs(store_root: str, con, render_missing: bool = True):
+    """``(sample_id, analysis_id) -> PNG bytes`` of the gating picture beside the store.
 
     A picture missing beside the store is drawn from the stored gates and the archived
     original first (``render_missing``); None when there is none (or the store is remote).
@@ -35,18 +34,16 @@ def picture_links(store_root: str, out_dir: Path, con, render_missing: bool = Tr
     from flows.gating_plots import render_stored_picture
     from reports.gating_pictures import picture_path
 
-    def link(sample_id: str, analysis_id: str) -> str | None:
+    def png(sample_id: str, analysis_id: str) -> bytes | None:
         try:
             path = picture_path(store_root, sample_id, analysis_id)
         except ValueError:  # remote store: no pictures beside it
             return None
         if not path.is_file() and render_missing:
             render_stored_picture(store_root, sample_id, analysis_id, con)
-        if not path.is_file():
-            return None
-        return quote(Path(os.path.relpath(path, Path(out_dir).resolve())).as_posix())
+        return path.read_bytes() if path.is_file() else None
 
-    return link
+    return png
 
 
 def write_report(patient_id: str, store_root: str, out: Path) -> int:
@@ -72,7 +69,7 @@ def write_report(patient_id: str, store_root: str, out: Path) -> int:
                      f"({len(known)} patient{'s' if len(known) != 1 else ''} known{listed})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = build_report(con, patient_id, picture_links(store_root, out.parent, con))
+    text = build_report(con, patient_id, picture_pngs(store_root, con))
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)

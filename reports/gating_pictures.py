@@ -41,7 +41,7 @@ PICTURES_DIR = "gating_plots"
 MAX_EVENTS = 200_000
 N_COLS = 4
 PANEL_INCHES = 3.0
-DPI = 80  # 240 px panels: readable gates, ~100-300 kB per sample
+DPI = 100  # 300 px panels: labels legible, ~150-350 kB per sample
 BINS = 120
 GATE_COLOR = "#d62728"
 # Labels sit on dense events: a light box keeps them readable.
@@ -177,8 +177,66 @@ def _pct(m, parent_count: int) -> str:
     return f"{100.0 * m.count / parent_count:.1f} %" if parent_count else "-"
 
 
+def axis_ticks(transform, lo: float, hi: float) -> tuple[list[float], list[str]] | None:
+    """Ticks in the instrument's units for an axis drawn in ``transform``'s scale.
+
+    Linear scales (scatter): round raw values (``50K``, ``100K``); logicle, hyperlog, log and
+    other compressing scales: 0 and the decades ``10^k`` (and ``-10^k``) that fall inside
+    ``[lo, hi]``, where an analyst expects them. Positions are the transform of the raw
+    values, so they sit where the events are. None when there is no transform or fewer than
+    two ticks fall in the range (matplotlib's own ticks are kept).
+    """
+    import flowkit as fk
+
+    from reports.svg import nice_step
+
+    if transform is None:
+        return None
+    if isinstance(transform, fk.transforms.LinearTransform):
+        raw_lo, raw_hi = (float(v) for v in np.asarray(transform.inverse(np.array([[lo], [hi]]))).reshape(-1))
+        step = nice_step(raw_hi - raw_lo, 5)
+        raw = np.arange(math.ceil(raw_lo / step) * step, raw_hi + 1e-9 * step, step)
+        labels = [f"{v / 1000:g}K" if abs(v) >= 1000 else f"{v:g}" for v in raw]
+    else:
+        raw = np.array([-(10.0 ** k) for k in range(7, 0, -1)] + [0.0] + [10.0 ** k for k in range(1, 8)])
+        labels = [("0" if v == 0 else f"$-10^{{{round(math.log10(-v))}}}$" if v < 0
+                   else f"$10^{{{round(math.log10(v))}}}$") for v in raw]
+    with np.errstate(all="ignore"):
+        pos = np.asarray(transform.apply(raw.reshape(-1, 1)), dtype=float).reshape(-1)
+    keep = [(float(p), label) for p, label in zip(pos, labels) if np.isfinite(p) and lo <= p <= hi]
+    if not isinstance(transform, fk.transforms.LinearTransform):
+        # Near 0 logicle packs 0 and +-10^1 together: keep ticks at least 4 % of the axis apart.
+        spaced: list[tuple[float, str]] = []
+        for p, label in sorted(keep, key=lambda t: abs(float(t[1] == "0") - 1)):
+            if all(abs(p - q) >= 0.04 * (hi - lo) for q, _ in spaced):
+                spaced.append((p, label))
+        keep = sorted(spaced)
+    if len(keep) < 2:
+        return None
+    return [p for p, _ in keep], [label for _, label in keep]
+
+
+def _set_ticks(axis, transforms: dict, dim, lim: tuple[float, float]) -> None:
+    ref = getattr(dim, "transformation_ref", None)
+    ticks = axis_ticks(transforms.get(ref) if ref is not None else None, *lim)
+    if ticks is not None:
+        axis.set_ticks(ticks[0], ticks[1])
+
+
+def _gate_label(ax, x: float, y: float, text: str, va: str, xlim, ylim) -> None:
+    """A gate's name and % near (x, y), kept whole inside the panel (never clipped)."""
+    fx = (x - xlim[0]) / ((xlim[1] - xlim[0]) or 1.0)
+    fy = (y - ylim[0]) / ((ylim[1] - ylim[0]) or 1.0)
+    fx = min(max(fx, 0.03), 0.97)
+    ha = "left" if fx < 0.25 else "right" if fx > 0.75 else "center"
+    # Two lines of text need about 15 % of the panel's height above (or below) the anchor.
+    fy = min(max(fy, 0.03), 0.82) if va == "bottom" else min(max(fy, 0.18), 0.97)
+    ax.text(fx, fy, text, ha=ha, va=va, fontsize=7, color=GATE_COLOR, transform=ax.transAxes, clip_on=False,
+            bbox=_LABEL_BOX)
+
+
 def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_masks: dict, names: dict,
-                counts: dict, n_events: int) -> None:
+                counts: dict, n_events: int, transforms: dict) -> None:
     """Draw one panel; ``counts`` are full-sample counts by path (the % use all events)."""
     import flowkit as fk
     from matplotlib.colors import LogNorm
@@ -203,6 +261,7 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
         lo, hi = _limits(xs, gx)
         ax.hist(xs[np.isfinite(xs)], bins=BINS, range=(lo, hi), color="#4c72b0", histtype="stepfilled")
         ax.set_xlim(lo, hi)
+        _set_ticks(ax.xaxis, transforms, gate0.dimensions[0], (lo, hi))
         ax.set_xlabel(labels[0], fontsize=8)
         ax.set_ylabel("events", fontsize=8)
         for name, gate, m in panel.gates:
@@ -212,9 +271,8 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
             for v in (gate.dimensions[0].min, gate.dimensions[0].max):
                 if v is not None:
                     ax.axvline(v, color=GATE_COLOR, lw=1.2)
-            ax.text(0.5 * (max(a, lo) + min(b, hi)), 0.95, f"{name}\n{_pct(m, parent_count)}",
-                    transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7, color=GATE_COLOR,
-                    bbox=_LABEL_BOX)
+            _gate_label(ax, 0.5 * (max(a, lo) + min(b, hi)), 0.95, f"{name}\n{_pct(m, parent_count)}", "top",
+                        (lo, hi), (0.0, 1.0))
         return
 
     ys = data[1][sel]
@@ -244,6 +302,8 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
             ax.pcolormesh(xe, ye, h.T, cmap="viridis", norm=LogNorm(vmin=1, vmax=max(h.max(), 2)), rasterized=True)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
+    _set_ticks(ax.xaxis, transforms, gate0.dimensions[0], xlim)
+    _set_ticks(ax.yaxis, transforms, gate0.dimensions[1], ylim)
     ax.set_xlabel(labels[0], fontsize=8)
     ax.set_ylabel(labels[1], fontsize=8)
     ax.set_facecolor("white")
@@ -256,8 +316,7 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
             cx = float(np.clip(v[:, 0].mean(), *xlim))
             cy = float(v[:, 1].max())
             if cy >= ylim[1]:  # gate drawn past the top: label inside the view instead
-                ax.text(cx, ylim[1] - 0.03 * (ylim[1] - ylim[0]), text, ha="center", va="top", fontsize=7,
-                        color=GATE_COLOR, clip_on=True, bbox=_LABEL_BOX)
+                _gate_label(ax, cx, ylim[1], text, "top", xlim, ylim)
                 continue
         elif isinstance(gate, fk.gates.RectangleGate):
             d0, d1 = gate.dimensions[0], gate.dimensions[1]
@@ -272,11 +331,9 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
             # (quadrant-like rectangles share edges; a label outside would sit in a neighbour).
             inset = 0.03 * (ylim[1] - ylim[0])
             if y0 <= ylim[0] and y1 < ylim[1]:
-                ax.text(cx, vy0 + inset, text, ha="center", va="bottom", fontsize=7, color=GATE_COLOR,
-                        clip_on=True, bbox=_LABEL_BOX)
+                _gate_label(ax, cx, vy0 + inset, text, "bottom", xlim, ylim)
             else:
-                ax.text(cx, vy1 - inset, text, ha="center", va="top", fontsize=7, color=GATE_COLOR,
-                        clip_on=True, bbox=_LABEL_BOX)
+                _gate_label(ax, cx, vy1 - inset, text, "top", xlim, ylim)
             continue
         elif isinstance(gate, fk.gates.EllipsoidGate):
             cov = np.asarray(gate.covariance_matrix, dtype=float)[:2, :2]
@@ -289,7 +346,7 @@ def _draw_panel(ax, panel: _Panel, sample, cols: GateColumns, n_drawn: int, sub_
             cx, cy = c[0], c[1] + 0.5 * max(w, hgt)
         else:
             continue
-        ax.text(cx, cy, text, ha="center", va="bottom", fontsize=7, color=GATE_COLOR, clip_on=True, bbox=_LABEL_BOX)
+        _gate_label(ax, cx, cy, text, "bottom", xlim, ylim)
 
     if panel.quadrant_gate is not None:
         qg = panel.quadrant_gate
@@ -352,7 +409,8 @@ def render_gating_png(sample, strategy, memberships, names: dict[str, str] | Non
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(n_rows, n_cols, i + 1)
         try:
-            _draw_panel(ax, panel, sample, cols, len(rows), sub_masks, names, counts, n)
+            _draw_panel(ax, panel, sample, cols, len(rows), sub_masks, names, counts, n,
+                        dict(strategy.transformations))
         except Exception as exc:  # one odd gate must not cost the whole picture
             ax.clear()
             ax.set_axis_off()

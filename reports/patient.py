@@ -4,13 +4,16 @@ One self-contained HTML file (inline SVG, inline CSS, no script, nothing fetched
 time) for the physician and the lab lead:
 
 * chimerism timeline: donor % on a log axis against days since the first MST, one series
-  per cell fraction x donor x method, CI whiskers, each method's LOD as a dashed line,
+  (own colour and method shape) per cell fraction x donor x method, CI whiskers, each
+  method's LOD (and LOQ where it is higher) as a dashed line labelled with its value,
   not-detected results as open markers drawn at their LOD, MST cycles as vertical lines;
 * immune timeline: CD3/CD4/CD8 % of lymphocytes, the CD4:CD8 ratio, and Th1/Th2/Th0/Th17/
   Treg % of CD4, on the same day axis;
-* the value tables, QC flags (failed ``flow_qc`` checks, analyses marked for review,
-  chimerism results with a status other than ok) and a link to each flow sample's gating
-  picture (the link comes from the caller: :func:`build_report`'s ``picture_link``).
+* the value tables (with ``review`` and its reasons), QC flags in words (failed ``flow_qc``
+  checks with their message, analyses marked for review, chimerism results with a status
+  other than ok) and each flow sample's gating picture embedded as a ``data:`` URI, so the
+  file works mailed or moved, offline (the PNG bytes come from the caller:
+  :func:`build_report`'s ``picture_png``).
 
 Every number comes from the views ``immune_timeline`` and ``chimerism_timeline`` (the
 latest analysis of each sample); each table cell carries the exact value in
@@ -27,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+import base64
 from typing import Callable
 
 from reports.svg import BOTTOM, LEFT, PALETTE, RIGHT, TOP, W, Scale, close_tag, esc, frame, legend, marker
@@ -34,11 +38,11 @@ from reports.svg import BOTTOM, LEFT, PALETTE, RIGHT, TOP, W, Scale, close_tag, 
 IMMUNE_COLUMNS = (
     "sample_id", "collection_date", "days_post_mst", "cycle", "cd3_pct_lymph", "cd4_pct_lymph",
     "cd8_pct_lymph", "cd4_cd8_ratio", "th1_pct_cd4", "th2_pct_cd4", "th0_pct_cd4", "th17_pct_cd4",
-    "treg_pct_cd4",
+    "treg_pct_cd4", "review", "review_reasons",
 )
 CHIMERISM_COLUMNS = (
     "sample_id", "collection_date", "days_post_mst", "cycle", "cell_fraction", "method", "donor_id",
-    "donor_pct", "ci_low", "ci_high", "lod_pct", "detected",
+    "donor_pct", "ci_low", "ci_high", "lod_pct", "detected", "review", "review_reasons",
 )
 _HEADERS = {
     "sample_id": "sample", "collection_date": "collected", "days_post_mst": "day", "cycle": "cycle",
@@ -46,8 +50,22 @@ _HEADERS = {
     "cd4_cd8_ratio": "CD4:CD8", "th1_pct_cd4": "Th1 % CD4", "th2_pct_cd4": "Th2 % CD4", "th0_pct_cd4": "Th0 % CD4",
     "th17_pct_cd4": "Th17 % CD4", "treg_pct_cd4": "Treg % CD4", "cell_fraction": "fraction", "method": "method",
     "donor_id": "donor", "donor_pct": "donor %", "ci_low": "CI low", "ci_high": "CI high", "lod_pct": "LOD %",
-    "detected": "detected", "status": "status",
+    "detected": "detected", "status": "status", "review": "review", "review_reasons": "why review",
 }
+# What the codes stored in the views mean, for the page (the cells keep the code in data-value).
+METHOD_NAMES = {"str": "STR", "qpcr": "qPCR", "ddpcr": "ddPCR"}
+STATUS_WORDS = {
+    "ok": "ok", "below_lod": "below the limit of detection", "not_detected": "not detected",
+    "detected_not_quantifiable": "detected, not quantifiable", "no_pre_sample": "no pre-transplant sample",
+    "no_donor_sample": "no donor sample", "no_donor_listed": "no donor listed",
+    "no_informative_marker": "no informative marker", "reference_failed": "reference gene failed",
+}
+_WORDS = {"method": METHOD_NAMES, "status": STATUS_WORDS}
+
+
+def method_name(code: str | None) -> str:
+    """``qpcr`` -> ``qPCR``; an unknown code is shown as it is."""
+    return METHOD_NAMES.get(code or "", code or "")
 
 METHOD_SHAPES = {"str": "circle", "qpcr": "square", "ddpcr": "diamond"}
 
@@ -78,16 +96,16 @@ class _Data:
     cycles: list[dict]  # cycle, mst_date, donor_id, day
     qc_failed: list[dict]
     review: list[dict]
-    pictures: dict[str, str | None]  # flow sample_id -> relative link or None
+    pictures: dict[str, bytes | None]  # flow sample_id -> PNG of its gating picture, or None
     x_label: str
     x_of: dict[str, float | None]  # sample_id -> x position (days)
 
 
-#: ``(sample_id, analysis_id) -> link`` to a flow analysis's gating picture, or None.
-PictureLink = Callable[[str, str], "str | None"]
+#: ``(sample_id, analysis_id) -> PNG bytes`` of a flow analysis's gating picture, or None.
+PicturePng = Callable[[str, str], "bytes | None"]
 
 
-def load(con, patient_id: str, picture_link: PictureLink | None = None) -> _Data:
+def load(con, patient_id: str, picture_png: PicturePng | None = None) -> _Data:
     """Everything the report shows, read from the views (latest analysis of each sample)."""
     order = " ORDER BY days_post_mst NULLS LAST, collection_date NULLS LAST, sample_id"
     immune = _rows(con, "SELECT * FROM immune_timeline WHERE patient_id = ?" + order, [patient_id])
@@ -96,10 +114,9 @@ def load(con, patient_id: str, picture_link: PictureLink | None = None) -> _Data
     cycles = _rows(con, "SELECT cycle, mst_date, donor_id FROM patients_latest WHERE patient_id = ? ORDER BY cycle",
                    [patient_id])
     qc_failed = _rows(con, """
-        SELECT q.sample_id, q."check", q.value FROM flow_qc q
-        JOIN latest_analyses a ON a.analysis_id = q.analysis_id AND a.sample_id = q.sample_id AND a.kind = 'flow'
+        SELECT q.sample_id, q."check", q.reason FROM flow_review_reasons q
         JOIN sheet_latest s ON s.sample_id = q.sample_id
-        WHERE s.patient_id = ? AND NOT q.passed ORDER BY q.sample_id, q."check" """, [patient_id])
+        WHERE s.patient_id = ? ORDER BY q.sample_id, q."check" """, [patient_id])
     review = _rows(con, """
         SELECT a.sample_id, a.kind, a.analysis_id FROM latest_analyses a
         JOIN sheet_latest s ON s.sample_id = a.sample_id
@@ -123,10 +140,10 @@ def load(con, patient_id: str, picture_link: PictureLink | None = None) -> _Data
         for r in immune + chim:
             x_of[r["sample_id"]] = r.get("days_post_mst")
 
-    pictures: dict[str, str | None] = {}
+    pictures: dict[str, bytes | None] = {}
     for r in immune:
         sid, aid = r["sample_id"], r.get("analysis_id")
-        pictures[sid] = picture_link(sid, aid) if aid and picture_link is not None else None
+        pictures[sid] = picture_png(sid, aid) if aid and picture_png is not None else None
     return _Data(patient_id, immune, chim, cycles, qc_failed, review, pictures, x_label, x_of)
 
 
@@ -147,6 +164,39 @@ def _fmt_pct(v: float | None) -> str:
     return f"{v:.3g}" if v != 0 else "0"
 
 
+def _limit_lines(rows: list[dict], x_of: dict, x: Scale, y: Scale) -> list[str]:
+    """Each method's LOD, and its LOQ where higher, as a dashed line labelled with its value.
+
+    A constant limit is one line across; limits that vary by sample (ddPCR limits of blank
+    vary by plate) are a line through the per-sample values, labelled with their range.
+    Labels sit inside the plot, right-aligned, stacked so two methods never overlap.
+    """
+    out, n_label = [], 0
+    for method in sorted({r["method"] for r in rows}):
+        for kind, col in (("lod", "lod_pct"), ("loq", "loq_pct")):
+            pts = sorted({(x_of[r["sample_id"]], r[col]) for r in rows if r["method"] == method
+                          and r.get(col) is not None and r[col] > 0
+                          and (kind == "lod" or r[col] > (r.get("lod_pct") or 0))})
+            if not pts:
+                continue
+            values = sorted({p[1] for p in pts})
+            shown = (f"{values[0]:.3g} %" if len(values) == 1
+                     else f"{values[0]:.3g}–{values[-1]:.3g} %")
+            label = f"{method_name(method)} {kind.upper()} {shown}"
+            if len(values) == 1:
+                py = y(values[0])
+                out.append(f'<line class="{kind}" data-method="{esc(method)}" data-{kind}="{values[0]!r}" '
+                           f'x1="{LEFT}" x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}"/>')
+            else:
+                path = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in pts)
+                out.append(f'<polyline class="{kind}" data-method="{esc(method)}" points="{path}"/>')
+                py = y(pts[-1][1])
+            out.append(f'<text class="{kind}label" data-method="{esc(method)}" x="{W - RIGHT - 4}" '
+                       f'y="{py - 4 - 12 * n_label:.1f}" text-anchor="end">{esc(label)}</text>')
+            n_label += 1
+    return out
+
+
 def chimerism_svg(data: _Data, x: Scale) -> str:
     """The chimerism timeline (``<svg id="chimerism-timeline">``)."""
     height = 430
@@ -165,41 +215,18 @@ def chimerism_svg(data: _Data, x: Scale) -> str:
                      'text-anchor="middle">No chimerism results for this patient.</text></svg>')
         return "\n".join(parts)
 
-    # LOD of each method: one dashed line when constant, else a dashed line through the
-    # per-sample LODs (ddPCR limits of blank vary by plate).
-    methods = sorted({r["method"] for r in rows})
-    for i, method in enumerate(methods):
-        pts = sorted({(data.x_of[r["sample_id"]], r["lod_pct"]) for r in rows
-                      if r["method"] == method and r.get("lod_pct") is not None and r["lod_pct"] > 0})
-        if not pts:
-            continue
-        lods = {p[1] for p in pts}
-        label = f"{method.upper()} LOD" + (f" {pts[0][1]:g} %" if len(lods) == 1 else "")
-        if len(lods) == 1:
-            py = y(pts[0][1])
-            parts.append(f'<line class="lod" data-method="{esc(method)}" data-lod="{pts[0][1]!r}" x1="{LEFT}" '
-                         f'x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}"/>')
-            parts.append(f'<text class="lodlabel" x="{W - RIGHT - 4}" y="{py - 4 - 11 * i:.1f}" text-anchor="end">'
-                         f'{esc(label)}</text>')
-        else:
-            path = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in pts)
-            parts.append(f'<polyline class="lod" data-method="{esc(method)}" points="{path}"/>')
-            parts.append(f'<text class="lodlabel" x="{x(pts[-1][0]) + 4:.1f}" y="{y(pts[-1][1]) - 4:.1f}">'
-                         f'{esc(label)}</text>')
+    parts += _limit_lines(rows, data.x_of, x, y)
 
     series: dict[tuple, list[dict]] = {}
     for r in rows:
         key = (r.get("cell_fraction") or "whole", r.get("donor_id") or "donor", r["method"])
         series.setdefault(key, []).append(r)
-    colors: dict[tuple, str] = {}
+    # One colour per series: two methods on the same fraction must not look alike.
+    colors = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(sorted(series))}
     keys = []
     for key in sorted(series):
-        fd = key[:2]
-        if fd not in colors:
-            colors[fd] = PALETTE[len(colors) % len(PALETTE)]
-    for key in sorted(series):
         fraction, donor, method = key
-        color, shape = colors[(fraction, donor)], METHOD_SHAPES.get(method, "triangle")
+        color, shape = colors[key], METHOD_SHAPES.get(method, "triangle")
         pts = sorted(series[key], key=lambda r: data.x_of[r["sample_id"]])
         parts.append(f'<g class="series" data-fraction="{esc(fraction)}" data-donor="{esc(donor)}" '
                      f'data-method="{esc(method)}">')
@@ -224,12 +251,12 @@ def chimerism_svg(data: _Data, x: Scale) -> str:
                      f'data-value="{r.get("donor_pct")!r}"')
             parts.append(marker(shape, px, py, color, detected, attrs)[:-2]
                          + f'><title>{esc(r["sample_id"])}, day {esc(r.get("days_post_mst"))}, '
-                           f'{esc(method.upper())}, {esc(donor)}, {esc(fraction)}: {esc(what)}</title>'
+                           f'{esc(method_name(method))}, {esc(donor)}, {esc(fraction)}: {esc(what)}</title>'
                          + close_tag(shape))
         parts.append("</g>")
-        keys.append((f"{fraction} · {donor} · {method.upper()}", color, shape, True))
+        keys.append((f"{fraction} · {donor} · {method_name(method)}", color, shape, True))
     keys.append(("not detected (at LOD)", "#555555", "circle", False))
-    keys.append(("limit of detection", "#777777", "dash", False))
+    keys.append(("limit of detection / quantification", "#777777", "dash", False))
     keys.append(("MST cycle", "#9a9a9a", "line", False))
     parts += legend(keys, top)
     parts.append("</svg>")
@@ -314,7 +341,8 @@ def _cell(col: str, v) -> str:
         return f'<td data-col="{col}" data-value="{v.isoformat()}">{v.isoformat()}</td>'
     if isinstance(v, int):
         return f'<td data-col="{col}" data-value="{v}" class="num">{v}</td>'
-    return f'<td data-col="{col}" data-value="{esc(v)}">{esc(v)}</td>'
+    shown = _WORDS.get(col, {}).get(v, v)
+    return f'<td data-col="{col}" data-value="{esc(v)}">{esc(shown)}</td>'
 
 
 def _table(table_id: str, rows: list[dict], columns: tuple[str, ...], extra=None) -> str:
@@ -340,17 +368,15 @@ def _qc_section(data: _Data) -> str:
         items.append(f'<li class="flag review" data-sample="{esc(r["sample_id"])}"><b>{esc(r["sample_id"])}</b>: '
                      f'{esc(r["kind"])} analysis marked for review</li>')
     for r in data.qc_failed:
-        v = r.get("value")
         items.append(f'<li class="flag qc" data-sample="{esc(r["sample_id"])}" data-check="{esc(r["check"])}">'
-                     f'<b>{esc(r["sample_id"])}</b>: flow QC check <code>{esc(r["check"])}</code> failed'
-                     + (f" (value {v:.4g})" if isinstance(v, float) else "") + "</li>")
+                     f'<b>{esc(r["sample_id"])}</b>: {esc(r["reason"])}</li>')
     for r in data.chimerism:
         status = r.get("status")
         if status and status != "ok":
-            msg = r.get("message") or status
-            items.append(f'<li class="flag chimerism" data-sample="{esc(r["sample_id"])}">'
-                         f'<b>{esc(r["sample_id"])}</b> {esc(str(r["method"]).upper())} '
-                         f'{esc(r.get("donor_id") or "")}: {esc(status)}: {esc(msg)}</li>')
+            msg = r.get("message") or STATUS_WORDS.get(status, status)
+            items.append(f'<li class="flag chimerism" data-sample="{esc(r["sample_id"])}" data-status="{esc(status)}">'
+                         f'<b>{esc(r["sample_id"])}</b> {esc(method_name(r["method"]))} '
+                         f'{esc(r.get("donor_id") or "")}: {esc(STATUS_WORDS.get(status, status))}: {esc(msg)}</li>')
     if not items:
         return '<p id="qc-flags" class="ok">No QC flags: every check passed and no analysis is marked for review.</p>'
     return '<ul id="qc-flags">' + "\n".join(items) + "</ul>"
@@ -370,16 +396,24 @@ svg text{font-family:inherit} .title{font-size:14px;font-weight:600} .tick{font-
 table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px solid #ddd;padding:3px 6px}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .flag{margin:2px 0} .ok{color:#2a7a2a} code{background:#f4f4f4;padding:0 3px}
+.loq{stroke:#999;stroke-width:1.2;stroke-dasharray:2 3;fill:none} .loqlabel{font-size:11px;fill:#666}
+#gating-pictures{list-style:none;padding:0} #gating-pictures li{margin:10px 0}
+img.gating{max-width:100%;border:1px solid #ddd}
 """
 
 
-def build_report(con, patient_id: str, picture_link: PictureLink | None = None) -> str:
+def _anchor(sample_id: str) -> str:
+    """An element id for a sample's picture (ids may hold any character)."""
+    return "gating-" + "".join(c if c.isalnum() or c in "-_" else f".{ord(c):x}." for c in sample_id)
+
+
+def build_report(con, patient_id: str, picture_png: PicturePng | None = None) -> str:
     """The report's HTML text (see the module docstring).
 
-    ``picture_link(sample_id, analysis_id)``: the href of that analysis's gating picture,
-    or None when there is none (the row then says "no picture").
+    ``picture_png(sample_id, analysis_id)``: the PNG of that analysis's gating picture, or
+    None when there is none (the row then says "no picture"); embedded as a data URI.
     """
-    data = load(con, patient_id, picture_link)
+    data = load(con, patient_id, picture_png)
     x = _x_scale(data)
     cycles = ", ".join(
         f"cycle {esc(c['cycle'])} on {esc(c['mst_date'])} (donor {esc(c['donor_id'] or '?')})" for c in data.cycles
@@ -390,14 +424,17 @@ def build_report(con, patient_id: str, picture_link: PictureLink | None = None) 
     note = (f'<p class="meta">Not plotted (no collection date): {esc(", ".join(unplotted))}</p>' if unplotted else "")
 
     def picture(r: dict) -> str:
-        link = data.pictures.get(r["sample_id"])
-        return f'<a class="gating" href="{esc(link)}">gating</a>' if link else '<span class="nopic">no picture</span>'
+        if not data.pictures.get(r["sample_id"]):
+            return '<span class="nopic">no picture</span>'
+        return f'<a class="gating" href="#{_anchor(r["sample_id"])}">gating</a>'
 
     pics = []
     for r in data.immune:
-        link = data.pictures.get(r["sample_id"])
-        pics.append(f'<li><a class="gating" href="{esc(link)}">{esc(r["sample_id"])}</a></li>' if link
-                    else f'<li>{esc(r["sample_id"])}: no gating picture (original or gates not available)</li>')
+        png = data.pictures.get(r["sample_id"])
+        sid = esc(r["sample_id"])
+        pics.append(f'<li id="{_anchor(r["sample_id"])}"><b>{sid}</b><br><img class="gating" alt="gating of {sid}" '
+                    f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></li>' if png
+                    else f'<li>{sid}: no gating picture (original or gates not available)</li>')
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -175,3 +175,24 @@ def test_picture_coordinates_are_the_evaluators(shared_data):
             np.testing.assert_array_equal(inside & parent, np.asarray(m.mask)[rows])
         checked += 1
     assert checked >= 5
+
+
+def test_axes_in_instrument_units():
+    """Gating-picture axes read in the instrument's units: decades on logicle axes (at the
+    transform of 10^k, so a tick sits where events of that intensity are), round raw values
+    on linear scatter axes; never the transforms' 0-1 scale units."""
+    import flowkit as fk
+
+    from reports.gating_pictures import axis_ticks
+
+    logicle = fk.transforms.LogicleTransform(param_t=262144, param_w=0.5, param_m=4.5, param_a=0)
+    pos, labels = axis_ticks(logicle, 0.0, 1.0)
+    assert {"0", "$10^{3}$", "$10^{4}$", "$10^{5}$"} <= set(labels)
+    at = dict(zip(labels, pos))
+    assert at["$10^{4}$"] == pytest.approx(float(logicle.apply(np.array([[1e4]]))[0, 0]))
+    assert all(0.0 <= p <= 1.0 for p in pos) and pos == sorted(pos)
+    scatter = fk.transforms.LinearTransform(param_t=262144, param_a=0)
+    pos, labels = axis_ticks(scatter, 0.0, 1.0)
+    assert labels == ["0", "100K", "200K"]
+    assert pos[1] == pytest.approx(100_000 / 262144)
+    assert axis_ticks(None, 0.0, 1.0) is None

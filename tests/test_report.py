@@ -79,6 +79,7 @@ class _Tables(html.parser.HTMLParser):
         self.ids: set[str] = set()
         self.elements: list[tuple[str, dict]] = []
         self.links: list[str] = []
+        self.images: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -95,6 +96,8 @@ class _Tables(html.parser.HTMLParser):
             self.row[a["data-col"]] = None if a.get("data-null") else a.get("data-value")
         elif tag == "a" and "gating" in (a.get("class") or ""):
             self.links.append(a["href"])
+        elif tag == "img" and "gating" in (a.get("class") or ""):
+            self.images.append(a["src"])
 
     def handle_endtag(self, tag):
         if tag == "table":
@@ -194,19 +197,26 @@ def test_report_timelines_elements(store, report):
     assert not re.search(r'<script|<link |src="http|href="http|@import|url\(', text)
 
 
-def test_report_size_and_gating_links(store, report):
+def test_report_size_and_gating_pictures_embedded(store, report, tmp_path):
+    """Pictures are in the file (data URIs), so the report works mailed or moved: a copy
+    alone in another folder refers to nothing outside itself."""
+    import base64
+
     out, seconds = report
     size = out.stat().st_size
-    p = _parse(out)
+    moved = tmp_path / "mailed" / out.name
+    moved.parent.mkdir()
+    moved.write_bytes(out.read_bytes())
+    p = _parse(moved)
     flow = _view_rows(store, "immune_timeline", ())
-    assert len(p.links) == 2 * len(flow) == 20  # in the table and in the list
-    for href in p.links:
-        assert not href.startswith(("/", "file:", "http"))
-        from urllib.parse import unquote
-
-        target = (out.parent / unquote(href)).resolve()
-        assert target.is_file() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", href
-    assert size < 5 * 1024 * 1024
+    assert len(p.images) == len(p.links) == len(flow) == 10
+    for src in p.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    for href in p.links:  # table links jump to the picture in the same page
+        assert href.startswith("#") and href[1:] in p.ids, href
+    assert not re.search(r'(src|href)="(?!data:|#)', moved.read_text(encoding="utf-8"))
+    assert size < 8 * 1024 * 1024
     print(f"\nreport of 10 flow + {len({r['sample_id'] for r in _view_rows(store, 'chimerism_timeline', ())})} "
           f"chimerism samples: {size / 1024:.0f} kB, written in {seconds:.1f} s (pictures re-drawn as needed)")
 
