@@ -51,7 +51,6 @@ def backfill_population_roles(store: Store) -> int:
     if KIND in set(commits.column("kind").to_pylist()):
         return 0
     from gating.roles import assign_roles
-    from gating.statistics import lymphocyte_base
     from storage.views import connect
 
     con = connect(store)
@@ -73,8 +72,7 @@ def backfill_population_roles(store: Store) -> int:
         tuples: dict[str, tuple[str, ...]] = {}
         for population, _parent, path in pops:
             tuples[path] = tuples.get(path[: len(path) - len(population) - 1], ()) + (population,)
-        roles = assign_roles([p[0] for p in pops], [p[1] for p in pops], [tuples[p[2]] for p in pops],
-                             lymphocyte_base)
+        roles = assign_roles([p[0] for p in pops], [p[1] for p in pops], [tuples[p[2]] for p in pops])
         reason = _legacy_unresolved(failed.get(analysis_id, []))
         for (_population, _parent, path), role in zip(pops, roles):
             hit = reason is not None and role in _BELOW_SPLIT

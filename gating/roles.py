@@ -1,4 +1,5 @@
-"""Which population plays which role in the immune timeline (``flow_populations.role``).
+"""Which population plays which role in the immune timeline (``flow_populations.role``),
+and which one is the lymphocyte base of ``pct_of_lymphocytes``.
 
 The one place that reads population names: gating writes the decision as data, and the
 views (``storage/views.py``) only read the ``role`` column. Renaming a gate therefore
@@ -16,7 +17,8 @@ Roles (:data:`ROLES`) and how a population gets one, from its name and its paren
   templates often gate each marker on its own);
 * ``lymphocytes``: the population the ``pct_of_lymphocytes`` of the CD3 population is
   relative to (the deepest of Lymphocytes, Singlets, Live on its path:
-  :func:`gating.statistics.lymphocyte_base`);
+  :func:`lymphocyte_base`, which also gives every population's ``pct_of_lymphocytes``
+  base in ``gating.statistics``);
 * when several populations qualify, the shallowest one takes the role (first in hierarchy
   order on a tie); every other population has no role (NULL).
 """
@@ -28,6 +30,16 @@ from typing import Sequence
 
 ROLES = ("lymphocytes", "cd3", "cd4", "cd8", "th1", "th2", "th0", "th17", "treg")
 
+# Population names that define the lymphocyte base, from outermost to innermost, as labs
+# and FlowJo's defaults spell them (matched on the lower-case letters and digits of the
+# name): "Lymphocytes", "Lymphs"; "Singlets", "Single Cells", "FSC Singlets"; "Live",
+# "Viable cells", or a viability dye's negative gate ("aAmine-", "Live/Dead neg", "Zombie NIR-").
+_LYMPH = re.compile(r"lymph(s|ocytes?)?(gate)?\d*")
+_SINGLETS = re.compile(r"(fsc|ssc|fs|ss)?(singlets?|singlecells?|singles?)(fsc|ssc|fs|ss)?\d*")
+_LIVE = re.compile(r"(live|viable|alive)(cells?)?\d*")
+_VIABILITY_DYES = re.compile(r"(livedead|ld|aamine|amine|zombie[a-z]*|fvs\d*|7aad|dapi|pi|vivid|aqua|viability|dead"
+                             r"|sytox[a-z]*|efluor\d*|ef\d+|nearir)")
+_NEGATIVE = re.compile(r"\s*(-|\bneg\b|\bnegative\b)\s*$", re.IGNORECASE)
 _NOT_KEY = re.compile(r"[^a-z0-9+-]")
 _CELLS_SUFFIX = re.compile(r"^(.+?)(tcells?|cells?)$")
 _QUADRANT = {"cd4+cd8-": "cd4", "cd8-cd4+": "cd4", "cd4-cd8+": "cd8", "cd8+cd4-": "cd8"}
@@ -52,6 +64,42 @@ def population_key(name: str | None) -> str | None:
     return "treg" if k == "tregs" else k
 
 
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def base_level(name: str) -> int | None:
+    """0 for a lymphocyte gate, 1 for a singlet gate, 2 for a live-cell gate; None otherwise."""
+    n = _norm(name)
+    if _LYMPH.fullmatch(n):
+        return 0
+    if _SINGLETS.fullmatch(n):
+        return 1
+    negative = _NEGATIVE.search(name)
+    if _LIVE.fullmatch(n) or (negative and _VIABILITY_DYES.fullmatch(_norm(name[:negative.start()]))):
+        return 2
+    return None
+
+
+def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
+    """Index in ``path_names`` of the deepest lymphocyte-base population, or None.
+
+    >>> lymphocyte_base(("Lymphocytes", "Single Cells", "Single Cells", "CD3+"))
+    2
+    >>> lymphocyte_base(("Time", "Singlets", "aAmine-", "CD3+")) is None  # no lymphocyte gate
+    True
+    """
+    base = None
+    level = -1
+    for i, name in enumerate(path_names):
+        lvl = base_level(name)
+        # Live only counts once we are inside lymphocytes (a Live gate on all events is not a
+        # base); a repeated level (FSC then SSC "Single Cells") moves the base to the deeper one.
+        if lvl is not None and lvl >= level and (lvl == 0 or level >= 0):
+            base, level = i, lvl
+    return base
+
+
 def _candidate(name: str, parent: str | None) -> tuple[str, int] | None:
     """(role, preference) a population qualifies for, lower preference first; None if none."""
     key = population_key(name)
@@ -67,13 +115,15 @@ def _candidate(name: str, parent: str | None) -> tuple[str, int] | None:
 
 
 def assign_roles(names: Sequence[str], parents: Sequence[str | None], paths: Sequence[tuple[str, ...]],
-                 lymphocyte_base_of) -> list[str | None]:
+                 lymphocyte_base_of=None) -> list[str | None]:
     """The role of each population (parallel to ``names``), or None.
 
     ``names``/``parents``: population and parent display names; ``paths``: each population's
     path of display names from the root (hierarchy order: parents before children).
-    ``lymphocyte_base_of(path)``: index in ``path`` of its lymphocyte base, or None.
+    ``lymphocyte_base_of(path)``: index in ``path`` of its lymphocyte base, or None
+    (default :func:`lymphocyte_base`).
     """
+    lymphocyte_base_of = lymphocyte_base_of or lymphocyte_base
     best: dict[str, tuple[int, int, int]] = {}  # role -> (preference, depth, row)
     for i, (name, parent, path) in enumerate(zip(names, parents, paths)):
         cand = _candidate(name, parent)

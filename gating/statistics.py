@@ -5,6 +5,7 @@ Definitions (as FlowJo and flowkit report them):
 * ``pct_of_parent = 100 * count / parent_count``
 * ``pct_of_lymphocytes = 100 * count / count(base)`` where *base* is the deepest of
   ``Live`` ⊂ ``Singlets`` ⊂ ``Lymphocytes`` present on the population's path
+  (:func:`gating.roles.lymphocyte_base`)
   (DESIGN.md: "% of lymphocytes, the Live singlet lymphocytes when present");
   NULL for populations outside that base.
 * ``role``: which population the immune timeline reads as lymphocytes, CD3, CD4, CD8,
@@ -19,7 +20,6 @@ Definitions (as FlowJo and flowkit report them):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,19 +28,7 @@ from assays.records import FcsSample
 from gating.engine import GateMembership
 from gating.grouped_quantiles import EventGroups, event_groups, grouped_stats
 from gating.qc import QcCheck
-from gating.roles import assign_roles
-
-# Population names that define the lymphocyte base, from outermost to innermost, as labs
-# and FlowJo's defaults spell them (matched on the lower-case letters and digits of the
-# name): "Lymphocytes", "Lymphs"; "Singlets", "Single Cells", "FSC Singlets"; "Live",
-# "Viable cells", or a viability dye's negative gate ("aAmine-", "Live/Dead neg", "Zombie NIR-").
-_LYMPH = re.compile(r"lymph(s|ocytes?)?(gate)?\d*")
-_SINGLETS = re.compile(r"(fsc|ssc|fs|ss)?(singlets?|singlecells?|singles?)(fsc|ssc|fs|ss)?\d*")
-_LIVE = re.compile(r"(live|viable|alive)(cells?)?\d*")
-_VIABILITY_DYES = re.compile(r"(livedead|ld|aamine|amine|zombie[a-z]*|fvs\d*|7aad|dapi|pi|vivid|aqua|viability|dead"
-                             r"|sytox[a-z]*|efluor\d*|ef\d+|nearir)")
-_NEGATIVE = re.compile(r"\s*(-|\bneg\b|\bnegative\b)\s*$", re.IGNORECASE)
-
+from gating.roles import assign_roles, lymphocyte_base
 
 @dataclass
 class PopulationStat:
@@ -84,42 +72,6 @@ def robust_cv(values: np.ndarray) -> float | None:
     return _rcv(float(lo), float(med), float(hi), values.size)
 
 
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def base_level(name: str) -> int | None:
-    """0 for a lymphocyte gate, 1 for a singlet gate, 2 for a live-cell gate; None otherwise."""
-    n = _norm(name)
-    if _LYMPH.fullmatch(n):
-        return 0
-    if _SINGLETS.fullmatch(n):
-        return 1
-    negative = _NEGATIVE.search(name)
-    if _LIVE.fullmatch(n) or (negative and _VIABILITY_DYES.fullmatch(_norm(name[:negative.start()]))):
-        return 2
-    return None
-
-
-def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
-    """Index in ``path_names`` of the deepest lymphocyte-base population, or None.
-
-    >>> lymphocyte_base(("Lymphocytes", "Single Cells", "Single Cells", "CD3+"))
-    2
-    >>> lymphocyte_base(("Time", "Singlets", "aAmine-", "CD3+")) is None  # no lymphocyte gate
-    True
-    """
-    base = None
-    level = -1
-    for i, name in enumerate(path_names):
-        lvl = base_level(name)
-        # Live only counts once we are inside lymphocytes (a Live gate on all events is not a
-        # base); a repeated level (FSC then SSC "Single Cells") moves the base to the deeper one.
-        if lvl is not None and lvl >= level and (lvl == 0 or level >= 0):
-            base, level = i, lvl
-    return base
-
-
 def population_stats(
     memberships: list[GateMembership], n_events: int, names: dict[str, str] | None = None,
     qc: list[QcCheck] = (),
@@ -159,7 +111,7 @@ def population_stats(
             )
         )
     assert len(by_path) == len(memberships), "gate paths must be unique within a sample"
-    roles = assign_roles([p.population for p in out], [p.parent for p in out], shown_paths, lymphocyte_base)
+    roles = assign_roles([p.population for p in out], [p.parent for p in out], shown_paths)
     for p, role in zip(out, roles):
         p.role = role
     return out

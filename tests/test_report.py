@@ -298,6 +298,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     rendered = dom.stdout
     assert 'id="chimerism-timeline"' in rendered and 'id="immune-timeline"' in rendered
     assert rendered.count('class="pt ') >= 10 and 'id="immune-table"' in rendered
+    # The browser keeps the embedded pictures (data URIs) and both methods' LOD labels.
+    assert len(re.findall(r'<img class="gating"[^>]*src="data:image/png;base64,', rendered)) == 10
+    assert re.search(r'class="lodlabel" data-method="str"[^>]*>STR LOD \d', rendered)
+    assert re.search(r'class="lodlabel" data-method="qpcr"[^>]*>qPCR LOD \d', rendered)
 
 
 # ----------------------------------------------------------------------------- docs

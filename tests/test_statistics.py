@@ -8,7 +8,8 @@ import pytest
 from assays.records import Channel, FcsSample
 from gating.engine import GateMembership
 from gating.compensation import channel_major, compensate_array
-from gating.statistics import grouped_populations, lymphocyte_base, marker_stats, population_stats, robust_cv, stat_channels
+from gating.roles import lymphocyte_base
+from gating.statistics import grouped_populations, marker_stats, population_stats, robust_cv, stat_channels
 
 
 def _sample(events: np.ndarray) -> FcsSample:
