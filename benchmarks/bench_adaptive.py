@@ -32,7 +32,7 @@ def main(n_events: int = 1_000_000) -> None:
     import flowkit as fk
 
     from assays.fcs import read_fcs
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
     from gating.adaptive import build_adaptive_gating
     from gating.engine import apply_strategy
     from gating.panel import load_panel

@@ -20,11 +20,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from assays.simulators.ddpcr_sim import write_ddpcr_case
-from assays.simulators.qpcr_sim import write_qpcr_case
-from assays.simulators.sheets import write_registry, write_sample_sheet
-from assays.simulators.str_sim import write_str_case
-from assays.simulators.tcell import simulate_tube
+from simulators.ddpcr_sim import write_ddpcr_case
+from simulators.qpcr_sim import write_qpcr_case
+from simulators.sheets import write_registry, write_sample_sheet
+from simulators.str_sim import write_str_case
+from simulators.tcell import simulate_tube
 
 N_EVENTS = 15_000
 

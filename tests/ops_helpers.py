@@ -44,7 +44,7 @@ def write_template(path: Path) -> Path:
 
 def simulate(folder: Path, n: int, n_events: int = 3000, prefix: str = "T", seed0: int = 100) -> list[Path]:
     """``n`` simulated FCS tubes written into ``folder`` (atomically), sample ids ``<prefix>NN``."""
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -10,7 +10,7 @@ import pytest
 
 from assays.errors import InputError
 from assays.fcs import read_fcs
-from assays.simulators.tcell import simulate_tube
+from simulators.tcell import simulate_tube
 import gating.adaptive as adaptive
 from gating.adaptive import AdaptiveGating, build_adaptive_gating, density_valley, quadrant_mixture
 from gating.engine import apply_strategy
@@ -352,7 +352,7 @@ SWEEP_SEEDS = list(range(9301, 9317))
 def test_accuracy_over_a_broad_seed_sweep(tmp_path, panel):
     """Every reported population is within TOLERANCE on 16 fresh simulated tubes.
 
-    Truth comes from the seeded simulator (``assays.simulators.tcell.simulate_tube``): each
+    Truth comes from the seeded simulator (``simulators.tcell.simulate_tube``): each
     tube's percentages are computed from the labels it gave its events. The label spellings
     cycle through every variant index and a random spelling per marker (``label_variant=None``),
     every other tube is gated with its unstimulated control (cytokine thresholds from the

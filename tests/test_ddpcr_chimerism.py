@@ -9,7 +9,7 @@ import pytest
 
 from assays import ddpcr
 from assays.records import DdpcrWell, PatientCycle, SampleSheetRow
-from assays.simulators.ddpcr_sim import write_ddpcr_case
+from simulators.ddpcr_sim import write_ddpcr_case
 from gating.chimerism import ddpcr as dd
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 
@@ -135,7 +135,7 @@ SWEEP_TRUTHS = (0.0, 0.05, 1.0, 50.0)
 def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path):
     """95 % CI coverage and the 0 % false-positive rate over 120 simulated QX plates.
 
-    Truth comes from the seeded simulator (assays.simulators.ddpcr_sim, seeds
+    Truth comes from the seeded simulator (simulators.ddpcr_sim, seeds
     63000-63119): the donor % each post sample was made with; its blank false-positive
     droplets (0.05 per well) make a 0 % sample show a droplet now and then. The
     Poisson/MOVER CI must contain the truth as often as a 95 % interval does, within a
@@ -202,7 +202,7 @@ LOB_SEEDS_LOD = range(64_200, 64_260)
 def test_count_lob_false_positives_and_detection_over_seed_sweep(tmp_path):
     """False positives at 0 % and detection at 2x the median LoD over fresh simulated QX plates.
 
-    Truth comes from the seeded simulator (assays.simulators.ddpcr_sim, seeds
+    Truth comes from the seeded simulator (simulators.ddpcr_sim, seeds
     64000-64199 at 0 % donor, 64200-64259 at twice the median LoD of the first run):
     the donor % each post sample was made with, its blank wells and post samples both
     carrying 0.05 false-positive droplets per well. The count-based LoB must call a 0 %

@@ -1,6 +1,6 @@
 """FCS validation and metadata rules (DESIGN.md, Flow cytometry; Contract, Input files).
 
-Broken files are made from a simulated tube (assays.simulators.tcell, seed 11) by
+Broken files are made from a simulated tube (simulators.tcell, seed 11) by
 cutting or editing its bytes, so each test knows exactly what is wrong.
 """
 
@@ -16,7 +16,7 @@ from assays.errors import InputError
 from assays.fcs import parse_spillover, read_fcs, sample_id_from, validate_structure
 from assays.markers import match_markers, normalize_marker
 from assays.records import Channel
-from assays.simulators.tcell import simulate_tube
+from simulators.tcell import simulate_tube
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def _image(png: bytes) -> np.ndarray:
 @pytest.fixture(scope="module")
 def adaptive(tmp_path_factory):
     from assays.fcs import read_fcs
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
     from gating.adaptive import build_adaptive_gating
     from gating.engine import apply_strategy
     from gating.panel import load_panel
@@ -121,7 +121,7 @@ def test_run_draws_pictures_of_flagged_samples_and_report_draws_the_rest(tmp_pat
     """Default policy ("review"): during the run only samples flagged for review get a
     picture (a lead signs those off now); any other is drawn from the store on demand.
     Seeded simulator tubes: 30k events pass QC, 5k events fail ``events_acquired``."""
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
     from conftest import query, run_pipeline
     from flows.gating_plots import picture_path, render_stored_picture
 

@@ -1,16 +1,16 @@
 """Chimerism through the real inbox flow: simulated exports with known donor % (issue 4).
 
-Truth: assays.simulators.str_sim / qpcr_sim / ddpcr_sim, seeds named below.
+Truth: simulators.str_sim / qpcr_sim / ddpcr_sim, seeds named below.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from assays.simulators.ddpcr_sim import write_ddpcr_case
-from assays.simulators.qpcr_sim import write_qpcr_case
-from assays.simulators.sheets import write_registry, write_sample_sheet
-from assays.simulators.str_sim import write_str_case
+from simulators.ddpcr_sim import write_ddpcr_case
+from simulators.qpcr_sim import write_qpcr_case
+from simulators.sheets import write_registry, write_sample_sheet
+from simulators.str_sim import write_str_case
 from conftest import query, run_pipeline
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from assays import qpcr
 from assays.records import PatientCycle, QpcrWell, SampleSheetRow
-from assays.simulators.qpcr_sim import write_qpcr_case
+from simulators.qpcr_sim import write_qpcr_case
 from gating.chimerism import calibration as cal
 from gating.chimerism import qpcr as qp
 from gating.chimerism import replicates as rep
@@ -135,7 +135,7 @@ SWEEP_TRUTHS = (0.0, 0.05, 0.1, 1.0, 20.0, 95.0)
 def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path, dilution_readout):
     """95 % CI coverage and the 0 % false-positive rate over 300 simulated plates.
 
-    Truth comes from the seeded simulator (assays.simulators.qpcr_sim, seeds
+    Truth comes from the seeded simulator (simulators.qpcr_sim, seeds
     62000-62299): the donor % each post sample was made with. Whether % is read off
     the dilution series (classical calibration interval) or by ΔΔCt with the fitted
     efficiency (delta method incl. the slope's SE), the CI must contain the truth as

@@ -47,9 +47,9 @@ def _write_sheets(inbox: Path, case) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from assays.simulators.qpcr_sim import write_qpcr_case
-    from assays.simulators.str_sim import write_str_case
-    from assays.simulators.tcell import simulate_tube
+    from simulators.qpcr_sim import write_qpcr_case
+    from simulators.str_sim import write_str_case
+    from simulators.tcell import simulate_tube
 
     root = tmp_path_factory.mktemp("report")
     inbox = root / "inbox"

@@ -15,7 +15,7 @@ from conftest import query, run_pipeline
 
 
 def test_flagged_tube_reads_review_true_with_its_reason(tmp_path):
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
     from storage.store import Store
     from storage.views import connect, review_reasons
 

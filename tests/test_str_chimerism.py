@@ -9,7 +9,7 @@ import pytest
 
 from assays import str_export
 from assays.records import PatientCycle, SampleSheetRow, StrPeak
-from assays.simulators.str_sim import write_str_case
+from simulators.str_sim import write_str_case
 from gating.chimerism import str as st
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 from sweep_helpers import tally
@@ -160,7 +160,7 @@ SWEEP_TRUTHS = (0.0, 0.5, 5.0, 20.0, 50.0, 95.0)
 def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path):
     """95 % CI coverage and the 0 % false-positive rate over 240 simulated patients.
 
-    Truth comes from the seeded simulator (assays.simulators.str_sim, seeds 61000-61239):
+    Truth comes from the seeded simulator (simulators.str_sim, seeds 61000-61239):
     the donor % each post mixture was built with. Above the 1 % LOD the CI (mean over
     loci +- t x SD / sqrt(n), SD rescaled after the outlier rule) must contain the truth
     as often as a 95 % interval does, within a 99.8 % binomial acceptance region, and

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from assays.fcs import read_fcs
-from assays.simulators.tcell import DETECTORS, LABEL_VARIANTS, TubeTruth, random_truth, simulate_tube
+from simulators.tcell import DETECTORS, LABEL_VARIANTS, TubeTruth, random_truth, simulate_tube
 
 
 def test_writes_readable_fcs_with_keywords(tmp_path):

@@ -234,7 +234,7 @@ def test_run_takes_back_files_a_dead_watcher_staged(tmp_path):
     """Files staged in `.graftwatch-ready/` by a watcher that died and was never restarted
     are processed by the next `graftwatch run` on the inbox; while a watcher lives (it holds
     the staging lock) they are left to it. Seeded simulator tube."""
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
     from conftest import query, run_pipeline
     from flows.inbox import STAGING, hold_staging, sibling
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assays.simulators.str_sim import WrittenCase, case_sheet
+from simulators.str_sim import WrittenCase, case_sheet
 
 DROPLET_VOLUME_UL = 0.00085
 MARKER_TARGET = "InDel-12"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assays.simulators.str_sim import WrittenCase, case_sheet
+from simulators.str_sim import WrittenCase, case_sheet
 
 
 @dataclass(frozen=True)
