@@ -30,7 +30,6 @@ because in each of those cases flowio returns wrong events without an error.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import sys
 import warnings
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from assays.errors import InputError
+from assays.hashing import sha256_of
 from assays.records import Channel, FcsSample, Spillover
 
 FCS_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1")
@@ -54,15 +54,6 @@ _ACTION_REEXPORT = (
 def sniff(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) starts with an FCS version tag."""
     return head[:6].decode("ascii", "replace") in FCS_VERSIONS
-
-
-def sha256_of(path: Path, chunk: int = 2**20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks (files can be gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _int_field(raw: bytes, what: str, name: str) -> int:

@@ -10,28 +10,18 @@ its tokens are also tried on their own (:func:`label_candidates`).
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from assays.errors import InputError
+from assays.names import name_key
 from assays.records import Channel
 
-_GREEK = {
-    "γ": "g", "gamma": "g", "α": "a", "alpha": "a", "β": "b", "beta": "b",
-    "δ": "d", "delta": "d", "κ": "k", "kappa": "k", "λ": "l", "lambda": "l",
-}
-_GREEK_RE = re.compile("|".join(sorted(map(re.escape, _GREEK), key=len, reverse=True)))
-
-
 def normalize_marker(label: str) -> str:
-    """Canonical form of a marker label: lower case, Greek letters spelled as one
-    Latin letter, everything but letters and digits removed.
+    """Canonical form of a marker label: :func:`assays.names.name_key` with Greek folding.
 
     >>> normalize_marker("IFN-γ") == normalize_marker("IFN gamma") == "ifng"
     True
     """
-    text = unicodedata.normalize("NFKC", label).lower()
-    text = _GREEK_RE.sub(lambda m: _GREEK[m.group(0)], text)
-    return re.sub(r"[^0-9a-z]", "", text)
+    return name_key(label, greek=True)
 
 
 # Separators between a marker and a fluorochrome in channel labels ("CD3 FITC", "CD3-FITC",

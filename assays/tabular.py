@@ -15,13 +15,13 @@ import csv
 import datetime as dt
 import io
 import re
-import unicodedata
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assays.errors import InputError
+from assays.names import name_key as normalize_name  # readers call tabular.normalize_name
 
 #: Cell values that instruments write for "no value" (compared case-insensitively).
 MISSING_TOKENS = frozenset(
@@ -31,15 +31,6 @@ MISSING_TOKENS = frozenset(
 _DELIMITERS = ("\t", ",", ";")
 _HEADER_SEARCH_LINES = 400
 _XLSX_MAGIC = b"PK\x03\x04"
-
-
-def normalize_name(name: str) -> str:
-    """Column/target name key: case-, space- and punctuation-blind (``Sample.Name`` == ``sample name``).
-
-    NFKC first so that the micro sign and the Greek mu compare equal.
-    """
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    return "".join(ch for ch in folded if ch.isalnum())
 
 
 def decode(raw: bytes, source_name: str = "file") -> str:

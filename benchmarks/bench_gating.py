@@ -1,4 +1,4 @@
-"""Gating speed: flowkit ``Session.analyze_samples`` vs ``gating.fast_engine``.
+"""Gating speed: flowkit ``Session.analyze_samples`` vs ``gating.evaluator``.
 
 Run by hand (not a test):  .venv/bin/python benchmarks/bench_gating.py [--events N] [--repeat R]
 
@@ -7,7 +7,7 @@ SSC-A, 9 fluorescence channels with spillover, Time) and a 9-gate Gating-ML 2.0
 template (two scatter polygons, then logicle rectangles on compensated
 fluorescence: Live > CD3+ > CD4+/CD8+ > Th1/Th17/Treg). Times flowkit 1.3.2's
 ``Session(...).analyze_samples()`` (its defaults, and again with
-``cache_events=True``) against ``fast_engine.evaluate_strategy`` on the same raw
+``cache_events=True``) against ``evaluator.evaluate_strategy`` on the same raw
 events, checks that every population count and mask is identical, and prints the
 times and ratios. Reading the FCS file is excluded on both sides: this measures
 compensation + transforms + gating only.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowkit as fk  # noqa: E402
 
-from gating.fast_engine import compile_strategy, evaluate_strategy  # noqa: E402
+from gating.evaluator import compile_strategy, evaluate_strategy  # noqa: E402
 
 PNN = [
     "FSC-A", "FSC-H", "SSC-A",
@@ -177,8 +177,8 @@ def main() -> None:
     t_fk, t_fkc, t_fast = min(times_fk), min(times_fkc), min(times_fast)
     print(f"flowkit Session.analyze_samples():                   {t_fk:7.3f} s")
     print(f"flowkit Session.analyze_samples(cache_events=True):  {t_fkc:7.3f} s")
-    print(f"fast_engine.evaluate_strategy:                       {t_fast:7.3f} s")
-    print(f"ratio flowkit / fast_engine: {t_fk / t_fast:.1f}x (default), {t_fkc / t_fast:.1f}x (cached flowkit)")
+    print(f"evaluator.evaluate_strategy:                       {t_fast:7.3f} s")
+    print(f"ratio flowkit / evaluator: {t_fk / t_fast:.1f}x (default), {t_fkc / t_fast:.1f}x (cached flowkit)")
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def archived_fcs(store: Store, archive_dir: Path, sample_ids: list[str] | None =
     ``$SMNO`` takes its sample id from it, and the archive may have renamed the copy.
     Symbolic links are not followed.
     """
-    from assays.fcs import sha256_of
+    from assays.hashing import sha256_of
     from storage.views import connect
 
     con = connect(store)

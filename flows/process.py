@@ -19,7 +19,8 @@ import numpy as np
 from assays import ddpcr, qpcr, sheets, str_export
 from assays.detect import detect_kind
 from assays.errors import GraftwatchError, InputError
-from assays.fcs import read_fcs, sha256_of
+from assays.fcs import read_fcs
+from assays.hashing import sha256_of
 from assays.records import FcsSample
 from flows.inbox import InboxFile
 from storage.store import new_id, to_table, utcnow
@@ -95,9 +96,9 @@ def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = 
              compensated: dict | None = None, seconds: dict | None = None):
     """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships).
 
-    ``compensated``, ``seconds``: see ``gating.engine.apply_strategy``.
+    ``compensated``, ``seconds``: see ``gating.evaluator.apply_strategy``.
     """
-    from gating.engine import apply_strategy
+    from gating.evaluator import apply_strategy
 
     if setup.template is not None:
         t = setup.template

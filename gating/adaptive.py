@@ -5,7 +5,7 @@ The hierarchy and marker aliases come from a :class:`gating.panel.Panel` (defaul
 sample and returns a flowkit ``GatingStrategy`` made of ordinary Gating-ML 2.0 gates
 (polygon gates on linear scatter, rectangle gates on logicle-transformed compensated
 fluorescence, the file's spillover embedded as a ``spectrumMatrix``). Counts are then taken
-by evaluating that strategy (``gating.engine.apply_strategy``), so the Gating-ML exported to
+by evaluating that strategy (``gating.evaluator.apply_strategy``), so the Gating-ML exported to
 ``flow_gates`` re-applied by flowkit to the same file gives the same counts.
 
 Placement methods (each function's docstring gives its failure mode):
@@ -13,7 +13,7 @@ Placement methods (each function's docstring gives its failure mode):
 * ``Lymphocytes`` - :func:`lymphocyte_polygon`: Gaussian mixture on forward/side scatter:
   FSC-A/SSC-A, else height (FSC-H/SSC-H: FACSCalibur, FACScan), else unsuffixed scatter
   (FSC/SSC, FS/SS), each axis separately, with the vendor spellings of the panel's
-  ``[scatter]`` table (:func:`gating.panel.scatter_key`: case, spaces, ``_``/``-``
+  ``[scatter]`` table (:func:`assays.names.name_key`: case, spaces, ``_``/``-``
   ignored). Only a file without any forward or any side scatter channel is an
   ``InputError`` (quarantined).
 * ``Singlets`` - :func:`singlet_band`: band of the FSC-H/FSC-A ratio. A file without a
@@ -54,6 +54,7 @@ import numpy as np
 
 from assays.errors import InputError
 from assays.markers import match_markers
+from assays.names import name_key
 from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import GateTerm, Panel, PopulationSpec, load_panel
@@ -516,16 +517,14 @@ def find_scatter(sample: FcsSample, panel: Panel) -> dict[str, Channel]:
     A parameter's spellings are tried in the panel's order; a channel serves one
     parameter only (the first that claims it, in the table's order).
     """
-    from gating.panel import scatter_key
-
     by_key: dict[str, Channel] = {}
     for c in sample.channels:
-        by_key.setdefault(scatter_key(c.pnn), c)
+        by_key.setdefault(name_key(c.pnn), c)
     out: dict[str, Channel] = {}
     taken: set[int] = set()
     for param, spellings in _scatter_params(panel).items():
         for name in spellings:
-            ch = by_key.get(scatter_key(name))
+            ch = by_key.get(name_key(name))
             if ch is not None and ch.index not in taken:
                 out[param] = ch
                 taken.add(ch.index)
@@ -587,7 +586,7 @@ def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarra
     logarithmic), a variable in which logicle is nearly linear everywhere; each value is
     then found by its node index (O(1)) and linear interpolation. The error is far below
     anything a density valley can resolve (tested < 1e-6 scale units); the gates placed are
-    applied later with the exact transform (``gating.engine``).
+    applied later with the exact transform (``gating.evaluator``).
     """
     values = np.asarray(values, dtype=np.float64)
     if values.size < 4 * points or not np.isfinite(values).all():

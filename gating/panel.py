@@ -5,7 +5,7 @@ only reads and checks it. Gate positions are computed per sample by ``gating.ada
 
 Scatter gates name scatter *parameters* (``FSC-A``, ``FSC-H``, ``FSC``, ``SSC-A``, ...),
 not channels: the panel's ``[scatter]`` table lists the ``$PnN`` spellings of each
-(matched by :func:`scatter_key`: case, spaces, ``_`` and ``-`` ignored), and an axis of a
+(matched by `assays.names.name_key`: case, spaces, ``_`` and ``-`` ignored), and an axis of a
 gate may list several parameters, the first one the file has being used
 (``channels = [["FSC-A", "FSC-H", "FSC"], ["SSC-A", "SSC-H", "SSC"]]``). A panel without a
 ``[scatter]`` table takes the built-in panel's.
@@ -23,6 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from assays.errors import ConfigError
+from assays.names import name_key
 
 BUILTIN_TCELL = Path(__file__).parent / "panels" / "tcell.toml"
 
@@ -104,16 +105,6 @@ class Panel:
         raise KeyError(name)
 
 
-def scatter_key(name: str) -> str:
-    """How scatter ``$PnN`` names are compared: upper case, runs of spaces, ``_`` and ``-``
-    read as one ``-`` (``"FS INT"`` = ``"fs_int"`` = ``"FS-INT"``; ``"FSC-A"`` = ``"FSC A"``).
-
-    >>> scatter_key(" fs  int ") == scatter_key("FS-INT") == "FS-INT"
-    True
-    """
-    return re.sub(r"[\s_\-]+", "-", name.strip().upper()).strip("-")
-
-
 def parse_term(text: str) -> GateTerm:
     """``"IFN-γ+"`` -> GateTerm("IFN-γ", "+"); ``"CD127lo"`` -> GateTerm("CD127", "lo")."""
     for sign in _SIGNS:
@@ -149,7 +140,7 @@ def _scatter_table(doc: dict) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"scatter {param}: spellings must be a list of strings")
         spellings = tuple(dict.fromkeys([param, *names]))
         for n in spellings:
-            key = scatter_key(n)
+            key = name_key(n)
             if owner.get(key, param) != param:
                 raise ValueError(f"scatter spelling {n!r} is listed under both {owner[key]} and {param}")
             owner[key] = param

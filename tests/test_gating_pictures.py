@@ -25,7 +25,7 @@ def adaptive(tmp_path_factory):
     from assays.fcs import read_fcs
     from simulators.tcell import simulate_tube
     from gating.adaptive import build_adaptive_gating
-    from gating.engine import apply_strategy
+    from gating.evaluator import apply_strategy
     from gating.panel import load_panel
 
     path = tmp_path_factory.mktemp("tube") / "tube.fcs"
@@ -74,7 +74,7 @@ def test_all_gatingml_gate_types(shared_data):
     import flowkit as fk
 
     from assays.fcs import read_fcs
-    from gating.engine import apply_strategy
+    from gating.evaluator import apply_strategy
     from flows.gating_plots import render_picture as render_gating_png
     from reports.gating_pictures import _panels
 

@@ -1,4 +1,6 @@
-"""Fast, exact evaluation of a flowkit ``GatingStrategy`` on an events matrix.
+"""The gate-tree evaluator: exact evaluation of a flowkit ``GatingStrategy`` (Gating-ML 2.0,
+FlowJo workspace or the adaptive panel) on an events matrix; ``apply_strategy`` is the
+pipeline's single gating entry point.
 
 Why this exists
 ---------------
@@ -74,6 +76,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+import dataclasses
 import time
 
 import flowkit as fk
@@ -91,6 +94,7 @@ __all__ = [
     "compile_strategy",
     "evaluate_strategy",
     "evaluate_sample",
+    "apply_strategy",
     "sample_columns",
     "evaluate_flowkit_sample",
     "flowkit_fcs_spillover",
@@ -871,6 +875,31 @@ def evaluate_sample(
         compensated=compensated,
         seconds=seconds,
     )
+
+
+def _flowjo_view(sample: Any) -> Any:
+    """FlowJo names detectors with '/' replaced by '_' (``BL 530/30-A`` -> ``BL 530_30-A``)."""
+    from assays.records import Channel
+
+    chans = [Channel(c.index, c.pnn.replace("/", "_"), c.pns) for c in sample.channels]
+    spill = sample.spillover
+    if spill is not None:
+        spill = dataclasses.replace(spill, detectors=[d.replace("/", "_") for d in spill.detectors])
+    return dataclasses.replace(sample, channels=chans, spillover=spill)
+
+
+def apply_strategy(strategy: fk.GatingStrategy | CompiledStrategy, sample: Any, flowjo_labels: bool = False,
+                   compensated: dict | None = None, seconds: dict | None = None) -> list[GateMembership]:
+    """Evaluate every gate of ``strategy`` on an ``assays.records.FcsSample``; parents come before children.
+
+    ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
+    ``compensated``: filled with the compensated channels the gates used
+    (:func:`evaluate_strategy`), for statistics on the same values.
+    ``seconds``: compensate / transform seconds are added to it.
+    """
+    if flowjo_labels:
+        sample = _flowjo_view(sample)
+    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds)
 
 
 def sample_columns(

@@ -1,4 +1,4 @@
-"""gating.fast_engine threshold bands: rectangle bounds and quadrant dividers on
+"""gating.evaluator threshold bands: rectangle bounds and quadrant dividers on
 logicle/hyperlog dimensions are decided in raw space, transforming only the events
 near a bound, and must still give flowkit 1.3.2's bits event by event.
 
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gating import fast_engine
-from gating.fast_engine import compile_strategy, evaluate_flowkit_sample, evaluate_strategy
+from gating import evaluator
+from gating.evaluator import compile_strategy, evaluate_flowkit_sample, evaluate_strategy
 
 L = fk.transforms.LogicleTransform(262144, 0.5, 4.5, 0)
 H = fk.transforms.HyperlogTransform(262144, 0.5, 4.5, 0)
@@ -276,7 +276,7 @@ def test_threshold_data_transform_far_fewer_values(transformed_values, monkeypat
         return dict(transformed_values), out
 
     banded, out_banded = count(compile_strategy(gs))
-    monkeypatch.setattr(fast_engine, "_MONOTONE_TRANSFORMS", ())
+    monkeypatch.setattr(evaluator, "_MONOTONE_TRANSFORMS", ())
     exact, out_exact = count(compile_strategy(gs))
     for m, e in zip(out_banded, out_exact):
         assert np.array_equal(m.mask, e.mask), m.gate_id

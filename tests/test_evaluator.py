@@ -1,4 +1,4 @@
-"""gating.fast_engine: same masks as flowkit and as the Gating-ML 2.0 / FlowJo references.
+"""gating.evaluator: same masks as flowkit and as the Gating-ML 2.0 / FlowJo references.
 
 Reference tests (marked ``reference``) read ../shared/data through the ``shared_data``
 fixture and skip with a reason when it is absent; the synthetic tests below them pin
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from assays.records import Channel, FcsSample, Spillover
-from gating.fast_engine import (
+from gating.evaluator import (
     compile_strategy,
     evaluate_flowkit_sample,
     evaluate_sample,
@@ -467,7 +467,7 @@ def test_cached_columns_bit_identical_to_flowkit_preprocessing(sample_100715):
     """Compensated block and lazily filled logicle columns equal flowutils' whole-column results."""
     from flowutils import compensate as fu_compensate
 
-    from gating.fast_engine import _SampleState
+    from gating.evaluator import _SampleState
 
     xf = fk.transforms.LogicleTransform(262144, 0.5, 4.5, 0)
     gs = fk.GatingStrategy()
