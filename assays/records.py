@@ -7,6 +7,7 @@ schemas of ``storage/schemas.py``; nothing here knows about Parquet or Prefect.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -123,6 +124,23 @@ class DdpcrWell:
     negatives: int | None
 
 
+# Wells and lanes every run carries that are no patient sample: their names repeat on
+# every plate ("NTC", "Ladder", kit control DNA 2800M / 9947A / 007), so they are never
+# checked for identity conflicts and never counted as samples.
+_CONTROL_TASKS = frozenset({"STANDARD", "NTC", "NAC", "NEGATIVE", "NEGATIVE CONTROL", "POSITIVE CONTROL", "BLANK",
+                            "NEG", "POS", "IPC"})
+_CONTROL_NAME = re.compile(
+    r"^(?:(?:ntc|nac|blank|water|h2o|neg(?:ative)?(?:[ _-]?(?:ctrl|control))?|pos(?:itive)?[ _-]?(?:ctrl|control)"
+    r"|(?:allelic[ _-]?)?ladder|std[ _-]?\d*|standard[ _-]?\d*)(?:[ _-]\S*)?|2800m|9947a|007)$", re.IGNORECASE)
+
+
+def is_control_record(record) -> bool:
+    """True for a control well or lane (standard, no-template control, blank, ladder, kit
+    control DNA), by the exported task when there is one, else by its sample name."""
+    task = (getattr(record, "task", None) or "").strip().upper()
+    return task in _CONTROL_TASKS or bool(_CONTROL_NAME.match(record.sample_id or ""))
+
+
 @dataclass
 class InstrumentExport:
     """A parsed non-FCS export: one file, many samples, one assay."""
@@ -139,4 +157,13 @@ class InstrumentExport:
         seen: dict[str, None] = {}
         for r in self.records:
             seen.setdefault(r.sample_id, None)
+        return list(seen)
+
+    @property
+    def patient_sample_ids(self) -> list[str]:
+        """``sample_ids`` without control wells and lanes (:func:`is_control_record`)."""
+        seen: dict[str, None] = {}
+        for r in self.records:
+            if not is_control_record(r):
+                seen.setdefault(r.sample_id, None)
         return list(seen)

@@ -29,7 +29,8 @@ from flows.backfill import backfill_population_roles
 from flows.config import Config, load_config
 from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
                          take_back_leftovers)
-from flows.process import FileOutcome, GatingSetup, process_file
+from flows.identity import IdentityBook
+from flows.process import FileOutcome, GatingSetup, file_signature, process_file
 from storage.store import Batch, Store, new_id, utcnow
 
 log = logging.getLogger("graftwatch")
@@ -44,6 +45,12 @@ class QuarantinedFile:
 
 
 @dataclass
+class FlaggedSample:
+    sample_id: str
+    reasons: list[str]  # the failed QC checks, in words where the check gives them
+
+
+@dataclass
 class RunSummary:
     """What one run did; printed by the CLI and published as a Prefect artifact."""
 
@@ -52,6 +59,8 @@ class RunSummary:
     quarantined: list[QuarantinedFile] = field(default_factory=list)
     samples: int = 0
     flagged_samples: list[str] = field(default_factory=list)
+    flagged: list[FlaggedSample] = field(default_factory=list)  # the same samples, with why
+    returned: int = 0  # files still being written when read: back in the inbox for the next run
     chimerism_results: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over files; "write" = commits
     worker_seconds: dict[str, float] = field(default_factory=dict)  # per-file work by worker thread/process
@@ -70,10 +79,10 @@ class _Result(Protocol):
 
 
 # submit(files, setup, known) -> a future of process_files(files, setup, known)
-Submit = Callable[[list[InboxFile], GatingSetup, set[str]], _Result]
+Submit = Callable[[list[InboxFile], GatingSetup, dict[str, str]], _Result]
 
 
-def process_files(files: list[InboxFile], setup: GatingSetup, known: set[str]) -> list[FileOutcome]:
+def process_files(files: list[InboxFile], setup: GatingSetup, known: dict[str, str]) -> list[FileOutcome]:
     """Process one work unit of files (one pool job): their outcomes, rows as Arrow tables."""
     outcomes = [process_file(f, setup, known) for f in files]
     for out in outcomes:
@@ -118,11 +127,13 @@ def work_units(files: list[InboxFile], workers: int, max_bytes: int = 64 * 2**20
     return pack(files, len(files) or 1, target)
 
 
-def known_sha256(store: Store) -> set[str]:
-    """sha256 of every file already stored (committed ``ingest_log`` rows with status stored)."""
+def known_sha256(store: Store) -> dict[str, str]:
+    """Every file already stored (committed ``ingest_log`` rows with status stored):
+    sha256 -> its archived name (or its inbox name)."""
     committed = store.committed_batches()
     log_t = store.read_table("ingest_log").to_pylist()
-    return {r["source_sha256"] for r in log_t if r["status"] == "stored" and r["batch_id"] in committed}
+    return {r["source_sha256"]: r["archived_as"] or r["source_name"] for r in log_t
+            if r["status"] == "stored" and r["batch_id"] in committed}
 
 
 def build_setup(config: Config, template_path: str | None) -> GatingSetup:
@@ -144,15 +155,61 @@ def build_setup(config: Config, template_path: str | None) -> GatingSetup:
     return GatingSetup(panel=load_panel(config.panel) if config.panel else load_panel())
 
 
-def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summary: RunSummary) -> None:
-    batch = Batch(store, "ingest")
+@dataclass
+class _Run:
+    """What the chunks of one run share."""
+
+    store: Store
+    inbox: Path
+    config: Config
+    setup: GatingSetup
+    claims: ClaimSession
+    known: dict[str, str]  # sha256 of stored files -> archived name
+    book: IdentityBook
+    summary: RunSummary
+    counter: "_Counter"
+    submit: Submit
+
+
+def _still_written(out: FileOutcome) -> bool:
+    """True when the file changed after it was hashed: a writer is still at it (a paused
+    copy), so neither its rows nor a quarantine note about its bytes would be true."""
+    return out.signature is not None and file_signature(out.file.path) not in (out.signature, None)
+
+
+_CUT_OFF = ("truncated", "cut off")
+
+
+def _recheck_truncated(outcomes: list[FileOutcome], seconds: float) -> None:
+    """Give files that read as cut off one more look before they are quarantined: a
+    paused copy resumes (the file then changed: :func:`_still_written`), a truly
+    truncated file stays as it is. One wait for the whole chunk."""
+    if any(o.status == "quarantined" and o.error and any(w in o.error for w in _CUT_OFF) for o in outcomes):
+        time.sleep(seconds)
+
+
+def _flag_reasons(out: FileOutcome) -> list[str]:
+    """The failed QC checks of a flagged FCS outcome, in words where the check has them."""
+    t = out.tables.get("flow_qc")
+    if t is None:
+        return []
+    rows = t.to_pylist()
+    return [r.get("message") or r["check"] for r in rows if r.get("passed") is False]
+
+
+def _commit_chunk(run: _Run, outcomes: list[FileOutcome]) -> None:
+    summary, inbox = run.summary, run.inbox
+    returned = [o for o in outcomes if _still_written(o)]
+    outcomes = [o for o in outcomes if o not in returned]
+    batch = Batch(run.store, "ingest")
     now = utcnow()
     targets: dict[int, Path] = {}
     for i, out in enumerate(outcomes):
         for table, rows in [*out.rows.items(), *out.tables.items()]:
             batch.add(table, rows)
         if out.status != "quarantined":
-            targets[i] = archive_target(inbox, out.file, out.sha256)
+            dup_of = run.known.get(out.sha256) if out.status == "duplicate" else None
+            targets[i] = archive_target(inbox, out.file, out.sha256, duplicate_of=dup_of)
         batch.add("ingest_log", [{
             "source_sha256": out.sha256 or None, "source_name": out.file.name, "assay": out.kind,
             "status": out.status, "error": out.error, "seen_at": now, "n_samples": len(out.sample_ids),
@@ -162,7 +219,9 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
     t0 = time.perf_counter()
     batch.commit()
     summary.add_stage("write", time.perf_counter() - t0)
-    # Originals leave the inbox only once their rows are committed.
+    # Originals leave the inbox only once their rows are committed. A file still being
+    # written stays claimed and goes back to the inbox when the run ends.
+    summary.returned += len(returned)
     for i, out in enumerate(outcomes):
         if out.status == "quarantined":
             quarantine(inbox, out.file, out.error or "rejected")
@@ -172,12 +231,15 @@ def _commit_chunk(store: Store, inbox: Path, outcomes: list[FileOutcome], summar
             if out.status == "duplicate":
                 summary.duplicates += 1
             else:
+                run.known[out.sha256] = str(targets[i])
                 summary.stored += 1
                 summary.samples += len(out.sample_ids)
                 if out.kind != "fcs":
                     summary.chimerism_inputs += 1
                 if out.review:
                     summary.flagged_samples.extend(out.sample_ids)
+                    reasons = _flag_reasons(out)
+                    summary.flagged.extend(FlaggedSample(sid, reasons) for sid in out.sample_ids)
         for stage, sec in out.stage_seconds.items():
             summary.add_stage(stage, sec)
         summary.worker_seconds[out.worker] = summary.worker_seconds.get(out.worker, 0.0) + out.seconds
@@ -212,22 +274,24 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup, sub
     files = [_with_kind(f) for f in files]
     sheets = [f for f in files if f.kind in SHEET_KINDS]
     rest = [f for f in files if f not in sheets]
-    known = known_sha256(store)
     backfill_population_roles(store)  # once per store: rows stored before flow_populations.role
-    counter = _Counter(len(files), progress_artifact)
-    claims = ClaimSession(inbox, new_id())
+    from storage.identity import identity_decisions, stored_samples
+
+    book = IdentityBook(stored_samples(store), identity_decisions(store))
+    run = _Run(store, inbox, config, setup, ClaimSession(inbox, new_id()), known_sha256(store), book, summary,
+               _Counter(len(files), progress_artifact), submit)
     try:
-        _run_group(sheets, store, inbox, config, setup, claims, known, summary, counter, submit)
+        _run_group(run, sheets)
         if setup.template is None and rest:
             from flows.controls import control_pairs, find_controls, split_controls
 
             pairs = control_pairs(store)
             controls, rest = split_controls(rest, pairs)
-            _run_group(controls, store, inbox, config, setup, claims, known, summary, counter, submit)
+            _run_group(run, controls)
             setup.controls = find_controls(store, pairs)
-        _run_group(rest, store, inbox, config, setup, claims, known, summary, counter, submit)
+        _run_group(run, rest)
     finally:
-        claims.close()
+        run.claims.close()
     if summary.chimerism_inputs:
         from flows.chimerism_update import update_chimerism
 
@@ -254,12 +318,12 @@ class _Counter:
             self.artifact.update(self.done)
 
 
-def _run_group(group, store, inbox, config, setup, claims, known, summary, counter, submit: Submit) -> None:
+def _run_group(run: _Run, group: list[InboxFile]) -> None:
     """Claim, process and commit ``group`` in chunks (``[inbox] chunk_files`` / ``chunk_mb``)."""
     # A chunk is the unit of commit: a crash redoes at most one chunk's work.
-    for part in pack(group, config.inbox.chunk_files, config.inbox.chunk_mb * 2**20):
-        chunk = [c for c in (claims.claim(f) for f in part) if c is not None]
-        futures = [submit(unit, setup, known) for unit in work_units(chunk, default_workers())]
+    for part in pack(group, run.config.inbox.chunk_files, run.config.inbox.chunk_mb * 2**20):
+        chunk = [c for c in (run.claims.claim(f) for f in part) if c is not None]
+        futures = [run.submit(unit, run.setup, run.known) for unit in work_units(chunk, default_workers())]
         outcomes = []
         seen_now: set[str] = set()
         for fut in futures:
@@ -269,10 +333,12 @@ def _run_group(group, store, inbox, config, setup, claims, known, summary, count
                     out.status, out.rows, out.tables, out.sample_ids = "duplicate", {}, {}, []
                 seen_now.add(out.sha256)
                 outcomes.append(out)
-                counter.step()
+                run.counter.step()
         if outcomes:
-            _commit_chunk(store, inbox, outcomes, summary)
-        known |= {o.sha256 for o in outcomes if o.status == "stored"}
+            _recheck_truncated(outcomes, run.config.inbox.truncated_recheck_seconds)
+            run.book.check([o for o in outcomes if not _still_written(o)], utcnow())
+            _commit_chunk(run, outcomes)
+            run.book.committed()
 
 
 # What the flow body imports on first use: ~1.4 s together (flowkit ~1 s, pyarrow's

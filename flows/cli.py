@@ -85,7 +85,7 @@ def cmd_run(args) -> int:
     if summary.files == 0:
         console.print(f"Inbox {inbox} is empty: nothing to do ({seconds:.1f} s).")
         return EXIT_OK
-    _print_summary(console, summary, config.privacy.show_patient_ids, seconds)
+    _print_summary(console, summary, seconds)
     return EXIT_OK
 
 
@@ -102,7 +102,7 @@ def _run_on_server(args, inbox: Path):
         return process_inbox.with_options(task_runner=runner)(str(inbox), str(args.store), args.config, args.template)
 
 
-def _print_summary(console, summary, show_names: bool, seconds: float) -> None:
+def _print_summary(console, summary, seconds: float) -> None:
     from rich.table import Table
 
     t = Table(title=f"graftwatch run ({seconds:.1f} s)", show_header=True)
@@ -112,7 +112,14 @@ def _print_summary(console, summary, show_names: bool, seconds: float) -> None:
                          summary.samples, len(summary.flagged_samples), summary.chimerism_results)))
     console.print(t)
     for q in summary.quarantined:
-        console.print(f"[red]quarantined[/red] {q.name}: {q.reason}")
+        console.print(f"[red]quarantined[/red] {q.name}: {q.reason.splitlines()[0]}", highlight=False)
+    # The technician's own terminal, like the quarantine lines above: sample IDs are named
+    # (logs and Prefect artifacts name them only with [privacy] show_patient_ids).
+    for f in summary.flagged:
+        why = "; ".join(f.reasons) or "a QC check failed"
+        console.print(f"[yellow]flagged for review[/yellow] {f.sample_id}: {why}", highlight=False)
+    if summary.returned:
+        console.print(f"{summary.returned} file(s) were still being written and stay in the inbox for the next run")
 
 
 def cmd_query(args) -> int:
@@ -131,6 +138,12 @@ def cmd_report(args) -> int:
     from flows.report import write_report
 
     return write_report(args.patient_id, args.store, Path(args.out))
+
+
+def cmd_resolve(args) -> int:
+    from flows.resolve import resolve
+
+    return resolve(args)
 
 
 def cmd_serve(args) -> int:
@@ -175,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", required=True)
     rep.add_argument("--out", required=True)
     rep.set_defaults(func=cmd_report)
+
+    res = sub.add_parser("resolve", help="settle an identity conflict: say which sample a quarantined file is, "
+                                         "or that it supersedes the stored one")
+    res.add_argument("file", help="the quarantined file (its .error.txt note says why)")
+    res.add_argument("--inbox", required=True, help="the inbox the file goes back to")
+    res.add_argument("--store", required=True, help="store root (the decision is recorded there)")
+    res.add_argument("--sample-id", help="this file is this sample (a file holding one sample)")
+    res.add_argument("--rename", action="append", metavar="OLD=NEW",
+                     help="in this file, sample OLD is NEW (repeatable; for exports holding several samples)")
+    res.add_argument("--supersede", action="store_true",
+                     help="this file replaces what is stored for its sample(s) (re-acquisition, corrected export)")
+    res.add_argument("--reason", required=True, help="a few words for the record")
+    res.set_defaults(func=cmd_resolve)
 
     s = sub.add_parser("serve", help="serve the deployments of prefect.yaml to a Prefect server")
     s.add_argument("--prefect-yaml", default="prefect.yaml")

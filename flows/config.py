@@ -8,7 +8,7 @@ Example ``graftwatch.toml``::
     qpcr_lod_pct = 0.1
 
     [inbox]
-    stable_seconds = 2.0     # a file must keep its size and mtime this long before it is read
+    stable_seconds = 10.0    # without file events (network shares) a file must keep its size and mtime this long
     chunk_files = 100        # files committed together (smaller = less rework after a crash)
     chunk_mb = 2048          # ... and at most about this many MB of files per commit
 
@@ -45,7 +45,14 @@ class ChimerismSettings:
 
 @dataclass
 class InboxSettings:
-    stable_seconds: float = 2.0
+    # Without file events (network shares, files present at start) a file is read once
+    # its size and mtime have not changed this long; a copy over SMB/NFS can stall for
+    # several seconds mid-file. Files written on this machine are read right after their
+    # writer closes them, whatever this says.
+    stable_seconds: float = 10.0
+    # A file that reads as cut off is looked at again after this long before it is
+    # quarantined: if it grew meanwhile, a writer was still at it and it goes back to the inbox.
+    truncated_recheck_seconds: float = 2.0
     chunk_files: int = 100
     chunk_mb: float = 2048.0
     poll_seconds: float = 1.0

@@ -34,10 +34,22 @@ IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".d
                         ".swp", ".!sync", "~")
 
 
+# What operating systems leave in shared folders (Windows folder settings and thumbnail
+# caches; macOS's .DS_Store and ._ resource forks are hidden names already): not lab
+# files, so they are left where they are, unread and without a quarantine note.
+OS_DEBRIS = frozenset({"desktop.ini", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "icon\r"})
+
+
+def is_os_debris(name: str) -> bool:
+    """True for files the operating system leaves in folders (``desktop.ini``, ``Thumbs.db``, ...)."""
+    return name.rsplit("/", 1)[-1].lower() in OS_DEBRIS
+
+
 def is_in_progress(name: str) -> bool:
-    """True for hidden names and names a writer uses while the file is incomplete."""
+    """True for names never read: hidden names (``.DS_Store``, ``._x``), Office lock files
+    (``~$x``), names a writer uses while the file is incomplete, and OS debris."""
     base = name.rsplit("/", 1)[-1]
-    return base.startswith((".", "~$")) or base.lower().endswith(IN_PROGRESS_SUFFIXES)
+    return base.startswith((".", "~$")) or base.lower().endswith(IN_PROGRESS_SUFFIXES) or is_os_debris(base)
 
 
 def list_inbox(inbox: Path) -> list[InboxFile]:
@@ -83,18 +95,33 @@ def _free_name(folder: Path, name: str, tag: str) -> Path:
     raise FileExistsError(f"no free name for {name} in {folder}")
 
 
-def archive_target(inbox: Path, f: InboxFile, sha256: str, now: dt.datetime | None = None) -> Path:
-    """Where ``f`` will be archived: ``archive/YYYY/MM/<name>`` (a free name)."""
+def archive_target(inbox: Path, f: InboxFile, sha256: str, now: dt.datetime | None = None,
+                   duplicate_of: str | None = None) -> Path:
+    """Where ``f`` will be archived: ``archive/YYYY/MM/<its inbox-relative folder>/<name>``.
+
+    The inbox folder is kept, so two ``sdata.txt`` from two instrument folders stay apart.
+    ``duplicate_of``: the archived name of the stored file with the same bytes; the copy is
+    archived as ``<stem>__duplicate-of-<that name>`` so its archive name says so. A name
+    already taken in the folder gets the file's sha256 prefix.
+    """
     now = now or dt.datetime.now()
-    folder = sibling(inbox, "archive") / f"{now:%Y}" / f"{now:%m}"
+    rel = Path(f.name)
+    folder = sibling(inbox, "archive") / f"{now:%Y}" / f"{now:%m}" / rel.parent
     folder.mkdir(parents=True, exist_ok=True)
-    return _free_name(folder, f.path.name, sha256[:12])
+    name = f.path.name
+    if duplicate_of:
+        stem, dot, ext = name.partition(".")
+        name = f"{stem}__duplicate-of-{Path(duplicate_of).name}"
+        if dot and not name.endswith(dot + ext):
+            name += dot + ext
+    return _free_name(folder, name, sha256[:12])
 
 
 def archive(f: InboxFile, target: Path) -> Path:
     """Move an original to its archive place (never modified); returns where it went."""
     if target.exists():
         target = _free_name(target.parent, target.name, "again")
+    target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(f.path, target)
     return target
 

@@ -19,7 +19,7 @@ from flows.process import FileOutcome, GatingSetup
 
 
 @task(name="process-files", cache_policy=NO_CACHE, retries=0)
-def process_files_task(files: list[InboxFile], setup: GatingSetup, known: set[str]) -> list[FileOutcome]:
+def process_files_task(files: list[InboxFile], setup: GatingSetup, known: dict[str, str]) -> list[FileOutcome]:
     return process_files(files, setup, known)
 
 

@@ -43,6 +43,12 @@ class FileOutcome:
     rows: dict[str, list] = field(default_factory=dict)
     tables: dict = field(default_factory=dict)  # the rows as Arrow tables (convert_rows), for the commit
     sample_ids: list[str] = field(default_factory=list)
+    # the patient samples this file speaks for (control wells left out): checked for
+    # identity conflicts before the commit (flows.identity)
+    identity_ids: list[str] = field(default_factory=list)
+    identity_conflict: bool = False
+    # (size, mtime_ns) when hashed: a file that changed since was still being written
+    signature: tuple[int, int] | None = None
     review: bool = False
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # read / gate / statistics ...
@@ -171,6 +177,7 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         write_gating_png(setup.pictures_store, sample, strategy, memberships, names, analysis_id)
         t = out.timed("picture", t)
     out.sample_ids = [sid]
+    out.identity_ids = [sid]
     out.review = review
     out.add("samples", [{
         "sample_id": sid, "assay": "flow", "source_sha256": out.sha256, "source_name": sample.source_name,
@@ -218,7 +225,8 @@ def process_export(out: FileOutcome) -> None:
         )
     now = utcnow()
     at = export.acquired_at.replace(tzinfo=now.tzinfo) if export.acquired_at and export.acquired_at.tzinfo is None else export.acquired_at
-    out.sample_ids = export.sample_ids
+    out.sample_ids = export.patient_sample_ids
+    out.identity_ids = export.patient_sample_ids
     out.add("samples", [{
         "sample_id": sid, "assay": export.assay, "source_sha256": out.sha256,
         "source_name": Path(out.file.name).name, "acquired_at": at, "instrument": export.instrument,
@@ -227,7 +235,16 @@ def process_export(out: FileOutcome) -> None:
     out.add(EXPORT_TABLES[out.kind], [dict(dataclasses.asdict(r), source_sha256=out.sha256) for r in export.records])
 
 
-def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> FileOutcome:
+def file_signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of ``path``, or None when it is gone."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] | set[str]) -> FileOutcome:
     """Turn one inbox file into an outcome. Never raises for a bad file."""
     t0 = time.perf_counter()
     out = FileOutcome(file=f, sha256="")
@@ -235,6 +252,7 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: set[str]) -> Fi
         if f.refused:
             raise InputError("a regular file inside the inbox", f"{f.name}: {f.refused}",
                              "copy the real file into the inbox instead of linking to it")
+        out.signature = file_signature(f.path)
         out.sha256 = sha256_of(f.path)
         out.timed("hash", t0)
         if out.sha256 in known_sha256:

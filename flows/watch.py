@@ -69,12 +69,22 @@ def is_temporary(name: str) -> bool:
     return is_in_progress(name)
 
 
+# A file written on this machine announces its end: the kernel reports the writer's
+# close (inotify IN_CLOSE_WRITE, watchdog's "closed"). Once writes were seen, the file is
+# taken only after such a close, however long the writer pauses (a copy that stalls for
+# 6 s is still open). Events can be lost (inotify queue overflow): after this long
+# without any change, the stability window alone decides.
+CLOSE_WAIT_LIMIT = 600.0
+
+
 @dataclass
 class _Seen:
     signature: tuple[int, int]  # (size, mtime_ns)
     since: float  # monotonic time this signature was first observed
     observations: int = 1
     renamed: bool = False  # arrived by a rename inside the watched tree
+    writing: bool = False  # a write was reported after the last close: a writer has it open
+    closed: bool = False  # its writer's close was reported after the last write
 
 
 class StabilityTracker:
@@ -84,23 +94,43 @@ class StabilityTracker:
         self.stable_seconds = stable_seconds
         self.seen: dict[str, _Seen] = {}
 
-    def mark_renamed(self, rel: str) -> None:
+    def _entry(self, rel: str) -> _Seen:
         entry = self.seen.get(rel)
-        if entry is not None:
-            entry.renamed = True
-        else:
-            self.seen[rel] = _Seen((-1, -1), time.monotonic(), 0, renamed=True)
+        if entry is None:
+            entry = self.seen[rel] = _Seen((-1, -1), time.monotonic(), 0)
+        return entry
+
+    def mark_renamed(self, rel: str) -> None:
+        self._entry(rel).renamed = True
+
+    def mark_written(self, rel: str) -> None:
+        """A write to ``rel`` was reported (a writer on this machine has it open)."""
+        entry = self._entry(rel)
+        entry.writing, entry.closed = True, False
+
+    def mark_closed(self, rel: str) -> None:
+        """The writer of ``rel`` closed it (inotify IN_CLOSE_WRITE)."""
+        entry = self._entry(rel)
+        entry.writing, entry.closed = False, True
 
     def observe(self, rel: str, signature: tuple[int, int], now: float) -> bool:
-        """Record one observation; True when the file is ready to be read."""
+        """Record one observation; True when the file is ready to be read.
+
+        Ready after one more unchanged look when it was renamed into place or its writer
+        closed it; never while a reported writer still has it open (up to
+        ``CLOSE_WAIT_LIMIT``); otherwise (no events: network shares, files present at
+        start) after ``stable_seconds`` unchanged.
+        """
         entry = self.seen.get(rel)
         if entry is None or entry.signature != signature:
-            renamed = entry.renamed if entry is not None else False
-            self.seen[rel] = _Seen(signature, now, 1, renamed)
+            flags = (entry.renamed, entry.writing, entry.closed) if entry is not None else (False, False, False)
+            self.seen[rel] = _Seen(signature, now, 1, *flags)
             return False
         entry.observations += 1
-        if entry.renamed:
-            return True  # the writer's rename says it is complete; one unchanged look suffices
+        if entry.renamed or entry.closed:
+            return True  # the writer's rename or close says it is complete; one unchanged look suffices
+        if entry.writing:
+            return now - entry.since >= CLOSE_WAIT_LIMIT
         return now - entry.since >= self.stable_seconds
 
     def forget(self, rel: str) -> None:
@@ -170,11 +200,16 @@ class _Events(_handler_base()):
             self.wake.put(("scan", ""))
             return
         kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return  # readers (our own hashing included) say nothing about completeness
         path = getattr(event, "dest_path", "") if kind == "moved" else event.src_path
         path = os.fsdecode(path)
         if path.startswith(self.inbox + os.sep):
             rel = path[len(self.inbox) + 1:].replace(os.sep, "/")
-            self.wake.put(("renamed" if kind == "moved" else "changed", rel))
+            # "modified" is a content write (IN_MODIFY; metadata changes are "attrib"); a file
+            # moved in from outside the inbox arrives as "created" with no write and no close.
+            what = {"moved": "renamed", "closed": "closed", "modified": "written"}
+            self.wake.put((what.get(kind, "changed"), rel))
 
 
 def _start_observer(inbox: Path, handler: _Events):
@@ -318,17 +353,26 @@ class Watcher:
                 kind, rel = self.wake.get(timeout=min(left, 0.2))
             except queue.Empty:
                 continue
-            if kind == "renamed" and rel and not is_temporary(rel):
-                self.tracker.mark_renamed(rel)
+            self._note(kind, rel)
             # Drain the burst (a slow writer makes one event per write) before rescanning.
             while True:
                 try:
                     kind, rel = self.wake.get_nowait()
                 except queue.Empty:
                     break
-                if kind == "renamed" and rel and not is_temporary(rel):
-                    self.tracker.mark_renamed(rel)
+                self._note(kind, rel)
             return
+
+    def _note(self, kind: str, rel: str) -> None:
+        """Tell the tracker what an event says about a file's completeness."""
+        if not rel or is_temporary(rel):
+            return
+        if kind == "renamed":
+            self.tracker.mark_renamed(rel)
+        elif kind == "written":
+            self.tracker.mark_written(rel)
+        elif kind == "closed":
+            self.tracker.mark_closed(rel)
 
     def run(self) -> None:
         with contextlib.ExitStack() as stack:

@@ -77,6 +77,13 @@ TABLES: dict[str, pa.Schema] = {
         ("sample_id", S), ("well", S), ("target", S), ("concentration", F), ("positives", pa.int64()),
         ("accepted", pa.int64()), ("negatives", pa.int64()), ("source_sha256", S),
     ),
+    # The lab's explicit answer to an identity conflict (`graftwatch resolve`): the file
+    # with these bytes holds ``from_sample_id`` as ``to_sample_id`` (a rename), and/or
+    # replaces what is stored for that sample (``supersede``). One row per sample renamed.
+    "identity_decisions": _schema(
+        ("source_sha256", S), ("source_name", S), ("from_sample_id", S), ("to_sample_id", S),
+        ("supersede", pa.bool_()), ("reason", S), ("decided_at", TS),
+    ),
     "chimerism_markers": _schema(
         ("sample_id", S), ("analysis_id", S), ("method", S), ("marker", S), ("informative_type", S),
         ("donor_pct", F), ("used", pa.bool_()), ("donor_id", S), ("flag", S),

@@ -86,6 +86,27 @@ def test_slow_writer_is_read_once_complete_and_fast(lab):
     assert not (lab["root"] / "quarantine").exists()
 
 
+def test_copy_that_pauses_longer_than_the_window_is_taken_only_when_closed(lab):
+    """A copy stalls mid-file for more than twice the stability window, then finishes. The
+    writer still has the file open (its close is what inotify reports), so the watcher
+    waits: the file is stored complete, never quarantined as truncated."""
+    src = simulate(lab["root"] / "src-pause", 1, n_events=20000, prefix="PAUSE", seed0=404)[0]
+    data = src.read_bytes()
+    target = lab["inbox"] / "paused.fcs"
+    with open(target, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        os.fsync(fh.fileno())
+        time.sleep(2 * STABLE + 1.0)  # a stalled network copy
+        fh.write(data[len(data) // 2:])
+    assert wait_for(lambda: _ingest(lab["store"], "paused.fcs"), LATENCY_LIMIT + 10, 0.1), \
+        lab["log"].read_text(errors="replace")
+    assert _ingest(lab["store"], "paused.fcs") == [("stored", None)]
+    assert query(lab["store"], "SELECT n_events FROM samples WHERE sample_id = 'PAUSE00'") == [(20000,)]
+    q = lab["root"] / "quarantine"
+    assert not q.exists() or not list(q.glob("paused*"))
+
+
 def test_duplicate_under_another_name_adds_no_rows(lab):
     assert wait_for(lambda: _ingest(lab["store"], "slow.fcs"), 30)
     rows_before = query(lab["store"], "SELECT count(*) FROM flow_populations")
@@ -159,6 +180,28 @@ def test_stability_rule():
     for name in (".x.fcs", "a.fcs.part", "sub/b.FCS.TMP", "c.crdownload", "~$sheet.xlsx", "d.fcs~"):
         assert is_temporary(name), name
     assert not is_temporary("sub/P01-D030.fcs") and not is_temporary("sheet.xlsx")
+
+
+def test_open_writer_holds_a_file_until_its_close():
+    """Pure bookkeeping (no clock): a reported writer keeps a file waiting past the
+    stability window; its close makes it ready on the next unchanged look."""
+    from flows.watch import CLOSE_WAIT_LIMIT, StabilityTracker, is_temporary
+
+    t = StabilityTracker(2.0)
+    t.mark_written("c")
+    assert not t.observe("c", (10, 1), 0.0)
+    assert not t.observe("c", (10, 1), 6.0)  # paused 6 s, still open: not ready
+    assert not t.observe("c", (10, 1), CLOSE_WAIT_LIMIT - 1)
+    t.mark_written("c")
+    assert not t.observe("c", (30, 3), 7.0)  # the copy resumed
+    t.mark_closed("c")
+    assert not t.observe("c", (40, 4), 7.1)  # the last write: one look to learn it...
+    assert t.observe("c", (40, 4), 7.2)  # ...unchanged after the close: ready at once
+    t.mark_written("lost")  # events lost after a write: the stability rule takes over, late
+    assert not t.observe("lost", (1, 1), 0.0)
+    assert t.observe("lost", (1, 1), CLOSE_WAIT_LIMIT)
+    for debris in ("desktop.ini", "sub/Thumbs.db", ".DS_Store", "._x.fcs"):  # OS debris: never read
+        assert is_temporary(debris), debris
 
 
 def _stub_watcher(tmp_path, monkeypatch, runner):

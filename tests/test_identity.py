@@ -1,0 +1,193 @@
+"""Sample identity (issue 12): no file silently becomes another sample; the lab settles a
+conflict explicitly (`graftwatch resolve`); archive folders and duplicate names; OS debris;
+files still being written. Data: seeded simulator tubes (tests/ops_helpers.simulate) gated
+by the small test template, so each tube's CD3 % is its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import run_pipeline
+from ops_helpers import PYTHON, REPO, cli_env, query, simulate, write_template
+
+
+@pytest.fixture(scope="module")
+def tubes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("identity-src")
+    a = simulate(root / "a", 1, n_events=4000, prefix="P1-D030", seed0=11)[0]   # sample P1-D03000
+    b = simulate(root / "b", 1, n_events=4000, prefix="P1-D030", seed0=57)[0]   # same ID, other events
+    return {"a": a, "b": b, "template": write_template(root / "t.xml")}
+
+
+def _drop(inbox: Path, src: Path, name: str) -> Path:
+    target = inbox / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, target)
+    return target
+
+
+def _cd3(store: Path, sid: str) -> list:
+    return query(store, f"SELECT cd3_pct_lymph FROM immune_timeline WHERE sample_id = '{sid}'")
+
+
+def _notes(root: Path) -> list[Path]:
+    q = root / "quarantine"
+    return sorted(q.glob("*.error.txt")) if q.is_dir() else []
+
+
+def _resolve(root: Path, quarantined: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "flows.cli", "resolve", str(quarantined), "--inbox", str(root / "inbox"),
+                           "--store", str(root / "store"), *args], cwd=REPO, env=cli_env(None),
+                          capture_output=True, text=True)
+
+
+def test_mislabelled_tube_is_held_back_not_stored_over_the_sample(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    _drop(inbox, tubes["a"], "tube_a.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    before = _cd3(store, "P1-D03000")
+    assert len(before) == 1
+
+    _drop(inbox, tubes["b"], "tube_b.fcs")  # other bytes, other name, same SAMPLE ID
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 0 and [q.name for q in summary.quarantined] == ["tube_b.fcs"]
+    assert _cd3(store, "P1-D03000") == before  # the stored sample did not change
+    (note,) = _notes(tmp_path)
+    text = note.read_text()
+    assert "P1-D03000" in text and "tube_a.fcs" in text and "tube_b.fcs" in text
+    assert "graftwatch resolve" in text and "sha256" in text
+    # nothing lost: the quarantined bytes are the dropped file's
+    assert (tmp_path / "quarantine" / "tube_b.fcs").read_bytes() == tubes["b"].read_bytes()
+
+
+def test_resolve_as_another_sample_stores_it_under_that_id(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    _drop(inbox, tubes["a"], "tube_a.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    _drop(inbox, tubes["b"], "tube_b.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    r = _resolve(tmp_path, tmp_path / "quarantine" / "tube_b.fcs", "--sample-id", "P2-D030",
+                 "--reason", "tube relabelled: belongs to patient P2")
+    assert r.returncode == 0, r.stderr
+    assert (inbox / "tube_b.fcs").exists() and not _notes(tmp_path)
+    assert list((tmp_path / "quarantine").glob("*.resolved.txt"))
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 1 and not summary.quarantined
+    assert query(store, "SELECT sample_id FROM samples ORDER BY 1") == [("P1-D03000",), ("P2-D030",)]
+    assert _cd3(store, "P2-D030") != _cd3(store, "P1-D03000")
+
+
+def test_resolve_supersede_replaces_in_views_and_keeps_history(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    _drop(inbox, tubes["a"], "tube_a.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    first = _cd3(store, "P1-D03000")
+    _drop(inbox, tubes["b"], "tube_b_reacquired.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    r = _resolve(tmp_path, tmp_path / "quarantine" / "tube_b_reacquired.fcs", "--supersede",
+                 "--reason", "re-acquired: clog in the first run")
+    assert r.returncode == 0, r.stderr
+    run_pipeline(inbox, store, tubes["template"])
+    now = _cd3(store, "P1-D03000")
+    assert len(now) == 1 and now != first
+    assert query(store, "SELECT count(DISTINCT analysis_id) FROM flow_populations WHERE sample_id = 'P1-D03000'") \
+        == [(2,)]  # the superseded analysis stays in history
+    assert query(store, "SELECT reason, supersede FROM identity_decisions") == [("re-acquired: clog in the first run", True)]
+
+
+def test_resolve_refuses_what_it_cannot_do(tmp_path, tubes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    q = tmp_path / "quarantine"
+    q.mkdir()
+    shutil.copy(tubes["b"], q / "x.fcs")
+    no_answer = _resolve(tmp_path, q / "x.fcs", "--reason", "why")
+    assert no_answer.returncode == 2 and "--sample-id" in no_answer.stderr and "Traceback" not in no_answer.stderr
+    bad_rename = _resolve(tmp_path, q / "x.fcs", "--rename", "NOPE=P9", "--reason", "why")
+    assert bad_rename.returncode == 2 and "holds no sample 'NOPE'" in bad_rename.stderr
+    assert (q / "x.fcs").exists() and not list(inbox.iterdir())  # nothing moved
+
+
+def test_two_new_files_with_one_id_in_one_drop_are_both_held_back(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    _drop(inbox, tubes["a"], "first.fcs")
+    _drop(inbox, tubes["b"], "second.fcs")
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 0 and sorted(q.name for q in summary.quarantined) == ["first.fcs", "second.fcs"]
+    assert all("same drop" in n.read_text() for n in _notes(tmp_path))
+    assert not (store / "samples").exists() or query(store, "SELECT count(*) FROM samples") == [(0,)]
+
+
+def test_archive_keeps_inbox_folders_and_names_duplicates(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    simulate(tmp_path / "src", 2, n_events=3000, prefix="ARC", seed0=300)
+    _drop(inbox, tmp_path / "src" / "ARC00.fcs", "cytometer1/sdata.fcs")
+    _drop(inbox, tmp_path / "src" / "ARC01.fcs", "cytometer2/sdata.fcs")
+    run_pipeline(inbox, store, tubes["template"])
+    archived = sorted(p.relative_to(tmp_path / "archive").as_posix() for p in (tmp_path / "archive").rglob("*.fcs"))
+    assert [a.split("/", 2)[2] for a in archived] == ["cytometer1/sdata.fcs", "cytometer2/sdata.fcs"]
+
+    _drop(inbox, tmp_path / "src" / "ARC00.fcs", "again/copy.fcs")  # same bytes as cytometer1/sdata.fcs
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.duplicates == 1
+    (dup,) = [p for p in (tmp_path / "archive").rglob("copy*.fcs")]
+    assert dup.name == "copy__duplicate-of-sdata.fcs" and dup.parent.name == "again"
+
+
+def test_os_debris_is_left_alone_without_notes(tmp_path, tubes):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    _drop(inbox, tubes["a"], "run1/tube.fcs")
+    debris = ["desktop.ini", "run1/Thumbs.db", ".DS_Store", "run1/._tube.fcs", "~$sheet.xlsx"]
+    for name in debris:
+        (inbox / name).parent.mkdir(parents=True, exist_ok=True)
+        (inbox / name).write_bytes(b"\x00junk")
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 1 and not summary.quarantined
+    assert not _notes(tmp_path)
+    assert all((inbox / name).exists() for name in debris)
+    assert query(store, "SELECT count(*) FROM ingest_log") == [(1,)]
+
+
+def test_a_file_still_being_written_goes_back_to_the_inbox(tmp_path, tubes):
+    """The writer appends after the file was hashed (a paused copy resuming): neither its
+    rows nor a note about its half are kept; the file waits in the inbox, complete."""
+    from concurrent.futures import Future
+
+    from flows.batch import prepare, process_files, run_inbox
+
+    inbox = tmp_path / "inbox"
+    half = tubes["a"].read_bytes()[: len(tubes["a"].read_bytes()) // 2]
+    (inbox / "slow.fcs").parent.mkdir(parents=True)
+    (inbox / "slow.fcs").write_bytes(half)
+    inbox_p, store, config, setup = prepare(str(inbox), str(tmp_path / "store"), None, str(tubes["template"]))
+    config.inbox.truncated_recheck_seconds = 0.0
+
+    def submit(files, setup_, known) -> Future:
+        outcomes = process_files(files, setup_, known)
+        for f in files:  # the copy resumes while the batch works
+            with open(f.path, "ab") as fh:
+                fh.write(tubes["a"].read_bytes()[len(half):])
+        fut: Future = Future()
+        fut.set_result(outcomes)
+        return fut
+
+    summary = run_inbox(inbox_p, store, config, setup, submit)
+    assert summary.returned == 1 and not summary.quarantined and summary.stored == 0
+    assert (inbox / "slow.fcs").read_bytes() == tubes["a"].read_bytes()
+    assert not _notes(tmp_path)
+    assert run_pipeline(inbox, tmp_path / "store", tubes["template"]).stored == 1
+
+
+def test_control_wells_are_never_identity_conflicts():
+    from types import SimpleNamespace as N
+
+    from assays.records import is_control_record
+
+    assert all(is_control_record(N(sample_id=n)) for n in ("NTC", "ntc_2", "Allelic Ladder", "2800M", "blank", "STD3"))
+    assert is_control_record(N(sample_id="P1-std", task="STANDARD"))
+    assert not any(is_control_record(N(sample_id=n)) for n in ("HP01-D030", "007-D030", "P007", "Recipient pre"))
