@@ -129,16 +129,26 @@ class DdpcrWell:
 # checked for identity conflicts and never counted as samples.
 _CONTROL_TASKS = frozenset({"STANDARD", "NTC", "NAC", "NEGATIVE", "NEGATIVE CONTROL", "POSITIVE CONTROL", "BLANK",
                             "NEG", "POS", "IPC"})
+# Optionally after a lane/well number ("01-Pos.ktr.__", "16-Ladder__"); "ktr"/"kon"/"kontroll":
+# Scandinavian and German spellings of control seen in real GeneMapper exports.
 _CONTROL_NAME = re.compile(
-    r"^(?:(?:ntc|nac|blank|water|h2o|neg(?:ative)?(?:[ _-]?(?:ctrl|control))?|pos(?:itive)?[ _-]?(?:ctrl|control)"
-    r"|(?:allelic[ _-]?)?ladder|std[ _-]?\d*|standard[ _-]?\d*)(?:[ _-]\S*)?|2800m|9947a|007)$", re.IGNORECASE)
+    r"^(?:\d+[ _.-]+)?(?:(?:ntc|nac|blank|water|h2o|neg(?:ative)?(?:[ _.-]*(?:ctrl|control|ktr|kon|kontroll?e?))?"
+    r"|pos(?:itive)?[ _.-]*(?:ctrl|control|ktr|kon|kontroll?e?)|(?:allelic[ _-]?)?ladder|std[ _-]?\d*"
+    r"|standard[ _-]?\d*)(?:[ _.-]\S*)?|2800m|9947a|007)$", re.IGNORECASE)
+
+
+# Words that name a control wherever they stand in a sample name ("Run2 Allelic Ladder",
+# "Pt 01-Pos.ktr").
+_CONTROL_WORD = re.compile(r"(?<![a-z])(?:(?:allelic[ _.-]*)?ladder|ntc|(?:pos|neg)(?:itive|ative)?[ _.-]*"
+                           r"(?:ktr|ctrl|control|kontroll?e?))(?![a-z])", re.IGNORECASE)
 
 
 def is_control_record(record) -> bool:
     """True for a control well or lane (standard, no-template control, blank, ladder, kit
     control DNA), by the exported task when there is one, else by its sample name."""
     task = (getattr(record, "task", None) or "").strip().upper()
-    return task in _CONTROL_TASKS or bool(_CONTROL_NAME.match(record.sample_id or ""))
+    name = record.sample_id or ""
+    return task in _CONTROL_TASKS or bool(_CONTROL_NAME.match(name) or _CONTROL_WORD.search(name))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from assays import tabular
 from assays.errors import InputError
-from assays.records import InstrumentExport, StrPeak
+from assays.records import InstrumentExport, StrPeak, is_control_record
 
 _SAMPLE = ("Sample Name", "Sample File Name", "Sample File")
 _PEAK_REPORT = [_SAMPLE, ("Marker",), ("Allele",), ("Height", "Area", "Peak Area")]
@@ -118,6 +118,29 @@ def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
     return peaks
 
 
+def _shared_names(peaks: list[StrPeak]) -> dict[str, int]:
+    """Sample names that label several samples: name -> how many.
+
+    An export lists each sample's markers once, in one run of rows per marker; when a name
+    comes back to a marker it already had, the rows after it are another sample under the
+    same name (an anonymised export, a placeholder name), and storing them as one sample
+    would keep only some of their peaks.
+    """
+    runs: dict[str, list[str]] = {}
+    for p in peaks:
+        if is_control_record(p):
+            continue  # kit controls and ladders carry the same name on every run of a file
+        seq = runs.setdefault(p.sample_id, [])
+        if not seq or seq[-1] != p.marker:
+            seq.append(p.marker)
+    shared = {}
+    for name, seq in runs.items():
+        most = max(seq.count(m) for m in set(seq))
+        if most > 1:
+            shared[name] = most
+    return shared
+
+
 def read(path: Path, source_sha256: str) -> InstrumentExport:
     """Parse a GeneMapper export into one record per called peak.
 
@@ -141,6 +164,16 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
             expected="at least one called allele (sample, marker, allele) in the STR export",
             found=f"no called allele in {path.name}",
             action="check that the run was sized and genotyped in GeneMapper before exporting",
+        )
+    shared = _shared_names(peaks)
+    if shared:
+        name, n = next(iter(shared.items()))
+        raise InputError(
+            expected="one sample per sample name in the STR export (each sample's markers listed once)",
+            found=f"{n} samples that all carry the name {name!r} in {path.name} (each marker comes back {n} times)"
+                  + (f", and {len(shared) - 1} more such name(s)" if len(shared) > 1 else ""),
+            action="export again from GeneMapper with each sample's own Sample Name (recipient, donor and "
+                   "post-transplant samples must be told apart); nothing from this file was stored",
         )
     return InstrumentExport(
         assay="str",

@@ -188,6 +188,29 @@ def test_control_wells_are_never_identity_conflicts():
 
     from assays.records import is_control_record
 
-    assert all(is_control_record(N(sample_id=n)) for n in ("NTC", "ntc_2", "Allelic Ladder", "2800M", "blank", "STD3"))
+    assert all(is_control_record(N(sample_id=n)) for n in ("NTC", "ntc_2", "Allelic Ladder", "2800M", "blank", "STD3",
+                                                             "01-Pos.ktr.__", "02-Neg.ktr.__", "16-Ladder__"))
     assert is_control_record(N(sample_id="P1-std", task="STANDARD"))
     assert not any(is_control_record(N(sample_id=n)) for n in ("HP01-D030", "007-D030", "P007", "Recipient pre"))
+
+
+def test_str_export_with_one_name_for_several_samples_is_quarantined(tmp_path):
+    """A GeneMapper peak report whose recipient, donor and post rows all carry one
+    anonymised Sample File Name (seeded STR simulator, names replaced): never stored as
+    one sample."""
+    from assays.simulators.str_sim import write_str_case
+
+    case = write_str_case(tmp_path / "src", seed=5, donor_pcts=(30.0, 5.0))
+    lines = case.path.read_text().splitlines()
+    anon = [lines[0]] + ["anonymised.fsa\t" + line.split("\t", 1)[1] for line in lines[1:]]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "anon_peaks.txt").write_text("\n".join(anon) + "\n")
+    summary = run_pipeline(inbox, tmp_path / "store")
+    assert summary.stored == 0 and [q.name for q in summary.quarantined] == ["anon_peaks.txt"]
+    (note,) = _notes(tmp_path)
+    text = note.read_text()
+    assert "4 samples that all carry the name 'anonymised'" in text and "own Sample Name" in text
+    # the same export with its real names is one file of four samples
+    (inbox / "peaks.txt").write_text(case.path.read_text())
+    assert run_pipeline(inbox, tmp_path / "store").samples == 4
