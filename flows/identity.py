@@ -7,6 +7,7 @@ stored (or claimed in this batch) from other bytes is an identity conflict, neve
 replacement. The file is quarantined with a note naming both files and saying how the lab
 settles it (``graftwatch resolve``, :mod:`flows.resolve`). Placeholder IDs (empty,
 ``Default ...``, all ``x``) are treated the same way: a second file with one is a conflict.
+Identity is per assay (:class:`IdentityBook`).
 """
 
 from __future__ import annotations
@@ -40,14 +41,30 @@ class Claimed:
     outcome: FileOutcome | None = None  # set while the holder is still uncommitted in this batch
 
 
-class IdentityBook:
-    """Sample_id -> the file that holds it, for one run; decides conflicts chunk by chunk."""
+ASSAY_OF_KIND = {"fcs": "flow", "str": "str", "qpcr": "qpcr", "ddpcr": "ddpcr"}
 
-    def __init__(self, stored: dict[str, StoredSample], decisions: dict[str, list[IdentityDecision]]):
-        self.held: dict[str, Claimed] = {
-            sid: Claimed(s.source_sha256, s.source_name, s.received, s.patient_id, s.collection_date)
-            for sid, s in stored.items()}
+
+class IdentityBook:
+    """(sample_id, assay) -> the file that holds it, for one run; decides conflicts chunk by chunk.
+
+    Keyed by assay: one blood sample is measured by flow and by STR/qPCR/ddPCR, each in its
+    own file. Reference samples of the sheet (``recipient_pre``, ``donor``) measured again on
+    another plate of an export assay are not conflicts: labs run them on every plate and
+    each plate's chimerism uses its own wells. A second FCS tube of any sample is one.
+    """
+
+    def __init__(self, stored: dict[tuple[str, str], StoredSample], decisions: dict[str, list[IdentityDecision]],
+                 references: set[str] | None = None):
+        self.held: dict[tuple[str, str], Claimed] = {
+            key: Claimed(s.source_sha256, s.source_name, s.received, s.patient_id, s.collection_date)
+            for key, s in stored.items()}
         self.decisions = decisions
+        self.references = references or set()
+
+    def _keys(self, out: FileOutcome) -> list[tuple[str, str]]:
+        assay = ASSAY_OF_KIND.get(out.kind or "", out.kind or "")
+        return [(sid, assay) for sid in out.identity_ids
+                if assay == "flow" or sid not in self.references]
 
     def apply_renames(self, out: FileOutcome) -> None:
         """Rename the sample_ids of ``out`` as the lab decided for these bytes (all tables)."""
@@ -84,28 +101,28 @@ class IdentityBook:
             if out.status != "stored":
                 continue
             clashes = []
-            for sid in out.identity_ids:
-                holder = self.held.get(sid)
-                if holder is None or holder.sha256 == out.sha256 or self._supersedes(out, sid):
+            for key in self._keys(out):
+                holder = self.held.get(key)
+                if holder is None or holder.sha256 == out.sha256 or self._supersedes(out, key[0]):
                     continue
-                clashes.append((sid, holder))
+                clashes.append((key[0], holder))
             if clashes:
                 for sid, holder in clashes:
                     if holder.outcome is not None and holder.outcome.status == "stored":
                         _hold_back(holder.outcome, [(sid, Claimed(out.sha256, out.file.name, now, outcome=out))])
                 _hold_back(out, clashes)
                 continue
-            for sid in out.identity_ids:
-                self.held[sid] = Claimed(out.sha256, out.file.name, now, outcome=out)
+            for key in self._keys(out):
+                self.held[key] = Claimed(out.sha256, out.file.name, now, outcome=out)
 
     def committed(self) -> None:
         """The chunk is committed: its files now hold their sample_ids like stored ones."""
-        for sid, holder in list(self.held.items()):
+        for key, holder in list(self.held.items()):
             if holder.outcome is not None:
                 if holder.outcome.status == "stored":
                     holder.outcome = None
                 else:
-                    del self.held[sid]
+                    del self.held[key]
 
 
 def _hold_back(out: FileOutcome, clashes: list[tuple[str, Claimed]]) -> None:

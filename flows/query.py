@@ -1,9 +1,90 @@
-"""``graftwatch query``: SQL over the store's views, printed or written to a file."""
+"""``graftwatch query``: SQL over the store's views, printed or written to a file.
+
+Values are formatted here, from DuckDB's own Python values (no pandas: it would double
+the command's start-up): NULL prints as an empty cell (``null`` in JSON), dates as
+``YYYY-MM-DD``, timestamps to the second, floats to 4 significant digits in the table
+(exact in CSV/JSON). The table fits the terminal: long values wrap or are abbreviated,
+but the key columns (patient, sample, day) are never cut.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 import sys
 from pathlib import Path
+
+EXIT_OK, EXIT_USAGE = 0, 2
+KEY_COLUMNS = ("patient_id", "sample_id", "day", "days_post_mst", "collection_date")
+# Units a lab person needs in the header, by column-name ending.
+_UNITS = (("_pct_lymph", "% lymph"), ("_pct_cd4", "% CD4"), ("_pct", "%"), ("days_post_mst", "days"))
+
+
+def _text(v, table: bool) -> str:
+    """One value as a lab person reads it."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S") if (v.hour, v.minute, v.second) != (0, 0, 0) else v.strftime("%Y-%m-%d")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, bool):
+        return "yes" if v and table else ("no" if table else str(v).lower())
+    if isinstance(v, float):
+        return f"{v:.4g}" if table else repr(v)
+    return str(v)
+
+
+def _json_value(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (dt.date, dt.datetime)):
+        return _text(v, table=False)
+    if isinstance(v, (int, float, bool, str)):
+        return v
+    return str(v)
+
+
+def _header(name: str) -> str:
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix):
+            return f"{name}\n({unit})"
+    return name
+
+
+def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(show_header=True, header_style="bold", show_lines=False)
+    for c in columns:
+        key = c in KEY_COLUMNS
+        # Key columns keep their full value on one line; the others may wrap (long
+        # messages, reasons) or shrink to their header's width.
+        t.add_column(_header(c), no_wrap=key, min_width=len(c) if key else None,
+                     overflow="fold" if key else "ellipsis" if c.endswith("_id") else "fold")
+    for row in rows:
+        t.add_row(*(_text(v, table=True) for v in row))
+    console.print(t)
+
+
+def _write_out(rel, columns: list[str], rows: list[tuple], out: str) -> int:
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rel.write_parquet(str(path))
+    elif suffix == ".csv":
+        rel.write_csv(str(path))
+    elif suffix == ".json":
+        path.write_text(json.dumps([{c: _json_value(v) for c, v in zip(columns, r)} for r in rows], indent=1),
+                        encoding="utf-8")
+    else:
+        print("graftwatch: --out must end in .parquet, .csv or .json", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {len(rows)} rows to {path}")
+    return EXIT_OK
 
 
 def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = None) -> int:
@@ -12,44 +93,42 @@ def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = N
     from storage.store import Store
     from storage.views import connect, relation_names
 
-    con = connect(Store(store_root))
+    store = Store(store_root)
+    if store.local_root is not None and not (Path(store.local_root) / "commits").is_dir():
+        print(f"graftwatch: {store_root} is not a graftwatch store (no commits/ folder in it); check the path "
+              "(the store is the --store folder given to `graftwatch run`)", file=sys.stderr)
+        return EXIT_USAGE
+    con = connect(store)
     try:
         rel = con.sql(sql)
+        if rel is None:
+            return EXIT_OK
+        columns = list(rel.columns)
+        rows = rel.fetchall()
     except duckdb.Error as exc:
         names = ", ".join(n for n in relation_names(con))
-        first = str(exc).splitlines()[0]
-        print(f"graftwatch: the query failed: {first}\nAvailable tables and views: {names}", file=sys.stderr)
-        return 2
-    if rel is None:
-        return 0
+        # DuckDB's message can span lines ("Candidate bindings: ..."): keep all of it.
+        print(f"graftwatch: the query failed: {str(exc).strip()}\nAvailable tables and views: {names}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if out:
-        path = Path(out)
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            rel.write_parquet(str(path))
-        elif suffix == ".csv":
-            rel.write_csv(str(path))
-        elif suffix == ".json":
-            path.write_text(rel.df().to_json(orient="records", date_format="iso", indent=1), encoding="utf-8")
-        else:
-            print("graftwatch: --out must end in .parquet, .csv or .json", file=sys.stderr)
-            return 2
-        print(f"wrote {len(rel)} rows to {path}")
-        return 0
-    df = rel.df()
-    if fmt == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
-    else:
-        from rich.console import Console
-        from rich.table import Table
+        return _write_out(rel, columns, rows, out)
+    try:
+        if fmt == "csv":
+            import csv
 
-        t = Table(show_header=True, header_style="bold")
-        for c in df.columns:
-            t.add_column(str(c))
-        for row in df.itertuples(index=False):
-            t.add_row(*("" if v is None or (isinstance(v, float) and v != v) else
-                        (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
-        Console(width=max(120, Console().width)).print(t)
-    return 0
+            w = csv.writer(sys.stdout, lineterminator="\n")
+            w.writerow(columns)
+            w.writerows([_text(v, table=False) for v in r] for r in rows)
+        elif fmt == "json":
+            sys.stdout.write(json.dumps([{c: _json_value(v) for c, v in zip(columns, r)} for r in rows]) + "\n")
+        else:
+            _print_table(columns, rows)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `graftwatch query ... | head`: the reader has what it wanted. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK

@@ -16,9 +16,10 @@ from storage.store import Store
 
 @dataclass(frozen=True)
 class StoredSample:
-    """The file a stored sample_id came from (its latest), and the sheet's words for it."""
+    """The file a stored sample_id came from for one assay (its latest), and the sheet's words for it."""
 
     sample_id: str
+    assay: str  # flow / str / qpcr / ddpcr: one sample is measured by several assays
     source_sha256: str
     source_name: str
     received: dt.datetime | None
@@ -44,17 +45,27 @@ def _connect(store: Store):
     return connect(store)
 
 
-def stored_samples(store: Store) -> dict[str, StoredSample]:
-    """Every committed sample_id -> the latest file it was stored from, with the sample
-    sheet's patient and collection date when a sheet row exists."""
+def stored_samples(store: Store) -> dict[tuple[str, str], StoredSample]:
+    """Every committed (sample_id, assay) -> the latest file it was stored from, with the
+    sample sheet's patient and collection date when a sheet row exists."""
     if not store.files("samples"):
         return {}
     rows = _connect(store).execute("""
-        SELECT s.sample_id, arg_max(s.source_sha256, s.ingested_at), arg_max(s.source_name, s.ingested_at),
+        SELECT s.sample_id, s.assay, arg_max(s.source_sha256, s.ingested_at), arg_max(s.source_name, s.ingested_at),
                max(s.ingested_at), any_value(h.patient_id), any_value(h.collection_date)
         FROM samples s LEFT JOIN sheet_latest h USING (sample_id)
-        GROUP BY s.sample_id""").fetchall()
-    return {r[0]: StoredSample(*r) for r in rows}
+        GROUP BY s.sample_id, s.assay""").fetchall()
+    return {(r[0], r[1]): StoredSample(*r) for r in rows}
+
+
+def reference_samples(store: Store) -> set[str]:
+    """Sample_ids the sample sheet names as references (``recipient_pre``, ``donor``): their
+    genotype does not change, and labs run them again on every plate."""
+    if not store.files("sample_sheet"):
+        return set()
+    rows = _connect(store).execute(
+        "SELECT sample_id FROM sheet_latest WHERE role IN ('recipient_pre', 'donor')").fetchall()
+    return {r[0] for r in rows}
 
 
 def identity_decisions(store: Store) -> dict[str, list[IdentityDecision]]:

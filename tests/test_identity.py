@@ -214,3 +214,42 @@ def test_str_export_with_one_name_for_several_samples_is_quarantined(tmp_path):
     # the same export with its real names is one file of four samples
     (inbox / "peaks.txt").write_text(case.path.read_text())
     assert run_pipeline(inbox, tmp_path / "store").samples == 4
+
+
+def test_identity_is_per_assay_and_references_rerun_on_plates_are_not_conflicts(tmp_path):
+    """Seeded STR simulator, one patient: the same export written twice with other peak
+    heights (seed) = a second plate. With the sheet naming the references, the recipient's
+    pre-transplant and donor samples on the second plate are no conflict; its post samples
+    are (a re-test must be settled). A flow tube of a sample that also has STR is no conflict."""
+    from assays.simulators.sheets import write_registry, write_sample_sheet
+    from assays.simulators.str_sim import write_str_case
+
+    first = write_str_case(tmp_path / "a", seed=21, donor_pcts=(30.0,))
+    second = write_str_case(tmp_path / "b", seed=22, donor_pcts=(30.0,))
+    refs_only = tmp_path / "refs_plate.txt"  # the second plate's reference lanes only
+    lines = second.path.read_text().splitlines()
+    post_ids = {p.sample_id for p in second.posts}
+    refs_only.write_text("\n".join([lines[0]] + [ln for ln in lines[1:]
+                                                 if ln.split("\t")[0].removesuffix(".fsa") not in post_ids]) + "\n")
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    write_sample_sheet(inbox / "sheet.csv", first.sheet)
+    write_registry(inbox / "registry.csv", first.registry)
+    shutil.copy(first.path, inbox / "plate1.txt")
+    assert run_pipeline(inbox, store).stored == 3
+
+    shutil.copy(refs_only, inbox / "plate2_refs.txt")
+    summary = run_pipeline(inbox, store)
+    assert summary.stored == 1 and not summary.quarantined
+
+    shutil.copy(second.path, inbox / "plate3_retest.txt")  # references and the post sample again
+    summary = run_pipeline(inbox, store)
+    assert [q.name for q in summary.quarantined] == ["plate3_retest.txt"]
+    assert all(pid in summary.quarantined[0].reason for pid in post_ids)
+
+    from assays.simulators.tcell import simulate_tube
+
+    post = sorted(post_ids)[0]
+    simulate_tube(inbox / "tube.fcs", 5, n_events=3000, sample_id=post)  # the post sample's flow tube
+    assert run_pipeline(inbox, store, write_template(tmp_path / "t.xml")).stored == 1
+    assert query(store, f"SELECT assay FROM samples WHERE sample_id = '{post}' ORDER BY 1") == [("flow",), ("str",)]
