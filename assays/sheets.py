@@ -66,7 +66,13 @@ def parse_iso_date(value: str, column: str, row_no: int, name: str) -> dt.date:
         try:
             return dt.date.fromisoformat(text[:10])
         except ValueError:
-            pass
+            # In the right format, but not a day of the calendar (2025-02-31, 2025-13-01).
+            raise InputError(
+                f"{column} as a date that exists",
+                f"{value!r} in row {row_no} of {name}, which is written as YYYY-MM-DD but is no day of the "
+                "calendar (check the month and the day)",
+                "correct the date; " + _FIX_SHEET,
+            ) from None
     raise InputError(
         f"{column} as an ISO date YYYY-MM-DD (e.g. 2026-03-15)",
         f"{value!r} in row {row_no} of {name}",
@@ -78,61 +84,98 @@ def _cells(header: list[str], row: list[str]) -> dict[str, str]:
     return {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
 
 
+class _RowProblems:
+    """Every row's problem of one sheet, reported together: a technician fixes them all in
+    one go instead of one per drop."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.problems: list[InputError] = []
+
+    def check(self, fn, *args):
+        """``fn(*args)``, or None with its InputError kept for the report."""
+        try:
+            return fn(*args)
+        except InputError as exc:
+            self.problems.append(exc)
+            return None
+
+    def raise_any(self) -> None:
+        if not self.problems:
+            return
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        found = "; ".join(f"({k}) {p.found}, expected {p.expected}" for k, p in enumerate(self.problems, 1))
+        raise InputError(f"every row of {self.name} complete and valid",
+                         f"{len(self.problems)} problems: {found}", "correct every row listed; " + _FIX_SHEET)
+
+
 def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
-    """Rows of a sample sheet; a later row for the same sample_id replaces an earlier one."""
+    """Rows of a sample sheet; a later row for the same sample_id replaces an earlier one.
+
+    Every row is checked; all problems are reported in one ``InputError``.
+    """
     header, rows = _load(path, SHEET_COLUMNS, "sample sheet")
     by_id: dict[str, SampleSheetRow] = {}
+    problems = _RowProblems(path.name)
     for i, raw in rows:
-        c = _cells(header, raw)
-        if not c["sample_id"]:
-            raise InputError("a sample_id on every row", f"an empty sample_id in row {i} of {path.name}", _FIX_SHEET)
-        if not c["patient_id"]:
-            raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {path.name}", _FIX_SHEET)
-        role = column_key(c["role"])
-        if role not in ROLES:
-            raise InputError(
-                f"role one of {', '.join(ROLES)}", f"{c['role']!r} in row {i} of {path.name}", _FIX_SHEET
-            )
-        if role == "donor" and not c["donor_id"]:
-            raise InputError(
-                "a donor_id on every donor reference row", f"role donor without donor_id in row {i} of {path.name}", _FIX_SHEET
-            )
-        specimen = c["specimen"].upper() or None
-        by_id[c["sample_id"]] = SampleSheetRow(
-            sample_id=c["sample_id"],
-            patient_id=c["patient_id"],
-            collection_date=parse_iso_date(c["collection_date"], "collection_date", i, path.name),
-            specimen=specimen,
-            cell_fraction=c["cell_fraction"] or "whole",
-            role=role,
-            donor_id=c["donor_id"] or None,
-            control_of=c.get("control_of") or None,
-        )
+        row = problems.check(_sheet_row, _cells(header, raw), i, path.name)
+        if row is not None:
+            by_id[row.sample_id] = row
+    problems.raise_any()
     if not by_id:
         raise InputError("a sample sheet with at least one sample row", f"only a header row in {path.name}",
                          "fill in the samples and drop the sheet again")
     return list(by_id.values())
 
 
+def _sheet_row(c: dict[str, str], i: int, name: str) -> SampleSheetRow:
+    """One sample-sheet row (``c``: its cells by column), or the InputError naming row ``i``."""
+    if not c["sample_id"]:
+        raise InputError("a sample_id on every row", f"an empty sample_id in row {i} of {name}", _FIX_SHEET)
+    if not c["patient_id"]:
+        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET)
+    role = column_key(c["role"])
+    if role not in ROLES:
+        raise InputError(f"role one of {', '.join(ROLES)}", f"{c['role']!r} in row {i} of {name}", _FIX_SHEET)
+    if role == "donor" and not c["donor_id"]:
+        raise InputError("a donor_id on every donor reference row",
+                         f"role donor without donor_id in row {i} of {name}", _FIX_SHEET)
+    return SampleSheetRow(
+        sample_id=c["sample_id"],
+        patient_id=c["patient_id"],
+        collection_date=parse_iso_date(c["collection_date"], "collection_date", i, name),
+        specimen=c["specimen"].upper() or None,
+        cell_fraction=c["cell_fraction"] or "whole",
+        role=role,
+        donor_id=c["donor_id"] or None,
+        control_of=c.get("control_of") or None,
+    )
+
+
 def read_registry(path: Path) -> list[PatientCycle]:
-    """Rows of a patient registry: one per patient x MST cycle."""
+    """Rows of a patient registry: one per patient x MST cycle; all row problems in one ``InputError``."""
     header, rows = _load(path, REGISTRY_COLUMNS, "patient registry")
     by_key: dict[tuple[str, int], PatientCycle] = {}
+    problems = _RowProblems(path.name)
     for i, raw in rows:
-        c = _cells(header, raw)
-        if not c["patient_id"]:
-            raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {path.name}", _FIX_SHEET)
-        try:
-            cycle = int(float(c["cycle"]))
-        except ValueError:
-            raise InputError("cycle as a whole number (1, 2, ...)", f"{c['cycle']!r} in row {i} of {path.name}", _FIX_SHEET) from None
-        by_key[(c["patient_id"], cycle)] = PatientCycle(
-            patient_id=c["patient_id"],
-            cycle=cycle,
-            mst_date=parse_iso_date(c["mst_date"], "mst_date", i, path.name),
-            donor_id=c["donor_id"] or None,
-        )
+        row = problems.check(_registry_row, _cells(header, raw), i, path.name)
+        if row is not None:
+            by_key[(row.patient_id, row.cycle)] = row
+    problems.raise_any()
     if not by_key:
         raise InputError("a patient registry with at least one row", f"only a header row in {path.name}",
                          "fill in the patients' MST cycles and drop the registry again")
     return list(by_key.values())
+
+
+def _registry_row(c: dict[str, str], i: int, name: str) -> PatientCycle:
+    if not c["patient_id"]:
+        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET)
+    try:
+        cycle = int(float(c["cycle"]))
+    except ValueError:
+        raise InputError("cycle as a whole number (1, 2, ...)", f"{c['cycle']!r} in row {i} of {name}",
+                         _FIX_SHEET) from None
+    return PatientCycle(patient_id=c["patient_id"], cycle=cycle,
+                        mst_date=parse_iso_date(c["mst_date"], "mst_date", i, name), donor_id=c["donor_id"] or None)

@@ -152,11 +152,21 @@ def cmd_serve(args) -> int:
     return serve(args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("graftwatch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graftwatch",
         description="Transplant immune-monitoring pipeline: FCS gating, donor chimerism, Parquet timelines.",
     )
+    p.add_argument("--version", action="version", version=f"graftwatch {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="process every file now in the inbox once, then exit")
@@ -170,23 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("watch", help="keep watching the inbox; Ctrl-C stops")
-    w.add_argument("--inbox", required=True)
-    w.add_argument("--store", required=True)
-    w.add_argument("--config")
+    w.add_argument("--inbox", required=True, help="folder the lab drops files into")
+    w.add_argument("--store", required=True, help="store root (folder or URI such as file:///data/store)")
+    w.add_argument("--config", help="TOML settings (see docs/configuration.md)")
     w.add_argument("--template", help="Gating-ML 2.0 .xml or FlowJo .wsp replacing the built-in T-cell panel")
     w.set_defaults(func=cmd_watch)
 
     q = sub.add_parser("query", help="run SQL over the store's tables and views")
-    q.add_argument("sql")
-    q.add_argument("--store", required=True)
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("sql", help="a SQL query over the views, e.g. \"SELECT * FROM immune_timeline\"")
+    q.add_argument("--store", required=True, help="store root written by `graftwatch run`")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (fits the terminal; default), csv or json")
     q.add_argument("--out", help="write the result to FILE.parquet (or .csv/.json) instead of printing")
     q.set_defaults(func=cmd_query)
 
     rep = sub.add_parser("report", help="write a patient's timeline report (HTML)")
-    rep.add_argument("patient_id")
-    rep.add_argument("--store", required=True)
-    rep.add_argument("--out", required=True)
+    rep.add_argument("patient_id", help="the patient_id of the sample sheet / registry")
+    rep.add_argument("--store", required=True, help="store root written by `graftwatch run`")
+    rep.add_argument("--out", required=True, help="the HTML file to write (self-contained)")
     rep.set_defaults(func=cmd_report)
 
     res = sub.add_parser("resolve", help="settle an identity conflict: say which sample a quarantined file is, "
@@ -203,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.set_defaults(func=cmd_resolve)
 
     s = sub.add_parser("serve", help="serve the deployments of prefect.yaml to a Prefect server")
-    s.add_argument("--prefect-yaml", default="prefect.yaml")
+    s.add_argument("--prefect-yaml", default="prefect.yaml", help="the deployments file (default: prefect.yaml)")
     s.add_argument("--deployment", action="append", help="serve only this deployment (repeatable)")
     s.add_argument("--limit", type=int, help="at most N flow runs at once")
     s.add_argument("--config", help="TOML settings ([prefect] port of the local server when PREFECT_API_URL is unset)")
@@ -221,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. a Prefect server that cannot be reached or started
         return _fail(str(exc))
     except KeyboardInterrupt:
-        print("graftwatch: stopped", file=sys.stderr)
+        # Claimed files went back to the inbox and committed chunks stay: nothing is lost.
+        print("graftwatch: stopped by Ctrl-C; files not yet processed are back in the inbox", file=sys.stderr)
         return 130
 
 

@@ -1,28 +1,7 @@
 """Run configuration: embedded defaults, optionally overridden by a TOML file (``--config``).
 
-Example ``graftwatch.toml``::
-
-    [chimerism]
-    reference_genes = ["RPP30", "ALB"]
-    str_lod_pct = 1.0
-    qpcr_lod_pct = 0.1
-
-    [inbox]
-    stable_seconds = 10.0    # without file events (network shares) a file must keep its size and mtime this long
-    chunk_files = 100        # files committed together (smaller = less rework after a crash)
-    chunk_mb = 2048          # ... and at most about this many MB of files per commit
-
-    [privacy]
-    show_patient_ids = false # patient identifiers in logs and Prefect artifacts
-
-    [prefect]
-    port = 4200              # local Prefect server (and UI) of `watch` / `serve` without PREFECT_API_URL
-    start_timeout_seconds = 120
-
-    [flow]
-    gating_pictures = "review"  # PNG of the gates beside the store during the run: "all",
-                                # "review" (only samples flagged for review) or "none";
-                                # `graftwatch report` draws any missing picture on demand
+Every setting is declared once below with its default and meaning (:func:`_setting`);
+docs/configuration.md is generated from these declarations and a test keeps it equal.
 """
 
 from __future__ import annotations
@@ -36,26 +15,37 @@ from assays.errors import ConfigError
 DEFAULT_REFERENCE_GENES = ("RPP30", "RNaseP", "ALB", "GAPDH", "HBB", "ACTB", "TERT", "B2M", "CCR5")
 
 
+def _setting(default, help: str):
+    """A setting with its default and its meaning (docs/configuration.md is made from these)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("settings are immutable values")
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ChimerismSettings:
-    reference_genes: tuple[str, ...] = DEFAULT_REFERENCE_GENES
-    str_lod_pct: float = 1.0
-    qpcr_lod_pct: float = 0.1
+    reference_genes: tuple[str, ...] = _setting(
+        DEFAULT_REFERENCE_GENES, "qPCR/ddPCR targets that are the reference gene (every other target is a "
+        "donor/recipient chimerism marker); names compared case- and punctuation-blind")
+    str_lod_pct: float = _setting(1.0, "STR limit of detection, % donor: a donor share below it is reported "
+                                       "as not detected")
+    qpcr_lod_pct: float = _setting(0.1, "qPCR limit of detection, % donor, used when the plate has no data "
+                                        "to derive one")
 
 
 @dataclass
 class InboxSettings:
-    # Without file events (network shares, files present at start) a file is read once
-    # its size and mtime have not changed this long; a copy over SMB/NFS can stall for
-    # several seconds mid-file. Files written on this machine are read right after their
-    # writer closes them, whatever this says.
-    stable_seconds: float = 10.0
-    # A file that reads as cut off is looked at again after this long before it is
-    # quarantined: if it grew meanwhile, a writer was still at it and it goes back to the inbox.
-    truncated_recheck_seconds: float = 2.0
-    chunk_files: int = 100
-    chunk_mb: float = 2048.0
-    poll_seconds: float = 1.0
+    stable_seconds: float = _setting(
+        10.0, "without file events (network shares, files present at start) a file is read once its size and "
+              "mtime have not changed this long (copies over SMB/NFS stall for seconds); files written on this "
+              "machine are read right after their writer closes them")
+    truncated_recheck_seconds: float = _setting(
+        2.0, "a file that reads as cut off is looked at again after this long before it is quarantined; if it "
+             "changed meanwhile, a writer was still at it and it goes back to the inbox")
+    chunk_files: int = _setting(100, "files committed together (smaller: less work redone after a crash)")
+    chunk_mb: float = _setting(2048.0, "and at most about this many MB of files per commit")
+    poll_seconds: float = _setting(1.0, "the watcher rescans the inbox this often (network shares send no "
+                                        "file events)")
 
 
 PICTURE_POLICIES = ("all", "review", "none")
@@ -63,24 +53,31 @@ PICTURE_POLICIES = ("all", "review", "none")
 
 @dataclass
 class FlowSettings:
-    # Which samples get their gating picture drawn during the run (~0.5-1 s per 1M-event
-    # file, as much as gating itself). Flagged samples need one now, for sign-off; the rest
-    # are drawn by `graftwatch report` when someone looks.
-    gating_pictures: str = "review"
+    # ~0.5-1 s per 1M-event file, as much as gating itself: flagged samples need one now,
+    # for sign-off; the rest are drawn by `graftwatch report` when someone looks.
+    gating_pictures: str = _setting(
+        "review", "which samples get their gating picture (PNG beside the store) during the run: \"all\", "
+                  "\"review\" (only samples flagged for review) or \"none\" (or true / false); "
+                  "`graftwatch report` draws any missing picture on demand")
 
 
 @dataclass
 class PrefectSettings:
-    # The local Prefect server that `watch` and `serve` start when PREFECT_API_URL is not
-    # set (a one-shot `run` needs none): its port (the UI is http://127.0.0.1:PORT) and how
-    # long it may take to answer before the command gives up with exit 2.
-    port: int = 4200
-    start_timeout_seconds: float = 120.0
+    port: int = _setting(4200, "port of the local Prefect server (and UI, http://127.0.0.1:PORT) that "
+                               "`watch` and `serve` start when PREFECT_API_URL is not set; a one-shot `run` "
+                               "needs no server")
+    start_timeout_seconds: float = _setting(120.0, "how long that server may take to answer before the "
+                                                   "command gives up with exit 2")
 
 
 @dataclass
 class PrivacySettings:
-    show_patient_ids: bool = False
+    show_patient_ids: bool = _setting(False, "name files and samples (which can carry patient identifiers) "
+                                             "in logs and Prefect artifacts")
+
+
+SECTIONS = {"chimerism": ChimerismSettings, "inbox": InboxSettings, "privacy": PrivacySettings,
+            "flow": FlowSettings, "prefect": PrefectSettings}
 
 
 @dataclass
@@ -91,6 +88,40 @@ class Config:
     flow: FlowSettings = field(default_factory=FlowSettings)
     prefect: PrefectSettings = field(default_factory=PrefectSettings)
     panel: str | None = None  # path of a panel TOML replacing the built-in T-cell panel
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def configuration_reference() -> str:
+    """docs/configuration.md: every setting with its default and meaning, from the dataclasses
+    above (``python -m flows.config > docs/configuration.md``; a test keeps the two equal)."""
+    lines = ["# Configuration", "",
+             "Every setting of the `--config FILE.toml` that `graftwatch run`, `watch` and `serve` take, with",
+             "its default (used when the file does not set it, or when no file is given) and its meaning.",
+             "This page is generated from `flows/config.py` (`python -m flows.config > docs/configuration.md`);",
+             "a test fails when the two differ. Unknown sections or keys are a configuration error (exit 2).", "",
+             "A top-level `panel = \"my_panel.toml\"` (relative to the config file) replaces the built-in",
+             "T-cell panel's marker aliases and thresholds.", ""]
+    for name, cls in SECTIONS.items():
+        lines += [f"## [{name}]", "", "| setting | default | meaning |", "|---|---|---|"]
+        for f in fields(cls):
+            lines.append(f"| `{f.name}` | `{_toml(f.default)}` | {f.metadata.get('help', '')} |")
+        lines.append("")
+    lines += ["## Example", "", "```toml"]
+    for name, cls in SECTIONS.items():
+        lines.append(f"[{name}]")
+        lines += [f"{f.name} = {_toml(f.default)}" for f in fields(cls)]
+        lines.append("")
+    lines[-1] = "```"
+    return "\n".join(lines) + "\n"
 
 
 def _apply(section_obj, values: dict, section: str, source: str) -> None:
@@ -118,7 +149,7 @@ def _apply(section_obj, values: dict, section: str, source: str) -> None:
         setattr(section_obj, key, value)
 
 
-_SECTIONS = ("chimerism", "inbox", "privacy", "flow", "prefect")
+_SECTIONS = tuple(SECTIONS)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -141,3 +172,7 @@ def load_config(path: str | Path | None) -> Config:
         else:
             raise ConfigError(f"{path}: unknown section or key {key!r} (known: {', '.join(_SECTIONS)}, panel)")
     return config
+
+
+if __name__ == "__main__":
+    print(configuration_reference(), end="")

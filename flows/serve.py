@@ -164,7 +164,14 @@ def serve(args) -> int:
     except ConfigError as exc:
         print(f"graftwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    import warnings
+
     from prefect import serve as prefect_serve
+
+    # prefect.serve's Ctrl-C handler schedules Runner.astop without awaiting it when the
+    # loop is already closing; the runner has stopped all the same, so the warning only
+    # alarms whoever stopped it.
+    warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited")
 
     def announce(text: str) -> None:
         print(f"graftwatch: {text}; schedules fire while this command runs", file=sys.stderr, flush=True)

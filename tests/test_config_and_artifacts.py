@@ -95,3 +95,26 @@ def test_progress_artifact_only_for_long_runs(prefect_server):
         artifact = client.read_artifacts()
     mine = [a for a in artifact if a.id == artifact_id]
     assert len(mine) == 1 and mine[0].type == "progress" and float(mine[0].data) == 100.0
+
+
+def test_configuration_page_is_the_code(tmp_path):
+    """docs/configuration.md lists every setting with its default and meaning, as flows/config.py
+    declares them; its example file parses to exactly the defaults."""
+    import tomllib
+    from dataclasses import fields
+
+    from flows.config import SECTIONS, Config, configuration_reference, load_config
+
+    from ops_helpers import REPO
+
+    page = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert page == configuration_reference(), "regenerate: python -m flows.config > docs/configuration.md"
+    for name, cls in SECTIONS.items():
+        for f in fields(cls):
+            assert f.metadata.get("help"), f"[{name}] {f.name} has no meaning in flows/config.py"
+            assert f"`{f.name}`" in page
+    example = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg_file = tmp_path / "example.toml"
+    cfg_file.write_text(example, encoding="utf-8")
+    assert load_config(cfg_file) == Config()
+    assert tomllib.loads(example)["prefect"]["port"] == 4200

@@ -7,6 +7,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -57,3 +58,11 @@ def test_installed_environment_is_the_locked_one():
         if installed != pins[canonicalize_name(name)]:
             wrong.append(f"{name}: installed {installed}, locked {pins[canonicalize_name(name)]}")
     assert not wrong, "the test environment drifted from requirements.lock (run `make setup`):\n" + "\n".join(wrong)
+
+
+@pytest.mark.reference
+def test_design_card_in_docs_is_the_shared_one(shared_data):
+    """Code and docs cite DESIGN.md: docs/DESIGN.md is the project's copy of the shared design
+    card (the contract), kept byte-equal to ../shared/DESIGN.md."""
+    shared = shared_data.parent / "DESIGN.md"
+    assert (REPO / "docs" / "DESIGN.md").read_bytes() == shared.read_bytes(), "copy ../shared/DESIGN.md to docs/"

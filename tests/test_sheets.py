@@ -52,3 +52,27 @@ def test_unknown_role_still_refused_with_the_row(tmp_path):
     with pytest.raises(InputError) as err:
         read_sample_sheet(path)
     assert "recipient_pre, donor, post" in str(err.value) and "row 2" in str(err.value)
+
+
+def test_every_bad_row_is_named_in_one_note(tmp_path):
+    """Three bad dates and a bad role: one quarantine note lists all four, so one fix
+    settles the sheet; a date in the right format that does not exist is called that."""
+    import pytest
+
+    from assays.errors import InputError
+    from assays.sheets import read_sample_sheet
+
+    p = tmp_path / "sheet.csv"
+    p.write_text("sample_id,patient_id,collection_date,specimen,cell_fraction,role,donor_id\n"
+                 "A,P1,2025-02-31,PB,whole,post,\n"
+                 "B,P1,03/01/2025,PB,whole,post,\n"
+                 "C,P1,2025-01-10,PB,whole,recipient,\n"
+                 "D,P1,2025-13-01,PB,whole,post,\n"
+                 "E,P1,2025-01-12,PB,whole,post,\n")
+    with pytest.raises(InputError) as err:
+        read_sample_sheet(p)
+    text = str(err.value)
+    assert "4 problems" in text
+    for row_no, bad in ((2, "2025-02-31"), (3, "03/01/2025"), (4, "'recipient'"), (5, "2025-13-01")):  # header = row 1
+        assert f"in row {row_no} of sheet.csv" in text and bad in text
+    assert "no day of the calendar" in text
