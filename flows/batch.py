@@ -27,7 +27,7 @@ from assays.errors import ConfigError
 from flows import progress
 from flows.backfill import backfill_population_roles
 from flows.config import Config, load_config
-from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, quarantine,
+from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, mark_resolved, quarantine,
                          take_back_leftovers)
 from flows.identity import IdentityBook
 from flows.process import FileOutcome, GatingSetup, file_signature, process_file
@@ -228,6 +228,8 @@ def _commit_chunk(run: _Run, outcomes: list[FileOutcome]) -> None:
             summary.quarantined.append(QuarantinedFile(out.file.name, out.error or ""))
         else:
             archive(out.file, targets[i])
+            mark_resolved(inbox, out.file.name, f"a file of this name was {out.status} on "
+                          f"{now:%Y-%m-%d %H:%M} UTC (archived as {targets[i].name})")
             if out.status == "duplicate":
                 summary.duplicates += 1
             else:

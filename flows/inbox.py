@@ -143,6 +143,32 @@ def quarantine(inbox: Path, f: InboxFile, message: str) -> Path:
     return target
 
 
+RESOLVED_SUFFIX = ".resolved.txt"
+
+
+def mark_resolved(inbox: Path, name: str, how: str) -> int:
+    """A file named ``name`` was stored: notes of earlier quarantined files of that name
+    become ``<file>.resolved.txt`` with ``how`` appended, so the quarantine folder shows
+    which problems are settled. The quarantined originals stay. Returns the notes marked."""
+    folder = sibling(inbox, "quarantine")
+    if not folder.is_dir():
+        return 0
+    base = Path(name).name
+    stem, dot, ext = base.partition(".")
+    marked = 0
+    for note in folder.glob(f"{stem}*{ERROR_SUFFIX}"):
+        original = note.name[: -len(ERROR_SUFFIX)]
+        o_stem, o_dot, o_ext = original.partition(".")
+        # `x.fcs`, or `x__20260101T120000.fcs` (a second quarantined file of the same name)
+        if original != base and not (o_ext == ext and o_stem.startswith(stem + "__")):
+            continue
+        with open(note, "a", encoding="utf-8") as fh:
+            fh.write(f"\nResolved {dt.datetime.now().isoformat(timespec='seconds')}: {how}\n")
+        os.replace(note, folder / (original + RESOLVED_SUFFIX))
+        marked += 1
+    return marked
+
+
 # --- Claims: two runs on one inbox never process the same file -------------------------
 #
 # A run moves each file it is about to read into ``.graftwatch-claims/<run_id>/`` beside the

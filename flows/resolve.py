@@ -23,10 +23,9 @@ import sys
 from pathlib import Path
 
 from assays.errors import ConfigError
-from flows.inbox import ERROR_SUFFIX
+from flows.inbox import ERROR_SUFFIX, RESOLVED_SUFFIX
 
 EXIT_OK, EXIT_USAGE = 0, 2
-RESOLVED_SUFFIX = ".resolved.txt"
 
 
 def _renames(args, file_ids: list[str]) -> dict[str, str]:

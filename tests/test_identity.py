@@ -253,3 +253,20 @@ def test_identity_is_per_assay_and_references_rerun_on_plates_are_not_conflicts(
     simulate_tube(inbox / "tube.fcs", 5, n_events=3000, sample_id=post)  # the post sample's flow tube
     assert run_pipeline(inbox, store, write_template(tmp_path / "t.xml")).stored == 1
     assert query(store, f"SELECT assay FROM samples WHERE sample_id = '{post}' ORDER BY 1") == [("flow",), ("str",)]
+
+
+def test_fixed_file_marks_its_old_note_resolved(tmp_path, tubes):
+    """A technician drops a broken tube, then the fixed one under the same name: the old
+    note becomes <name>.resolved.txt saying so; the quarantined original stays."""
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    data = tubes["a"].read_bytes()
+    (inbox / "tube.fcs").write_bytes(data[: len(data) // 3])  # cut off
+    run_pipeline(inbox, store, tubes["template"])
+    assert [n.name for n in _notes(tmp_path)] == ["tube.fcs.error.txt"]
+    (inbox / "tube.fcs").write_bytes(data)
+    assert run_pipeline(inbox, store, tubes["template"]).stored == 1
+    assert not _notes(tmp_path)
+    resolved = (tmp_path / "quarantine" / "tube.fcs.resolved.txt").read_text()
+    assert "Resolved" in resolved and "stored" in resolved
+    assert (tmp_path / "quarantine" / "tube.fcs").exists()
