@@ -209,7 +209,12 @@ def _commit_chunk(run: _Run, outcomes: list[FileOutcome]) -> None:
             batch.add(table, rows)
         if out.status != "quarantined":
             dup_of = run.known.get(out.sha256) if out.status == "duplicate" else None
-            targets[i] = archive_target(inbox, out.file, out.sha256, duplicate_of=dup_of)
+            if dup_of and os.path.isabs(dup_of) and not os.path.lexists(dup_of):
+                # Stored, but its run was killed before the original reached the archive:
+                # this is that original, and it goes where the store says it is.
+                targets[i] = Path(dup_of)
+            else:
+                targets[i] = archive_target(inbox, out.file, out.sha256, duplicate_of=dup_of)
         batch.add("ingest_log", [{
             "source_sha256": out.sha256 or None, "source_name": out.file.name, "assay": out.kind,
             "status": out.status, "error": out.error, "seen_at": now, "n_samples": len(out.sample_ids),
