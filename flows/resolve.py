@@ -67,7 +67,7 @@ def _file_sample_ids(path: Path) -> list[str]:
 
 def resolve(args) -> int:
     """Record the decision, return the file to the inbox; 0, or 2 with a one-line reason."""
-    from assays.fcs import sha256_of
+    from assays.hashing import sha256_of
     from storage.store import Batch, Store, utcnow
 
     path = Path(args.file)

@@ -198,7 +198,7 @@ def test_str_export_with_one_name_for_several_samples_is_quarantined(tmp_path):
     """A GeneMapper peak report whose recipient, donor and post rows all carry one
     anonymised Sample File Name (seeded STR simulator, names replaced): never stored as
     one sample."""
-    from assays.simulators.str_sim import write_str_case
+    from simulators.str_sim import write_str_case
 
     case = write_str_case(tmp_path / "src", seed=5, donor_pcts=(30.0, 5.0))
     lines = case.path.read_text().splitlines()
@@ -221,8 +221,8 @@ def test_identity_is_per_assay_and_references_rerun_on_plates_are_not_conflicts(
     heights (seed) = a second plate. With the sheet naming the references, the recipient's
     pre-transplant and donor samples on the second plate are no conflict; its post samples
     are (a re-test must be settled). A flow tube of a sample that also has STR is no conflict."""
-    from assays.simulators.sheets import write_registry, write_sample_sheet
-    from assays.simulators.str_sim import write_str_case
+    from simulators.sheets import write_registry, write_sample_sheet
+    from simulators.str_sim import write_str_case
 
     first = write_str_case(tmp_path / "a", seed=21, donor_pcts=(30.0,))
     second = write_str_case(tmp_path / "b", seed=22, donor_pcts=(30.0,))
@@ -247,7 +247,7 @@ def test_identity_is_per_assay_and_references_rerun_on_plates_are_not_conflicts(
     assert [q.name for q in summary.quarantined] == ["plate3_retest.txt"]
     assert all(pid in summary.quarantined[0].reason for pid in post_ids)
 
-    from assays.simulators.tcell import simulate_tube
+    from simulators.tcell import simulate_tube
 
     post = sorted(post_ids)[0]
     simulate_tube(inbox / "tube.fcs", 5, n_events=3000, sample_id=post)  # the post sample's flow tube
