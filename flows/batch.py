@@ -27,10 +27,10 @@ from assays.errors import ConfigError
 from flows import progress
 from flows.backfill import backfill_population_roles
 from flows.config import Config, load_config
-from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, list_inbox, mark_resolved, quarantine,
-                         take_back_leftovers)
+from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, file_signature, list_inbox, mark_resolved,
+                         quarantine, take_back_leftovers)
 from flows.identity import IdentityBook
-from flows.process import FileOutcome, GatingSetup, file_signature, process_file
+from flows.process import FileOutcome, GatingSetup, process_file
 from storage.store import Batch, Store, new_id, utcnow
 
 log = logging.getLogger("graftwatch")

@@ -25,6 +25,15 @@ class InboxFile:
     kind: str | None = None  # assays.detect kind, once sniffed
 
 
+def file_signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of ``path``, or None when it is gone: what a writer changes."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def sibling(inbox: Path, name: str) -> Path:
     return Path(inbox).resolve().parent / name
 

@@ -22,7 +22,7 @@ from assays.errors import GraftwatchError, InputError
 from assays.fcs import read_fcs
 from assays.hashing import sha256_of
 from assays.records import FcsSample
-from flows.inbox import InboxFile
+from flows.inbox import InboxFile, file_signature
 from storage.store import new_id, to_table, utcnow
 
 log = logging.getLogger("graftwatch")
@@ -233,15 +233,6 @@ def process_export(out: FileOutcome) -> None:
         "ingested_at": now, "file_format": export.assay,
     } for sid in export.sample_ids])
     out.add(EXPORT_TABLES[out.kind], [dict(dataclasses.asdict(r), source_sha256=out.sha256) for r in export.records])
-
-
-def file_signature(path: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns) of ``path``, or None when it is gone."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] | set[str]) -> FileOutcome:

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from assays.errors import ConfigError
 from flows.config import Config, load_config
-from flows.inbox import STAGING, hold_staging, is_in_progress, list_inbox, sibling
+from flows.inbox import STAGING, file_signature, hold_staging, is_in_progress, list_inbox, sibling
 
 log = logging.getLogger("graftwatch")
 
@@ -140,14 +140,6 @@ class StabilityTracker:
         for rel in list(self.seen):
             if rel not in present:
                 del self.seen[rel]
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _move_no_replace(src: Path, dst: Path) -> Path:
@@ -255,7 +247,7 @@ class Watcher:
         for f in list_inbox(self.inbox):
             if is_temporary(f.name):
                 continue
-            sig = _signature(f.path)
+            sig = file_signature(f.path)
             if sig is None:
                 continue
             present.add(f.name)
