@@ -9,8 +9,10 @@ function gating uses and writes them, once, to ``flow_population_roles``;
 
 Old analyses marked a CD4/CD8 split the data could not resolve only by a failed QC row
 named ``quadrant_<x>_<y>@<parent id>:unresolved``; reading that name is legacy handling
-and lives here alone: such an analysis gets its CD4, CD8 and T-helper populations marked
-unresolved, which is what the views did with those rows before.
+and lives here alone: every population below that parent (its Gating-ML id mapped to the
+population name by ``flow_gates.population_ids``) is marked unresolved, as gating marks
+them now; when the id cannot be mapped, the CD4, CD8 and T-helper populations are, which
+is what the views did with those rows before.
 
 The backfill commits a batch of kind ``roles-backfill`` (with or without rows); once one
 is committed the function returns at once, so callers may run it before every batch.
@@ -18,6 +20,7 @@ is committed the function returns at once, so callers may run it before every ba
 
 from __future__ import annotations
 
+import json
 import logging
 
 from storage.store import Batch, Store
@@ -31,15 +34,17 @@ _LEGACY_UNRESOLVED = ":unresolved"
 _BELOW_SPLIT = ("cd4", "cd8", "th1", "th2", "th0", "th17", "treg")
 
 
-def _legacy_unresolved(checks: list[str]) -> str | None:
-    """The reason of a legacy ``quadrant_<x>_<y>@<parent>:unresolved`` row, or None."""
+def _legacy_unresolved(checks: list[str], names: dict[str, str]) -> tuple[str, str] | None:
+    """(parent population name, reason) of a legacy ``quadrant_<x>_<y>@<parent id>:unresolved``
+    row, or None; ``names`` maps Gating-ML ids to population names."""
     from gating.qc import quadrant_check
 
     for check in checks:
         if check.startswith(_LEGACY_QUADRANT) and check.endswith(_LEGACY_UNRESOLVED):
-            pair, _, parent = check[len(_LEGACY_QUADRANT):-len(_LEGACY_UNRESOLVED)].partition("@")
+            pair, _, parent_id = check[len(_LEGACY_QUADRANT):-len(_LEGACY_UNRESOLVED)].partition("@")
             x, _, y = pair.partition("_")
-            return quadrant_check(x, y, parent, parent, "unresolved", 0.0, False).message
+            parent = names.get(parent_id, parent_id)
+            return parent, quadrant_check(x, y, parent_id, parent, "unresolved", 0.0, False).message
     return None
 
 
@@ -59,6 +64,8 @@ def backfill_population_roles(store: Store) -> int:
         "WHERE unresolved IS NULL AND analysis_id NOT IN (SELECT analysis_id FROM flow_population_roles) "
         "ORDER BY analysis_id, length(path), path"
     ).fetchall()
+    ids = {a: json.loads(p) for a, p in con.execute(
+        "SELECT analysis_id, population_ids FROM flow_gates WHERE population_ids IS NOT NULL").fetchall()}
     failed = {}
     for analysis_id, check in con.execute(
             "SELECT analysis_id, \"check\" FROM flow_qc WHERE NOT passed ORDER BY analysis_id, \"check\"").fetchall():
@@ -73,9 +80,11 @@ def backfill_population_roles(store: Store) -> int:
         for population, _parent, path in pops:
             tuples[path] = tuples.get(path[: len(path) - len(population) - 1], ()) + (population,)
         roles = assign_roles([p[0] for p in pops], [p[1] for p in pops], [tuples[p[2]] for p in pops])
-        reason = _legacy_unresolved(failed.get(analysis_id, []))
+        found = _legacy_unresolved(failed.get(analysis_id, []), ids.get(analysis_id, {}))
+        parent, reason = found if found else (None, None)
+        mapped = any(parent in t[:-1] for t in tuples.values())
         for (_population, _parent, path), role in zip(pops, roles):
-            hit = reason is not None and role in _BELOW_SPLIT
+            hit = reason is not None and (parent in tuples[path][:-1] if mapped else role in _BELOW_SPLIT)
             rows.append({"sample_id": sample_id, "analysis_id": analysis_id, "path": path, "role": role,
                          "unresolved": hit, "unresolved_reason": reason if hit else None})
     batch = Batch(store, KIND)

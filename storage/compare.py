@@ -36,7 +36,9 @@ def _rows(con, relation: str, columns: list[str]) -> Counter:
     where = ""
     if relation in ("flow_markers", "flow_qc", "chimerism", "chimerism_markers"):
         where = " WHERE analysis_id IN (SELECT analysis_id FROM latest_analyses)"
-    return Counter(con.execute(f"SELECT {cols} FROM {relation}{where}").fetchall())
+    # NaN != NaN: a NaN stands for itself, so two stores with the same NaN compare equal.
+    return Counter(tuple("NaN" if isinstance(v, float) and v != v else v for v in row)
+                   for row in con.execute(f"SELECT {cols} FROM {relation}{where}").fetchall())
 
 
 def compare_stores(a: str, b: str, relations: tuple[str, ...] = RELATIONS,

@@ -154,3 +154,18 @@ def test_unresolved_split_is_null_and_says_why(tmp_path, legacy):
         assert reason.startswith("quadrant_CD4_CD8@CD3+:unresolved failed")
     else:
         assert reason == unresolved.message and "CD4/CD8 split not resolved in CD3+" in reason
+
+
+def test_compare_stores_finds_a_changed_number_and_nothing_else(tmp_path):
+    """storage.compare (used for the demo store before/after issue 16): same gates -> same
+    rows whatever the ids and clock times; one count changed -> that relation differs."""
+    from storage.compare import compare_stores
+
+    gates = _gates(SPELLINGS[0])
+    for name in ("a", "b"):
+        _write(Store(tmp_path / name), "S1", gates)
+    counts, diffs = compare_stores(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert diffs == [] and counts["immune_timeline"] == 1 and counts["flow_populations_latest"] == len(gates) + 4
+    _write(Store(tmp_path / "c"), "S1", gates[:-1] + [(gates[-1][0], gates[-1][1], 21)])
+    _counts, diffs = compare_stores(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert {d.relation for d in diffs} == {"immune_timeline", "flow_populations_latest"}
