@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from assays.errors import ConfigError
+from storage.cohort import DEFAULT_MIN_PAIRS, DEFAULT_SPECIMENS, DEFAULT_WINDOWS
 
 DEFAULT_REFERENCE_GENES = ("RPP30", "RNaseP", "ALB", "GAPDH", "HBB", "ACTB", "TERT", "B2M", "CCR5")
 
@@ -71,13 +72,28 @@ class PrefectSettings:
 
 
 @dataclass
+class CohortSettings:
+    windows: tuple[str, ...] = _setting(
+        DEFAULT_WINDOWS, "windows of `graftwatch cohort` and the views cohort_immune / cohort_chimerism, as "
+        "\"NAME:FIRST..LAST[@TARGET]\" in days after each cycle's MST date (inclusive): the one window ending "
+        "before day 0 is the baseline (its latest sample is used); in a window after MST the sample nearest "
+        "TARGET (default: the middle day) is used, one per patient. Windows may not overlap: a sample belongs "
+        "to at most one window")
+    min_pairs: int = _setting(DEFAULT_MIN_PAIRS, "patients with both a baseline and a value a window needs "
+                                                 "before its Wilcoxon signed-rank test is run (fewer: p is empty, "
+                                                 "with the reason)")
+    specimens: tuple[str, ...] = _setting(DEFAULT_SPECIMENS, "specimens (sample sheet `specimen`) the cohort "
+                                                             "compares; a blank specimen counts as blood (PB)")
+
+
+@dataclass
 class PrivacySettings:
     show_patient_ids: bool = _setting(False, "name files and samples (which can carry patient identifiers) "
                                              "in logs and Prefect artifacts")
 
 
 SECTIONS = {"chimerism": ChimerismSettings, "inbox": InboxSettings, "privacy": PrivacySettings,
-            "flow": FlowSettings, "prefect": PrefectSettings}
+            "flow": FlowSettings, "prefect": PrefectSettings, "cohort": CohortSettings}
 
 
 @dataclass
@@ -87,6 +103,7 @@ class Config:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     flow: FlowSettings = field(default_factory=FlowSettings)
     prefect: PrefectSettings = field(default_factory=PrefectSettings)
+    cohort: CohortSettings = field(default_factory=CohortSettings)
     panel: str | None = None  # path of a panel TOML replacing the built-in T-cell panel
 
 

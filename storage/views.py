@@ -26,6 +26,7 @@ data links it with no reprocessing:
 
 from __future__ import annotations
 
+from storage.cohort import create_cohort_views
 from storage.schemas import TABLES
 from storage.store import Store
 
@@ -203,6 +204,7 @@ def connect(store: Store):
                 "WHERE batch_id IN (SELECT batch_id FROM _raw_commits_t)"
             )
     con.execute(_VIEWS)
+    create_cohort_views(con)  # storage/cohort.py (issue 17)
     return con
 
 
