@@ -27,13 +27,15 @@ def test_demo_builds_identically_and_runs_twice_without_new_rows(tmp_path):
     inbox, store = tmp_path / "inbox", tmp_path / "store"
     shutil.copytree(committed, inbox)
     s1 = run_pipeline(inbox, store)
-    assert s1.stored == 13 and not s1.quarantined
+    files = sum(1 for f in committed.rglob("*") if f.is_file())
+    assert s1.stored == files == 29 and not s1.quarantined
     immune = query(store, "SELECT patient_id, days_post_mst, th1_pct_cd4 FROM immune_timeline ORDER BY 1, 2")
-    assert len(immune) == 6 and all(r[0] in ("P01", "P02") for r in immune)  # controls left out
+    # six patients x (pre, day 14, day 30); P01's unstimulated control tube left out
+    assert len(immune) == 18 and {r[0] for r in immune} == {f"P0{i}" for i in range(1, 7)}
     chim = query(store, "SELECT sample_id, method, detected FROM chimerism_timeline")
-    assert len(chim) == 6 and all(r[2] for r in chim)
+    assert len(chim) == 16 and all(r[2] for r in chim)
     before = _counts(store)
     shutil.copytree(committed, inbox, dirs_exist_ok=True)
     s2 = run_pipeline(inbox, store)
-    assert s2.duplicates == 13 and s2.stored == 0
+    assert s2.duplicates == files and s2.stored == 0
     assert _counts(store) == before
