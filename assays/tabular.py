@@ -10,66 +10,25 @@ caller needs, and returns a :class:`Table` whose cells are read with
 
 from __future__ import annotations
 
-import codecs
 import csv
-import datetime as dt
-import io
-import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assays.errors import InputError
-from assays.names import name_key as normalize_name  # readers call tabular.normalize_name
+from assays.locale_numbers import MISSING_TOKENS, AmbiguousNumberError, number_shape, parse_number
+from assays.names import name_key as normalize_name
+from assays.text_decoding import decode, read_bytes
+from assays.timestamps import parse_timestamp
+from assays.xlsx import is_xlsx, xlsx_rows
 
-#: Cell values that instruments write for "no value" (compared case-insensitively).
-MISSING_TOKENS = frozenset(
-    {"", "undetermined", "nan", "no call", "na", "n/a", "#n/a", "null", "-", "--", "nd"}
-)
+# Readers call these through tabular (``tabular.decode``, ``tabular.parse_number`` ...).
+__all__ = ["AmbiguousNumberError", "MISSING_TOKENS", "Table", "decode", "empty_file_error", "head_has_header",
+           "head_text", "is_xlsx", "load_table", "metadata_lines", "normalize_name", "number_shape", "parse_number",
+           "parse_timestamp", "read_bytes", "text_lines", "xlsx_rows"]
 
 _DELIMITERS = ("\t", ",", ";")
 _HEADER_SEARCH_LINES = 400
-_XLSX_MAGIC = b"PK\x03\x04"
-
-
-def decode(raw: bytes, source_name: str = "file") -> str:
-    """Text of an export: UTF-8 (with or without BOM), UTF-16 (BOM or NUL pattern), else latin-1.
-
-    Latin-1 is the last resort because it never fails: Windows instrument PCs often
-    write cp1252 (``µ`` as byte 0xB5), which latin-1 maps to the same character.
-    """
-    if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace")
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16", errors="replace")
-    sample = raw[:4096]
-    if sample and sample.count(b"\x00") > len(sample) // 4:
-        # UTF-16 without BOM: every other byte of ASCII text is NUL.
-        even_nuls = sample[0::2].count(b"\x00")
-        odd_nuls = sample[1::2].count(b"\x00")
-        return raw.decode("utf-16-le" if odd_nuls >= even_nuls else "utf-16-be", errors="replace")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, or an InputError a technician can act on."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(
-            expected="a readable export file",
-            found=f"the file {Path(path).name!r} could not be opened ({exc.strerror or exc})",
-            action="check that the file was copied completely and is not locked, then drop it again",
-        ) from None
-
-
-def is_xlsx(raw: bytes) -> bool:
-    """True for an Office Open XML workbook (a zip file)."""
-    return raw.startswith(_XLSX_MAGIC)
 
 
 def head_text(path: Path, n_bytes: int = 8192) -> str:
@@ -79,136 +38,6 @@ def head_text(path: Path, n_bytes: int = 8192) -> str:
         rows = xlsx_rows(raw, Path(path).name)
         return "\n".join("\t".join(r) for r in rows[:60])[:n_bytes]
     return decode(raw[:n_bytes], Path(path).name)
-
-
-# Number shapes, after spaces/apostrophes used as thousands separators are removed.
-# "Ambiguous" shapes read differently under the two conventions: "1,234" is 1234 with a
-# decimal point and 1.234 with a decimal comma; "1.234" the other way round.
-_EXP = r"(?:[eE][-+]?\d+)?"
-_PLAIN = re.compile(rf"[-+]?\d+{_EXP}")
-_AMBIGUOUS_POINT = re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")
-_AMBIGUOUS_COMMA = re.compile(r"[-+]?[1-9]\d{0,2},\d{3}")
-_POINT_SHAPES = (
-    re.compile(rf"[-+]?(?:\d+\.\d*|\.\d+){_EXP}"),  # 21.5, 0.021, 1.5e3, 16.484 (if not ambiguous)
-    re.compile(rf"[-+]?\d{{1,3}}(?:,\d{{3}})+\.\d*{_EXP}"),  # 1,250.000
-    re.compile(r"[-+]?\d{1,3}(?:,\d{3}){2,}"),  # 100,000,000
-)
-_COMMA_SHAPES = (
-    re.compile(rf"[-+]?(?:\d+,\d*|,\d+){_EXP}"),  # 21,5, 0,021, 1,5E+08
-    re.compile(rf"[-+]?\d{{1,3}}(?:\.\d{{3}})+,\d*{_EXP}"),  # 1.250,000
-    re.compile(r"[-+]?\d{1,3}(?:\.\d{3}){2,}"),  # 100.000.000
-)
-_SPACE_GROUPED = re.compile(r"([-+]?\d{1,3}(?:[ '\u2009\u202f]\d{3})+)([.,]\d*)?" + _EXP)
-
-
-class AmbiguousNumberError(ValueError):
-    """A cell such as ``1,234`` whose value depends on the file's decimal separator."""
-
-
-def _clean_number_text(text: str) -> str:
-    """Cell text without quotes, ``%``, and spaces/apostrophes used as thousands separators."""
-    s = text.strip().strip('"').strip().replace("\u00a0", " ").rstrip("%").strip()
-    m = _SPACE_GROUPED.fullmatch(s)
-    if m:
-        s = re.sub(r"[ '\u2009\u202f]", "", m.group(1)) + s[m.end(1):]
-    return s
-
-
-def number_shape(text: str) -> str | None:
-    """How a cell writes its number: ``plain``, ``point``, ``comma``, ``ambiguous_point``,
-    ``ambiguous_comma``; None for a missing token or anything that is not a number.
-
-    ``point`` / ``comma`` cells prove the file's decimal separator; ambiguous ones need it.
-    """
-    s = _clean_number_text(text)
-    if s.casefold() in MISSING_TOKENS:
-        return None
-    if _PLAIN.fullmatch(s):
-        return "plain"
-    if _AMBIGUOUS_POINT.fullmatch(s):
-        return "ambiguous_point"
-    if _AMBIGUOUS_COMMA.fullmatch(s):
-        return "ambiguous_comma"
-    if any(p.fullmatch(s) for p in _POINT_SHAPES):
-        return "point"
-    if any(p.fullmatch(s) for p in _COMMA_SHAPES):
-        return "comma"
-    return None
-
-
-def parse_number(text: str | None, decimal: str | None = ".") -> float | None:
-    """A number as instruments print it; ``None`` for the missing tokens.
-
-    Accepts thousands separators (``1,250.000``, ``1.250,000``, ``1 250``, ``1'250``), a
-    decimal comma (``21,5``) and a trailing ``%``. ``decimal`` is the file's decimal
-    separator, used only for cells that read differently under the two conventions
-    (``1,234``, ``1.234``); None means it is unknown and such a cell raises
-    :class:`AmbiguousNumberError`. Raises ``ValueError`` for anything else.
-    """
-    if text is None:
-        return None
-    s = _clean_number_text(text)
-    if s.casefold() in MISSING_TOKENS:
-        return None
-    shape = number_shape(s)
-    if shape in ("ambiguous_point", "ambiguous_comma"):
-        if decimal not in (".", ","):
-            raise AmbiguousNumberError(s)
-        shape = "point" if decimal == "." else "comma"
-    if shape == "point":
-        s = s.replace(",", "")
-    elif shape == "comma":
-        s = s.replace(".", "").replace(",", ".")
-    value = float(s)  # ValueError propagates for non-numbers
-    if value != value:  # a literal "nan" spelled differently (e.g. "NaN " after strip is caught above)
-        return None
-    return value
-
-
-def parse_timestamp(text: str | None) -> dt.datetime | None:
-    """Best-effort instrument time stamp (naive, instrument-local); ``None`` when unreadable.
-
-    Handles ``2010-10-21 00:51:26 AM EDT``, ``2024-02-12 11:30:22 PM UTC``, ISO with
-    offsets, ``5/19/2023`` and ``10-20-2010``. Zone abbreviations are dropped because
-    EST/EDT/IST are ambiguous; exports of one lab share one zone.
-    """
-    if not text or text.strip().casefold() in MISSING_TOKENS:
-        return None
-    s = text.strip()
-    try:
-        parsed = dt.datetime.fromisoformat(s)
-        return parsed.replace(tzinfo=None)
-    except ValueError:
-        pass
-    s = re.sub(r"\s+[A-Z]{2,5}$", "", s)  # trailing zone abbreviation
-    ampm = None
-    m = re.search(r"\s+(AM|PM)$", s, flags=re.IGNORECASE)
-    if m:
-        ampm = m.group(1).upper()
-        s = s[: m.start()]
-    for fmt in (
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%d",
-        "%m-%d-%Y %H:%M:%S",
-        "%m-%d-%Y",
-        "%m/%d/%Y %H:%M:%S",
-        "%m/%d/%Y %H:%M",
-        "%m/%d/%Y",
-        "%d.%m.%Y %H:%M:%S",
-        "%d.%m.%Y",
-    ):
-        try:
-            parsed = dt.datetime.strptime(s, fmt)
-        except ValueError:
-            continue
-        # Some exports write 24-hour times followed by PM ("13:07:52 PM"); trust the hour then.
-        if ampm == "PM" and parsed.hour < 12:
-            parsed = parsed.replace(hour=parsed.hour + 12)
-        elif ampm == "AM" and parsed.hour == 12:
-            parsed = parsed.replace(hour=0)
-        return parsed
-    return None
 
 
 @dataclass
@@ -482,37 +311,6 @@ def find_header(
             if delimiter in line and _header_matches(_split(line, delimiter), required):
                 return pos, delimiter
     return None
-
-
-def xlsx_rows(raw: bytes, source_name: str) -> list[list[str]]:
-    import openpyxl  # local import: only XLSX exports need it
-
-    try:
-        workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise InputError(
-            expected="a readable Excel workbook (.xlsx)",
-            found=f"{source_name} could not be opened as a workbook ({exc})",
-            action="save the export again as .xlsx or as a CSV/text file",
-        ) from None
-    rows: list[list[str]] = []
-    try:
-        for sheet in workbook.worksheets:
-            for values in sheet.iter_rows(values_only=True):
-                rows.append(["" if v is None else _cell_str(v) for v in values])
-            if rows:
-                break  # the results are on the first non-empty sheet
-    finally:
-        workbook.close()
-    return rows
-
-
-def _cell_str(value: object) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
-    return str(value)
 
 
 def empty_file_error(path: Path, what: str) -> InputError:

@@ -11,7 +11,7 @@ import pytest
 from assays.errors import InputError
 from assays.fcs import read_fcs
 from simulators.tcell import simulate_tube
-import gating.adaptive as adaptive
+import gating.adaptive.quadrant as adaptive_quadrant
 from gating.adaptive import AdaptiveGating, build_adaptive_gating, density_valley, quadrant_mixture
 from gating.evaluator import apply_strategy
 from gating.panel import load_panel
@@ -132,17 +132,17 @@ def test_implausible_1d_cut_falls_back_to_the_2d_mixture(tubes, panel, monkeypat
     cells. The walk must see that < 1 % of CD3+ is left above it and take the CD8 cut from
     the 2-D mixture, keeping the CD4 valley; the numbers then meet the usual tolerances.
     """
-    real = adaptive._marker_threshold
+    real = adaptive_quadrant.marker_threshold
     calls = []
 
-    def second_axis_unresolved(term, kind, values, control_values, majority="negative"):
-        if term is None:  # the quadrant's own placement: x first, then y
-            calls.append(kind)
-            if len(calls) % 2 == 0:
-                return float(np.max(values)) + 0.01, "one peak: mode + 4 rSD"
-        return real(term, kind, values, control_values, majority)
+    def second_axis_unresolved(values, majority="negative"):
+        # The quadrant's own placement: x first, then y.
+        calls.append(majority)
+        if len(calls) % 2 == 0:
+            return float(np.max(values)) + 0.01, "one peak: mode + 4 rSD"
+        return real(values, majority)
 
-    monkeypatch.setattr(adaptive, "_marker_threshold", second_axis_unresolved)
+    monkeypatch.setattr(adaptive_quadrant, "marker_threshold", second_axis_unresolved)
     seed, truth, sample, _control = tubes[2]
     gating = build_adaptive_gating(sample, panel)
     rows = {q.check: q for q in gating.qc if q.check.startswith(QUADRANT_ROW)}
@@ -312,14 +312,15 @@ def test_real_100715_cd4_cd8_is_one_diagonal_cloud(shared_data, panel):
     """The evidence behind the xfail above, measured: inside CD3+ CD4 and CD8 are strongly
     correlated and the anti-diagonal (CD8 - CD4), where CD4 T and CD8 T cells would lie
     apart, holds a single narrow peak with no valley."""
-    from gating.adaptive import _prepare, _spill_covers, _walk
+    from gating.adaptive.prepare import prepare, spill_covers
+    from gating.adaptive.walk import walk as walk_panel
     from assays.markers import match_markers
 
     sample = read_fcs(shared_data / "fcs" / "flowkit" / "100715.fcs")
     matched = match_markers(sample.channels, panel.aliases, panel.required)
-    prep = _prepare(sample, panel, matched, 100_000, 0)
-    prep.has_comp = _spill_covers(sample, matched)
-    walk = _walk(prep, panel)
+    prep = prepare(sample, panel, matched, 100_000, 0)
+    prep.has_comp = spill_covers(sample, matched)
+    walk = walk_panel(prep, panel)
     cd3 = walk.masks["CD3+"]
     x, y = prep.fluor["CD4"][cd3], prep.fluor["CD8"][cd3]
     assert np.corrcoef(x, y)[0, 1] > 0.5

@@ -137,7 +137,7 @@ def test_panel_aliases_cover_ifn_y_for_gamma():
     assert found["IFN-γ"].pnn == "PE-Cy7-A"
 
 
-# --- Fast float DATA path (assays.fcs._load_float_events) ------------------------------
+# --- Fast float DATA path (assays.fcs_flowio.load_float_events) ------------------------------
 # read_fcs reads float/double DATA with numpy and hands it to flowio's as_array; these
 # tests pin that the events stay bit for bit what flowio alone returns, that the fast
 # path is really taken, and that broken float files are still quarantined.
@@ -346,14 +346,14 @@ def test_float_loader_refuses_a_file_that_shrank(float_variants, tmp_path):
     """A file cut after flowio read its TEXT: no short array, flowio's path decides."""
     import flowio
 
-    from assays.fcs import _load_float_events
+    from assays.fcs_flowio import load_float_events
 
     path = tmp_path / "shrinking.fcs"
     path.write_bytes(float_variants["big_f4"].read_bytes())
     data = flowio.FlowData(str(path), only_text=True, ignore_offset_error=True)
     assert data.events is None
     path.write_bytes(path.read_bytes()[:-100])
-    assert _load_float_events(data, path) is False
+    assert load_float_events(data, path) is False
     assert data.events is None
     data.file_size = path.stat().st_size + 100  # even when the size check is fooled, the read is checked
-    assert _load_float_events(data, path) is False and data.events is None
+    assert load_float_events(data, path) is False and data.events is None

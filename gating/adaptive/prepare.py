@@ -1,0 +1,133 @@
+"""Preparation of a sample for gate placement: a seeded subsample of events, the scatter
+channels found by name, compensated fluorescence on the logicle scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assays.names import name_key
+from assays.records import Channel, FcsSample
+from gating.compensation import compensate_array
+from gating.panel import Panel
+from gating.transforms import logicle, scatter_linear
+
+
+@dataclass
+class Prepared:
+    """A sample made ready for placement: the placement rows, linear scatter and logicle fluorescence."""
+
+    n_total: int
+    rows: np.ndarray  # indices of the events used for placement
+    scatter: dict[str, np.ndarray]  # scatter parameter (FSC-A, FSC-H, ...) -> linear-scaled values
+    fluor: dict[str, np.ndarray]  # marker -> logicle values of compensated data
+    channels: dict[str, Channel]
+    pnn: list[str]
+    has_comp: bool = False
+    scatter_pnn: dict[str, str] = field(default_factory=dict)  # scatter parameter -> $PnN
+    scatter_index: dict[str, int] = field(default_factory=dict)  # scatter parameter -> column
+
+
+def scatter_params(panel: Panel) -> dict[str, tuple[str, ...]]:
+    """Scatter parameter -> spellings: the panel's ``[scatter]`` table, plus any parameter
+    a gate names that the table lacks (matched by its own name)."""
+    params = {k: tuple(v) for k, v in panel.scatter.items()}
+    for spec in panel.populations:
+        for axis in spec.channel_choices or tuple((c,) for c in spec.channels):
+            for c in axis:
+                params.setdefault(c, (c,))
+    return params
+
+
+def find_scatter(sample: FcsSample, panel: Panel) -> dict[str, Channel]:
+    """The file's channel for each scatter parameter of ``panel`` it has, by ``$PnN``.
+
+    A parameter's spellings are tried in the panel's order; a channel serves one
+    parameter only (the first that claims it, in the table's order).
+    """
+    by_key: dict[str, Channel] = {}
+    for c in sample.channels:
+        by_key.setdefault(name_key(c.pnn), c)
+    out: dict[str, Channel] = {}
+    taken: set[int] = set()
+    for param, spellings in scatter_params(panel).items():
+        for name in spellings:
+            ch = by_key.get(name_key(name))
+            if ch is not None and ch.index not in taken:
+                out[param] = ch
+                taken.add(ch.index)
+                break
+    return out
+
+
+def unsaturated(v: np.ndarray) -> np.ndarray:
+    """Events below the top of a linear-scaled scatter channel: below 0.999 of the scale,
+    and not in a pile-up at the channel's largest value (a saturated detector whose
+    range is below the panel's ``scatter_range``, e.g. 1024-channel FACSCalibur data)."""
+    ok = v < 0.999
+    if v.size:
+        top = float(np.max(v))
+        at_top = v >= top
+        if 1 < int(at_top.sum()) < 0.5 * v.size:
+            ok &= ~at_top
+    return ok
+
+
+def find_channel(sample: FcsSample, name: str) -> int | None:
+    for c in sample.channels:
+        if c.pnn.strip().upper() == name:
+            return c.index
+    return None
+
+
+def prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_events: int,
+             seed: int) -> Prepared:
+    n = sample.events.shape[0]
+    rows = np.arange(n)
+    if n > max_events:
+        rows = np.sort(np.random.default_rng(seed).choice(n, max_events, replace=False))
+    ev = sample.events[rows]
+    comp = compensate_array(ev, sample.pnn, sample.spillover) if sample.spillover else ev
+    lin = scatter_linear(panel.scatter_range)
+    scatter, scatter_pnn, scatter_index = {}, {}, {}
+    for param, ch in find_scatter(sample, panel).items():
+        scatter[param] = lin.apply(ev[:, [ch.index]])[:, 0]
+        scatter_pnn[param] = ch.pnn
+        scatter_index[param] = ch.index
+    xform = logicle(panel.logicle)
+    fluor = {m: logicle_by_table(xform, comp[:, ch.index]) for m, ch in matched.items()}
+    return Prepared(n, rows, scatter, fluor, matched, sample.pnn, scatter_pnn=scatter_pnn,
+                     scatter_index=scatter_index)
+
+
+def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarray:
+    """``xform`` (a flowkit logicle, :mod:`gating.transforms`) of ``values`` by interpolation in a table.
+
+    For gate *placement* only: flowutils computes logicle one value at a time by root
+    finding (~120 ns per value: a third of the placement time on 100k events x 9
+    markers). Here the exact transform is computed once on ``points`` nodes evenly spaced
+    in ``u = asinh(x / c)`` with ``c = T 10^(W - M)`` (where logicle turns from linear to
+    logarithmic), a variable in which logicle is nearly linear everywhere; each value is
+    then found by its node index (O(1)) and linear interpolation. The error is far below
+    anything a density valley can resolve (tested < 1e-6 scale units); the gates placed are
+    applied later with the exact transform (:mod:`gating.evaluator`).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 4 * points or not np.isfinite(values).all():
+        return xform.apply(values.reshape(-1, 1))[:, 0]
+    c = float(xform.param_t) * 10.0 ** (float(xform.param_w) - float(xform.param_m))
+    u = np.arcsinh(values / c)
+    u0, u1 = float(u.min()), float(u.max())
+    if u1 <= u0:
+        return xform.apply(values.reshape(-1, 1))[:, 0]
+    nodes = xform.apply((c * np.sinh(np.linspace(u0, u1, points))).reshape(-1, 1))[:, 0]
+    pos = (u - u0) * ((points - 1) / (u1 - u0))
+    i = np.minimum(pos.astype(np.intp), points - 2)
+    return nodes[i] + (pos - i) * (nodes[i + 1] - nodes[i])
+
+
+def spill_covers(sample: FcsSample, matched: dict[str, Channel]) -> bool:
+    """True when the file's spillover matrix covers at least one of the panel's marker channels."""
+    dets = set(sample.spillover.detectors)
+    return any(ch.pnn in dets for ch in matched.values())
