@@ -97,6 +97,10 @@ class StrPeak:
     size: float | None
     height: float | None
     area: float | None
+    #: dye colour (B, G, Y, R, P, ...) and scan data point of the peak, when exported:
+    #: pull-up and spikes are recognised by position across dyes
+    dye: str | None = None
+    data_point: float | None = None
 
 
 @dataclass(frozen=True)

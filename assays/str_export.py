@@ -60,7 +60,7 @@ def _allele(table: tabular.Table, row: list[str], idx: int | None) -> str | None
     return allele
 
 
-def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | None, int | None]]:
+def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | None, int | None, int | None]]:
     columns = []
     for n in range(1, _MAX_ALLELE_COLUMNS + 1):
         allele_i = table.find(f"Allele {n}")
@@ -72,6 +72,7 @@ def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | Non
                 table.find(f"Size {n}"),
                 table.find(f"Height {n}"),
                 table.find(f"Peak Area {n}", f"Area {n}"),
+                table.find(f"Data Point {n}"),
             )
         )
     return columns
@@ -79,6 +80,7 @@ def _wide_columns(table: tabular.Table) -> list[tuple[int, int | None, int | Non
 
 def _read_genotypes(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
     marker_i = table.find("Marker")
+    dye_i = table.find("Dye")
     columns = _wide_columns(table)
     peaks = []
     for pos, row in enumerate(table.rows):
@@ -86,19 +88,29 @@ def _read_genotypes(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
         marker = table.text(row, marker_i)
         if sample_id is None or marker is None:
             continue
-        for allele_i, size_i, height_i, area_i in columns:
+        dye = _dye(table.text(row, dye_i))
+        for allele_i, size_i, height_i, area_i, point_i in columns:
             allele = _allele(table, row, allele_i)
             if allele is None:
                 continue
-            peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
+            peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i, dye, point_i))
     return peaks
 
 
 def _peak(table: tabular.Table, pos: int, sample_id: str, marker: str, allele: str,
-          size_i: int | None, height_i: int | None, area_i: int | None) -> StrPeak:
+          size_i: int | None, height_i: int | None, area_i: int | None,
+          dye: str | None = None, point_i: int | None = None) -> StrPeak:
     """One called peak; numbers read from data row ``pos`` of ``table``."""
     return StrPeak(sample_id=sample_id, marker=marker, allele=allele, size=table.number(pos, size_i),
-                   height=table.number(pos, height_i), area=table.number(pos, area_i))
+                   height=table.number(pos, height_i), area=table.number(pos, area_i),
+                   dye=dye, data_point=table.number(pos, point_i))
+
+
+def _dye(text: str | None) -> str | None:
+    """Dye colour letter: GeneMapper writes ``B`` or, in ``Dye/Sample Peak``, ``B,12``."""
+    if not text:
+        return None
+    return text.split(",")[0].strip().upper() or None
 
 
 def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
@@ -107,6 +119,8 @@ def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
     size_i = table.find("Size")
     height_i = table.find("Height")
     area_i = table.find("Area", "Peak Area")
+    dye_i = table.find("Dye", "Dye/Sample Peak")
+    point_i = table.find("Data Point")
     peaks = []
     for pos, row in enumerate(table.rows):
         sample_id = _sample_id(table, row, name_i, file_i)
@@ -114,7 +128,8 @@ def _read_peak_report(table: tabular.Table, name_i, file_i) -> list[StrPeak]:
         allele = _allele(table, row, allele_i)
         if sample_id is None or marker is None or allele is None:
             continue  # unlabelled peaks (primer peaks, noise) carry no allele call
-        peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i))
+        peaks.append(_peak(table, pos, sample_id, marker, allele, size_i, height_i, area_i,
+                           _dye(table.text(row, dye_i)), point_i))
     return peaks
 
 

@@ -80,7 +80,7 @@ def update_chimerism(store: Store, config: Config) -> int:
     cfg = ChimerismConfig(
         reference_genes=tuple(config.chimerism.reference_genes),
         str_lod_pct=config.chimerism.str_lod_pct,
-        qpcr_lod_pct=config.chimerism.qpcr_lod_pct,
+        qpcr_lod_pct=config.chimerism.qpcr_lod_pct or None,  # 0 = no floor
     )
     markers, results = [], []
     peaks = _records(con, StrPeak, _LATEST_SOURCE.format(table="str_peaks", assay="str"))

@@ -30,8 +30,10 @@ class ChimerismSettings:
         "donor/recipient chimerism marker); names compared case- and punctuation-blind")
     str_lod_pct: float = _setting(1.0, "STR limit of detection, % donor: a donor share below it is reported "
                                        "as not detected")
-    qpcr_lod_pct: float = _setting(0.1, "qPCR limit of detection, % donor, used when the plate has no data "
-                                        "to derive one")
+    qpcr_lod_pct: float = _setting(0.0, "floor (% donor) the lab sets under the qPCR LOD read off each plate's "
+                                        "dilution series, and the LOD of a plate without one; 0 = no floor, "
+                                        "the plate decides (detection itself always comes from the plate's "
+                                        "blank wells)")
 
 
 @dataclass

@@ -35,6 +35,21 @@ REFERENCE = Assay("RPP30", "VIC", 1.98, 37.0)
 DILUTION_PCTS = (10.0, 1.0, 0.1, 0.01)
 
 
+@dataclass(frozen=True)
+class Background:
+    """Late non-specific amplification of the donor marker in wells without donor DNA.
+
+    Each marker well of recipient-containing DNA (``recipient_rate``) or of a no-template
+    control (``ntc_rate``) amplifies with that probability at Ct ~ N(``ct_mean``, ``ct_sd``)
+    (capped below 40): the blank signal a limit of blank must absorb.
+    """
+
+    recipient_rate: float = 0.1
+    ntc_rate: float = 0.05
+    ct_mean: float = 38.3
+    ct_sd: float = 0.8
+
+
 @dataclass
 class QpcrCase(WrittenCase):
     """What :func:`write_qpcr_case` wrote, and the truth behind it."""
@@ -74,6 +89,8 @@ def _plate(
     replicates: int,
     genomes: float,
     ct_noise: float,
+    background: Background | None = None,
+    background_rng: np.random.Generator | None = None,
 ) -> list[_Well]:
     """``samples``: (name, donor fraction, task for the marker row, quantity)."""
     layout = [(s, r) for s in samples for r in range(replicates)]
@@ -82,8 +99,13 @@ def _plate(
         g = 0.0 if task == "NTC" else genomes * rng.lognormal(0.0, 0.05)
         ref_copies = int(rng.poisson(2.0 * g))
         marker_copies = int(rng.poisson(fraction * g))
-        wells.append(_Well(pos, name, MARKER.target, MARKER.reporter, task,
-                           _ct(rng, marker_copies, MARKER, ct_noise), quantity))
+        ct = _ct(rng, marker_copies, MARKER, ct_noise)
+        if background is not None and background_rng is not None:
+            rate = background.ntc_rate if task == "NTC" else background.recipient_rate
+            if background_rng.random() < rate:  # late non-specific product (primer dimer, cross-reaction)
+                late = min(background_rng.normal(background.ct_mean, background.ct_sd), 39.9)
+                ct = late if ct is None else min(ct, late)
+        wells.append(_Well(pos, name, MARKER.target, MARKER.reporter, task, ct, quantity))
         ref_task = "NTC" if task == "NTC" else "UNKNOWN"
         wells.append(_Well(pos, name, REFERENCE.target, REFERENCE.reporter, ref_task,
                            _ct(rng, ref_copies, REFERENCE, ct_noise), None))
@@ -163,11 +185,15 @@ def write_qpcr_case(
     genomes_per_well: float = 50_000.0,
     ct_noise: float = 0.12,
     file_name: str | None = None,
+    dilution_series: bool = True,
+    background: Background | None = None,
 ) -> QpcrCase:
     """Write one QuantStudio plate (``fmt`` = "classic" text or "design_analysis" CSV).
 
     One donor; ``donor_pcts`` one value per post sample (0 = recipient only). 50,000
     genome equivalents per well (about 330 ng DNA) is the input microchimerism assays use.
+    ``dilution_series=False`` leaves the standards off the plate; ``background`` adds
+    late non-specific amplification in blank-like wells (:class:`Background`).
     """
     if fmt not in {"classic", "design_analysis"}:
         raise ValueError("fmt must be 'classic' or 'design_analysis'")
@@ -179,9 +205,11 @@ def write_qpcr_case(
         (donor_sample, 1.0, "UNKNOWN", None),
     ]
     samples += [(p.sample_id, p.donor_pct[donor_id] / 100.0, "UNKNOWN", None) for p in case.posts]
-    samples += [(f"STD {pct:g}%", pct / 100.0, "STANDARD", pct) for pct in DILUTION_PCTS]
+    if dilution_series:
+        samples += [(f"STD {pct:g}%", pct / 100.0, "STANDARD", pct) for pct in DILUTION_PCTS]
     samples += [("NTC", 0.0, "NTC", None)]
-    wells = _plate(rng, samples, replicates, genomes_per_well, ct_noise)
+    wells = _plate(rng, samples, replicates, genomes_per_well, ct_noise, background,
+                   np.random.default_rng([seed, 2]) if background is not None else None)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".txt" if fmt == "classic" else ".csv"

@@ -185,7 +185,10 @@ def _size(locus: Locus, allele: str) -> float:
     if allele == "Y":
         return 104.0
     whole, _, micro = allele.partition(".")
-    return locus.base_size + locus.repeat * int(whole) + (int(micro) if micro else 0)
+    # a fixed fraction of a bp per locus: fragments of different loci rarely co-migrate
+    # to the scan, as in real kits (pull-up is recognised by position across dyes)
+    offset = (sum(map(ord, locus.name)) * 0.37) % 1.0
+    return locus.base_size + offset + locus.repeat * int(whole) + (int(micro) if micro else 0)
 
 
 def mixture_peaks(
@@ -194,10 +197,19 @@ def mixture_peaks(
     panel: Sequence[Locus] = PANEL,
     signal_per_copy: float = 3000.0,
     threshold_rfu: float = 50.0,
+    degradation_per_bp: float = 0.0,
+    locus_dropout: float = 0.0,
 ) -> list[tuple[str, str, str, float, float, float]]:
-    """Called peaks ``(marker, dye, allele, size, height, area)`` of one (mixed) sample."""
+    """Called peaks ``(marker, dye, allele, size, height, area)`` of one (mixed) sample.
+
+    ``degradation_per_bp``: degraded DNA, each peak's signal x exp(-k (size - 100 bp)),
+    so longer fragments amplify less; ``locus_dropout``: probability that a locus gives
+    no peak at all (failed amplification).
+    """
     peaks = []
     for locus in panel:
+        if locus_dropout and rng.random() < locus_dropout:
+            continue
         efficiency = rng.lognormal(0.0, 0.15)
         stutter_ratio = 0.05 + 0.05 * (sum(map(ord, locus.name)) % 97) / 96  # fixed per locus, 5-10 %
         true_height: dict[str, float] = defaultdict(float)
@@ -213,13 +225,82 @@ def mixture_peaks(
         for allele, h in stutter.items():
             observed[allele] = observed.get(allele, 0.0) + h
         for allele in sorted(observed, key=lambda a: _size(locus, a)):
-            height = observed[allele] + rng.normal(0.0, 4.0)
+            decay = np.exp(-degradation_per_bp * (_size(locus, allele) - 100.0))
+            height = observed[allele] * decay + rng.normal(0.0, 4.0)
             if height < threshold_rfu:
                 continue
             area = height * rng.uniform(9.5, 10.5)
             size = _size(locus, allele) + rng.normal(0.0, 0.05)
             peaks.append((locus.name, locus.dye, allele, round(size, 2), round(height), round(area)))
     return peaks
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    """Probabilities and sizes of the artefacts :func:`add_artefacts` injects per sample.
+
+    Pull-up: each peak above ``pullup_min_rfu`` bleeds, with ``pullup_rate``, into a
+    neighbouring dye at the same scan with 2-12 % of its height; dye blobs: per dye,
+    with ``blob_rate``, a broad peak (area/height 25-40 instead of ~10) at the dye's
+    fixed size; spikes: with ``spike_rate``, one narrow peak in every dye at one scan.
+    An artefact is labelled with the allele whose bin (+-0.5 bp) it falls into, ``OL``
+    inside a locus' range, and not exported outside every locus (GeneMapper lists
+    labelled peaks). ``degradation_per_bp`` and ``locus_dropout`` go to :func:`mixture_peaks`.
+    """
+
+    pullup_rate: float = 0.5
+    pullup_min_rfu: float = 1000.0
+    blob_rate: float = 0.5
+    blob_sizes: tuple[tuple[str, float], ...] = (("B", 62.0), ("G", 88.0), ("Y", 115.0), ("R", 72.0), ("P", 95.0))
+    spike_rate: float = 0.3
+    degradation_per_bp: tuple[float, float] = (0.0, 0.004)  # range of k drawn per sample
+    locus_dropout: float = 0.03
+
+
+_DYES = ("B", "G", "Y", "R", "P")
+
+
+def _label(dye: str, size: float, panel: Sequence[Locus] = PANEL) -> tuple[str, str] | None:
+    """(marker, allele call) GeneMapper would give a peak of ``dye`` at ``size``."""
+    for locus in panel:
+        if locus.dye != dye or locus.name == "AMEL":
+            continue
+        sizes = {a: _size(locus, a) for a in locus.alleles}
+        nearest = min(sizes, key=lambda a: abs(sizes[a] - size))
+        if abs(sizes[nearest] - size) <= 0.5:
+            return locus.name, nearest
+        if min(sizes.values()) - 2 <= size <= max(sizes.values()) + 2:
+            return locus.name, "OL"
+    return None
+
+
+def add_artefacts(rng: np.random.Generator, peaks: list, artefacts: Artefacts) -> list:
+    """``peaks`` of one sample plus injected pull-up, dye-blob and spike peaks (see :class:`Artefacts`).
+
+    An artefact in the bin of an allele that already has a peak is a second peak with
+    the same label at its own size, as GeneMapper labels both.
+    """
+    extra = []
+    for marker, dye, allele, size, height, area in peaks:
+        if height >= artefacts.pullup_min_rfu and rng.random() < artefacts.pullup_rate:
+            k = _DYES.index(dye) if dye in _DYES else 0
+            other = _DYES[min(max(k + rng.choice((-1, 1)), 0), len(_DYES) - 1)]
+            if other != dye:
+                extra.append((other, size, height * rng.uniform(0.02, 0.12), 10.0))
+    for dye, size in artefacts.blob_sizes:
+        if rng.random() < artefacts.blob_rate:
+            extra.append((dye, size + rng.normal(0, 0.5), rng.uniform(150, 1200), rng.uniform(25, 40)))
+    if rng.random() < artefacts.spike_rate:
+        size, h = rng.uniform(60, 350), rng.uniform(200, 1500)
+        extra += [(dye, size, h * rng.uniform(0.85, 1.15), rng.uniform(2, 4)) for dye in _DYES]
+    out = list(peaks)
+    for dye, size, height, shape in extra:
+        label = _label(dye, size)
+        if label is None:
+            continue
+        marker, allele = label
+        out.append((marker, dye, allele, round(size, 2), round(height), round(height * shape)))
+    return out
 
 
 def _write_peak_report(path: Path, samples: Sequence[tuple[str, list]]) -> None:
@@ -238,27 +319,39 @@ def write_str_case(
     patient_id: str = "HP01",
     file_name: str | None = None,
     signal_per_copy: float = 3000.0,
+    artefacts: Artefacts | None = None,
 ) -> StrCase:
     """Write a GeneMapper peak report (``Sample File Name`` = ``<sample_id>.fsa``) for one patient.
 
     ``donor_pcts`` has one entry per post sample: a number for one donor, or a tuple
     with one % per donor (two-donor MST). The recipient is female, donors male (AMEL
     differs, as often; it is excluded from quantification anyway). Returns the path,
-    the sheet/registry rows and the true donor % of each post sample.
+    the sheet/registry rows and the true donor % of each post sample. ``artefacts``
+    injects pull-up, dye blobs, spikes, degraded DNA and locus dropout into every sample.
     """
     rng = np.random.default_rng(seed)
+    art_rng = np.random.default_rng([seed, 1])  # artefacts leave the clean case's draws unchanged
+
+    def peaks_of(contributors):
+        if artefacts is None:
+            return mixture_peaks(rng, contributors, signal_per_copy=signal_per_copy)
+        k = art_rng.uniform(*artefacts.degradation_per_bp)
+        clean = mixture_peaks(rng, contributors, signal_per_copy=signal_per_copy, degradation_per_bp=k,
+                              locus_dropout=artefacts.locus_dropout)
+        return add_artefacts(art_rng, clean, artefacts)
+
     case = case_sheet(patient_id, donor_pcts)
     recipient = random_genotype(rng, sex="F")
     donors = {d: random_genotype(rng, sex="M") for d in case.donor_samples}
-    samples = [(case.recipient_sample, mixture_peaks(rng, [(recipient, 1.0)], signal_per_copy=signal_per_copy))]
+    samples = [(case.recipient_sample, peaks_of([(recipient, 1.0)]))]
     genotypes = {case.recipient_sample: recipient}
     for donor_id, sample_id in case.donor_samples.items():
-        samples.append((sample_id, mixture_peaks(rng, [(donors[donor_id], 1.0)], signal_per_copy=signal_per_copy)))
+        samples.append((sample_id, peaks_of([(donors[donor_id], 1.0)])))
         genotypes[sample_id] = donors[donor_id]
     for post in case.posts:
         fractions = {d: p / 100.0 for d, p in post.donor_pct.items()}
         contributors = [(recipient, 1.0 - sum(fractions.values()))] + [(donors[d], f) for d, f in fractions.items()]
-        samples.append((post.sample_id, mixture_peaks(rng, contributors, signal_per_copy=signal_per_copy)))
+        samples.append((post.sample_id, peaks_of(contributors)))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / (file_name or f"{patient_id}_str_peaks_s{seed}.txt")

@@ -69,6 +69,7 @@ TABLES: dict[str, pa.Schema] = {
     ),
     "str_peaks": _schema(
         ("sample_id", S), ("marker", S), ("allele", S), ("size", F), ("height", F), ("area", F), ("source_sha256", S),
+        ("dye", S), ("data_point", F),
     ),
     "qpcr_wells": _schema(
         ("sample_id", S), ("well", S), ("target", S), ("task", S), ("ct", F), ("quantity", F), ("source_sha256", S),
@@ -87,10 +88,11 @@ TABLES: dict[str, pa.Schema] = {
     "chimerism_markers": _schema(
         ("sample_id", S), ("analysis_id", S), ("method", S), ("marker", S), ("informative_type", S),
         ("donor_pct", F), ("used", pa.bool_()), ("donor_id", S), ("flag", S),
+        ("recipient_alleles", S), ("donor_alleles", S), ("excluded", S),
     ),
     "chimerism": _schema(
         ("sample_id", S), ("analysis_id", S), ("method", S), ("donor_id", S), ("donor_pct", F), ("ci_low", F),
         ("ci_high", F), ("lod_pct", F), ("detected", pa.bool_()), ("n_markers", pa.int32()), ("status", S),
-        ("message", S), ("sd_pct", F), ("loq_pct", F),
+        ("message", S), ("sd_pct", F), ("loq_pct", F), ("contributor", S),
     ),
 }

@@ -148,7 +148,7 @@ WHERE m.used AND f.code IN ('replicate_sd_above_limit', 'stutter_position');
 CREATE OR REPLACE VIEW chimerism_timeline AS
 SELECT t.patient_id, c.sample_id, t.collection_date, t.days_post_mst, t.cycle, t.cell_fraction,
        c.method, c.donor_id, c.donor_pct, c.ci_low, c.ci_high, c.lod_pct, c.detected,
-       r.reasons IS NOT NULL AS review, r.reasons AS review_reasons,
+       r.reasons IS NOT NULL AS review, r.reasons AS review_reasons, coalesce(c.contributor, 'donor') AS contributor,
        c.n_markers, c.sd_pct, c.loq_pct, c.status, c.message, t.specimen, c.analysis_id
 FROM chimerism c
 JOIN latest_analyses a ON a.analysis_id = c.analysis_id AND a.sample_id = c.sample_id AND a.kind = 'chimerism'

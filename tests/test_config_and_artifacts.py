@@ -14,11 +14,13 @@ from flows.batch import QuarantinedFile, RunSummary
 
 
 def test_config_defaults_and_overrides(tmp_path):
-    assert load_config(None).chimerism.qpcr_lod_pct == 0.1
+    assert load_config(None).chimerism.qpcr_lod_pct == 0.0  # no floor: the plate decides
     f = tmp_path / "g.toml"
-    f.write_text('[chimerism]\nreference_genes = ["ALB"]\nstr_lod_pct = 2\n[flow]\ngating_pictures = false\n')
+    f.write_text('[chimerism]\nreference_genes = ["ALB"]\nstr_lod_pct = 2\nqpcr_lod_pct = 0.05\n'
+                 '[flow]\ngating_pictures = false\n')
     c = load_config(f)
     assert c.chimerism.reference_genes == ("ALB",) and c.chimerism.str_lod_pct == 2.0
+    assert c.chimerism.qpcr_lod_pct == 0.05
     assert c.flow.gating_pictures == "none"
     assert load_config(None).flow.gating_pictures == "review"
 
@@ -26,6 +28,7 @@ def test_config_defaults_and_overrides(tmp_path):
 @pytest.mark.parametrize("text,needle", [
     ("[chimerism]\nlod = 1\n", "unknown setting"),
     ("[chimerism]\nstr_lod_pct = 'high'\n", "non-negative number"),
+    ("[chimerism]\nqpcr_lod_pct = 'low'\n", "non-negative number"),
     ("[nonsense]\nx = 1\n", "unknown section"),
     ("[chimerism\n", "not valid TOML"),
     ("[flow]\ngating_pictures = 'some'\n", "must be one of 'all', 'review', 'none'"),

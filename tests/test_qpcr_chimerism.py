@@ -9,7 +9,7 @@ import pytest
 
 from assays import qpcr
 from assays.records import PatientCycle, QpcrWell, SampleSheetRow
-from simulators.qpcr_sim import write_qpcr_case
+from simulators.qpcr_sim import Background, write_qpcr_case
 from gating.chimerism import calibration as cal
 from gating.chimerism import qpcr as qp
 from gating.chimerism import replicates as rep
@@ -113,16 +113,31 @@ def test_reference_undetermined_and_non_informative_marker():
     assert markers[0].flag == "positive_in_recipient"
 
 
-def test_default_lod_and_microchimerism_not_rounded():
+def test_microchimerism_detected_from_the_blanks_not_rounded():
+    """Issue 14: replicates that amplify with clean blanks are a detection, whatever a set LOD."""
     sheet, registry = _sheet()
-    # ΔΔCt = 11 cycles at E = 2 -> 0.0488 %: below the default 0.1 % LOD, number kept
-    wells = _plate([("R", "SRY", None), ("R", "RPP30", 20.0), ("D", "SRY", 21.0), ("D", "RPP30", 20.0),
-                    ("X", "SRY", 32.0), ("X", "SRY", 32.0), ("X", "RPP30", 20.0)])
-    _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig())
-    r = results[0]
-    assert r.donor_pct == pytest.approx(100 / 2**11) and r.detected is False and r.status == "below_lod"
-    _, results = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig(qpcr_lod_pct=0.01))
-    assert results[0].detected is True and results[0].donor_pct == pytest.approx(0.0488, abs=1e-4)
+    # ΔΔCt = 11 cycles at E = 2 -> 0.0488 %; both post replicates amplify, recipient wells clean
+    wells = _plate([("R", "SRY", None), ("R", "SRY", None), ("R", "RPP30", 20.0), ("D", "SRY", 21.0),
+                    ("D", "RPP30", 20.0), ("X", "SRY", 32.0), ("X", "SRY", 32.0), ("X", "RPP30", 20.0)])
+    (r,) = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig())[1]
+    assert r.donor_pct == pytest.approx(100 / 2**11) and r.detected is True and r.status == "ok"
+    assert r.lod_pct is None and "no dilution series" in r.message  # nothing on this plate sets a LOD
+    # the lab's LOD floor: still detected, now below the LOQ
+    (r,) = quantify_chimerism(sheet, registry, [], wells, [], ChimerismConfig(qpcr_lod_pct=0.1))[1]
+    assert r.detected is True and r.status == "detected_not_quantifiable" and r.lod_pct == 0.1
+    assert r.donor_pct == pytest.approx(0.0488, abs=1e-4)
+    # one of two post replicates amplifying is not enough
+    one = [dataclasses.replace(w, ct=None) if w.well == "W6" else w for w in wells]
+    (r,) = quantify_chimerism(sheet, registry, [], one, [], ChimerismConfig())[1]
+    assert r.detected is False and r.status == "below_lod"
+    # a recipient well amplifying earlier than the post replicates sets the limit of blank above them
+    blank = [QpcrWell("R", "W0", "SRY", "UNKNOWN", 31.0, None)] + wells[1:]
+    markers, results = quantify_chimerism(sheet, registry, [], blank, [], ChimerismConfig())
+    assert results[0].detected is False and results[0].status == "below_lod"
+    assert "blank" in results[0].message and "recipient_background" in markers[0].flag
+    # a no-template control that amplifies counts as a blank too
+    ntc = wells + [QpcrWell("NTC", "W9", "SRY", "NTC", 31.5, None)]
+    assert quantify_chimerism(sheet, registry, [], ntc, [], ChimerismConfig())[1][0].detected is False
 
 
 # ---------------------------------------------------------------- CI coverage over a seed sweep
@@ -162,3 +177,45 @@ def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path, dilution_read
     assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= stats.binom.ppf(0.999, m, 0.95), pooled / m
     assert detected[0.0] <= stats.binom.ppf(0.999, n, 0.05), detected[0.0]
     assert covered[0.0] >= n - detected[0.0]
+
+
+DETECTION_SEEDS = range(65_000, 65_200)  # fresh seeds, used nowhere else
+DETECTION_TRUTHS = (0.0, 0.01, 0.05, 0.1, 1.0)
+
+
+@pytest.mark.parametrize("dilution_series", [False, True])
+def test_detection_from_the_blanks_over_seed_sweep(tmp_path, dilution_series):
+    """Issue 14: detection from the plate's blanks, not from a fixed LOD.
+
+    200 seeded plates (simulators.qpcr_sim, seeds 65000-65199), 3 replicates, with
+    late non-specific amplification in 10 % of recipient and 5 % of NTC marker wells
+    (``Background``): 0.05 % donor is detected on >= 95 % of plates and 0 % donor on
+    <= 5 %, with and without a dilution series on the plate.
+    """
+    detected = {t: 0 for t in DETECTION_TRUTHS}
+    for seed in DETECTION_SEEDS:
+        case = write_qpcr_case(tmp_path, seed=seed, donor_pcts=DETECTION_TRUTHS, file_name="det.txt", replicates=3,
+                               dilution_series=dilution_series, background=Background())
+        wells = qpcr.read(case.path, "sha").records
+        _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], ChimerismConfig())
+        by_sample = {r.sample_id: r for r in results}
+        for post in case.posts:
+            (truth,) = post.donor_pct.values()
+            detected[truth] += bool(by_sample[post.sample_id].detected)
+    n = len(DETECTION_SEEDS)
+    assert detected[0.05] >= 0.95 * n and detected[0.1] >= 0.95 * n and detected[1.0] == n, detected
+    assert detected[0.0] <= 0.05 * n, detected
+
+
+@pytest.mark.reference
+def test_blank_limit_on_real_quantstudio_plates(shared_data):
+    """Real QuantStudio exports (allotropy test data): their no-template controls are all
+    Undetermined, so no blank limit is set and every amplified replicate counts; a
+    replicate that amplified later than a blank would not."""
+    path = shared_data / "qpcr" / "quantstudio_classic" / "appbio_quantstudio_example05.txt"
+    wells = qpcr.read(path, "sha").records
+    ntc = [w.ct for w in wells if w.task == "NTC" and w.target == "TGF-B"]
+    assert len(ntc) == 3 and cal.blank_ct_limit(ntc) is None
+    lung = [w.ct for w in wells if w.sample_id == "Lung" and w.target == "TGF-B"]
+    assert cal.replicates_above_blank(lung, None) == 3
+    assert cal.replicates_above_blank(lung, cal.blank_ct_limit([30.15])) == 1  # only the 30.09 well is earlier

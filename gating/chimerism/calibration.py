@@ -155,8 +155,8 @@ def dilution_ci(
 @dataclass
 class QpcrCalibration:
     efficiency: float
-    lod_pct: float
-    loq_pct: float
+    lod_pct: float | None  # None: no dilution series and no configured floor
+    loq_pct: float | None
     flags: list[str]
     dilution: StandardCurve | None = None  # ΔCt vs log10(donor %), when usable
     efficiency_curve: StandardCurve | None = None  # Ct vs log10(quantity), when it set E
@@ -170,7 +170,7 @@ def calibrate_target(
     standards = [w for w in wells if w.target == target and (w.task or "").upper() == "STANDARD" and w.quantity]
     flags: list[str] = []
     efficiency = config.qpcr_efficiency
-    lod, loq, dilution, efficiency_curve = config.qpcr_lod_pct, config.qpcr_loq_pct, None, None
+    lod, loq, dilution, efficiency_curve = None, config.qpcr_loq_pct, None, None
     if standards:
         by_level = defaultdict(list)
         for w in standards:
@@ -191,11 +191,35 @@ def calibrate_target(
             flags.append("standard_curve_rejected")
         if config.qpcr_standards_are_donor_pct:
             pairs = sorted(summaries.items())
-            lod = lod_from_dilution(pairs) or lod
+            lod = lod_from_dilution(pairs)
             loq = loq_from_dilution(pairs, config.qpcr_max_replicate_sd) or loq
             dilution = _dilution_curve(standards, reference, wells, linear, config)
-    loq = lod if loq is None else max(loq, lod)
+    # the configured LOD is a floor the lab sets, never a replacement for the plate's own
+    floor = config.qpcr_lod_pct
+    lod = floor if lod is None else (lod if floor is None else max(lod, floor))
+    if lod is not None:
+        loq = lod if loq is None else max(loq, lod)
     return QpcrCalibration(efficiency, lod, loq, flags, dilution, efficiency_curve)
+
+
+def blank_ct_limit(blank_cts: Sequence[float | None], ct_cutoff: float | None = None) -> float | None:
+    """Limit of blank in Ct: the earliest Ct among the blank wells that amplified.
+
+    Blank wells hold no donor DNA: the recipient's pre-transplant wells of the marker
+    (the same genomic background as a post sample at 0 % donor) and the no-template
+    controls. CLSI EP17-A2 sets the LoB at the 95th percentile of blank results; with
+    the few blank wells of one plate (< 20) the non-parametric estimate of that
+    percentile is the most extreme blank, here the earliest Ct (highest signal). None
+    when no blank amplified: then any amplification is above the blank.
+    """
+    amplified = [c for c in blank_cts if c is not None and (ct_cutoff is None or c <= ct_cutoff)]
+    return min(amplified) if amplified else None
+
+
+def replicates_above_blank(cts: Sequence[float | None], limit: float | None, ct_cutoff: float | None = None) -> int:
+    """Replicate wells that amplified earlier than the blank limit (:func:`blank_ct_limit`)."""
+    return sum(1 for c in cts if c is not None and (ct_cutoff is None or c <= ct_cutoff)
+               and (limit is None or c < limit))
 
 
 def _dilution_curve(standards, reference, wells, levels, config) -> StandardCurve | None:

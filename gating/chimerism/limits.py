@@ -50,7 +50,7 @@ def classify(pct: float, lod: float, loq: float | None = None) -> tuple[bool, st
     return True, OK
 
 
-def below_lod_interval(ci_low: float | None, ci_high: float | None, lod: float) -> tuple[float, float]:
+def below_lod_interval(ci_low: float | None, ci_high: float | None, lod: float | None) -> tuple[float, float | None]:
     """CI reported for a result that is not detected (below the LOD): [0, max(CI high, LOD)].
 
     The LOD is the lowest donor % detected with 95 % probability (CLSI EP17-A2;
@@ -61,6 +61,8 @@ def below_lod_interval(ci_low: float | None, ci_high: float | None, lod: float) 
     the analytical threshold count as 0, qPCR averages only the replicates that
     amplified) or dominated by blank signal (ddPCR false-positive droplets at 0 % donor).
     """
+    if lod is None:  # no LOD established: the measurement's own upper bound, if any
+        return 0.0, ci_high if ci_high is not None and math.isfinite(ci_high) else None
     high = lod if ci_high is None or not math.isfinite(ci_high) else max(ci_high, lod)
     return 0.0, high
 
@@ -96,8 +98,8 @@ def combine_markers(sid, method, donor_id, rows, detected_override: bool | None 
         return empty_result(sid, method, donor_id, NO_INFORMATIVE_MARKER,
                       "No informative marker: none is positive in the donor and negative in the recipient's "
                       "pre-transplant sample. Choose another donor-specific marker (InDel, SNP, Y).")
-    lod = max(r[2].lod_pct for r in rows) if lod_override is None else lod_override
-    loq = max(r[2].loq_pct for r in rows) if lod_override is None else lod_override
+    lod = _largest(r[2].lod_pct for r in rows) if lod_override is None else lod_override
+    loq = _largest(r[2].loq_pct for r in rows) if lod_override is None else lod_override
     measured = [r for r in rows if r[0] is not None]
     if not measured:  # no replicate amplified: 0 with the upper bound of a non-detection
         return ChimerismResult(sid, method, donor_id, 0.0, *below_lod_interval(None, None, lod), lod, False,
@@ -107,21 +109,34 @@ def combine_markers(sid, method, donor_id, rows, detected_override: bool | None 
     lows = [r[1][0] for r in measured if r[1] is not None]
     highs = [r[1][1] for r in measured if r[1] is not None]
     sd = float(pcts.std(ddof=1)) if pcts.size > 1 else None
-    detected, status = classify(pct, lod, loq)
+    detected, status = classify(pct, lod, loq) if lod is not None else (True, OK)
     if detected_override is not None:
         detected = detected_override
-        status = BELOW_LOD if not detected else (NOT_QUANTIFIABLE if pct < loq else OK)
+        quantifiable = loq is None or pct >= loq
+        status = BELOW_LOD if not detected else (OK if quantifiable else NOT_QUANTIFIABLE)
+    lod_text = "not established: no dilution series on the plate" if lod is None else f"{lod:.3g} %"
+    blank = ("marker droplets <= LoB" if method == "ddpcr" else
+             "too few replicate wells amplified earlier than the blank wells")
     message = {
-        BELOW_LOD: (f"Donor signal {pct:.3g} % is below the limit of detection ({lod:.3g} %): not detected."
+        BELOW_LOD: (f"Donor signal {pct:.3g} % is below the limit of detection ({lod_text}): not detected."
                     if detected_override is None else
-                    f"Donor signal {pct:.3g} % does not exceed the limit of blank (marker droplets <= LoB; "
-                    f"LOD {lod:.3g} %): not detected."),
-        NOT_QUANTIFIABLE: f"Donor DNA detected at {pct:.3g} %, below the limit of quantification ({loq:.3g} %): "
+                    f"Donor signal {pct:.3g} % does not exceed the limit of blank ({blank}; "
+                    f"LOD {lod_text}): not detected."),
+        NOT_QUANTIFIABLE: f"Donor DNA detected at {pct:.3g} %, below the limit of quantification "
+                          f"({'not established' if loq is None else format(loq, '.3g') + ' %'}): "
                           "detected, not quantifiable.",
     }.get(status)
+    if status == OK and lod is None:
+        message = ("Detected above the blank wells; LOD and LOQ not established: no dilution series on this "
+                   "plate (add one, or set the lab's LOD floor in the configuration).")
     ci_low = float(np.mean(lows)) if lows else None
     ci_high = float(np.mean(highs)) if highs else None
     if not detected:
         ci_low, ci_high = below_lod_interval(ci_low, ci_high, lod)
     return ChimerismResult(sid, method, donor_id, pct, ci_low, ci_high,
                            lod, detected, len(rows), status, message, sd_pct=sd, loq_pct=loq)
+
+
+def _largest(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None

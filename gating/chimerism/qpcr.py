@@ -13,7 +13,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from assays.records import QpcrWell
-from gating.chimerism.calibration import StandardCurve, calibrate_target, dilution_ci, pct_from_dilution
+from gating.chimerism.calibration import (
+    StandardCurve,
+    blank_ct_limit,
+    calibrate_target,
+    dilution_ci,
+    pct_from_dilution,
+    replicates_above_blank,
+)
 from gating.chimerism.limits import combine_markers
 from gating.chimerism.pairing import (
     Pairing,
@@ -121,8 +128,17 @@ def quantify_post_sample(
     CI by :func:`ddct_ci`. When the plate carries a usable donor-in-recipient dilution
     series, donor % is read off it instead (:func:`~gating.chimerism.calibration.pct_from_dilution`,
     CI :func:`~gating.chimerism.calibration.dilution_ci`). The donor's result is the
-    mean over markers (:func:`gating.chimerism.limits.combine_markers`) with the
-    markers' LOD/LOQ: from the dilution series when present, else the configured ones.
+    mean over markers (:func:`gating.chimerism.limits.combine_markers`).
+
+    Detection from the data (CLSI EP17-A2): the limit of blank is the earliest Ct among
+    the blank wells of the marker, the recipient's pre-transplant wells and the
+    no-template controls (:func:`~gating.chimerism.calibration.blank_ct_limit`); the
+    donor is detected when at least ``config.qpcr_min_positive_replicates`` replicate
+    wells of an informative marker amplify earlier than it. LOD = the lowest level of
+    the plate's dilution series with every replicate detected, LOQ = the lowest with
+    replicate SD <= ``config.qpcr_max_replicate_sd``; ``config.qpcr_lod_pct`` is only a
+    floor under them (and the LOD of a plate without a series). A detection below the
+    LOQ (or the LOD) is ``detected_not_quantifiable``.
 
     Parameters
     ----------
@@ -165,9 +181,14 @@ def quantify_post_sample(
     marker_targets = sorted(t for t in post if t != ref and not is_reference_target(t, config.reference_genes))
     markers: list[ChimerismMarkerResult] = []
     calibrations = {t: calibrate_target(t, ref, all_wells, config) for t in marker_targets}
+    ntc: dict[str, list[float | None]] = defaultdict(list)
+    for w in all_wells:
+        if (w.task or "").upper() == "NTC":
+            ntc[w.target].append(w.ct)
     for donor_id, donor_sample in pairs:
         donor_ref = summ(donor_sample, ref)
         rows = []  # (pct, ci, calibration)
+        calls = []  # per informative marker: replicates above the blank limit
         for t in marker_targets:
             cal = calibrations[t]
             d_m, r_m, s_m = summ(donor_sample, t), summ(pairing.pre_id, t), summ(sid, t)
@@ -183,13 +204,20 @@ def quantify_post_sample(
             dct_d = None if reason else delta_ct(d_m.mean, donor_ref.mean)
             if reason is None and r_m.detected:
                 background = donor_pct_ddct(delta_ct(r_m.mean, pre_ref.mean), dct_d, cal.efficiency)
-                if background >= min(config.informative_max_recipient_pct, cal.lod_pct):
+                limit = config.informative_max_recipient_pct
+                if background >= (limit if cal.lod_pct is None else min(limit, cal.lod_pct)):
                     reason = "positive_in_recipient"
                 else:
                     flags.append("recipient_background")
             if reason is not None:
                 markers.append(ChimerismMarkerResult(sid, "qpcr", t, "non_informative", None, False, donor_id, reason))
                 continue
+            blank = blank_ct_limit(index[pairing.pre_id].get(t, []) + ntc.get(t, []), config.qpcr_ct_cutoff)
+            post_cts = index[sid].get(t, [])
+            above = replicates_above_blank(post_cts, blank, config.qpcr_ct_cutoff)
+            calls.append(above >= min(config.qpcr_min_positive_replicates, len(post_cts)) and above > 0)
+            if blank is not None:
+                flags.append("blank_amplified")
             summaries = (s_m, post_ref, d_m, donor_ref)
             if any(replicate_sd_flag(s, config.qpcr_max_replicate_sd) for s in summaries):
                 flags.append("replicate_sd_above_limit")
@@ -210,5 +238,5 @@ def quantify_post_sample(
                 ci = ddct_ci(pct, summaries, cal.efficiency, curve=cal.efficiency_curve)
             markers.append(ChimerismMarkerResult(sid, "qpcr", t, "informative", pct, True, donor_id, join_flags(flags)))
             rows.append((pct, ci, cal))
-        results.append(combine_markers(sid, "qpcr", donor_id, rows))
+        results.append(combine_markers(sid, "qpcr", donor_id, rows, any(calls) if calls else None))
     return markers, results

@@ -14,6 +14,7 @@ from gating.chimerism import qpcr as qpcr_method
 from gating.chimerism import str as str_method
 from gating.chimerism.pairing import latest_rows, pair_sample, role_of
 from gating.chimerism.records import ChimerismConfig, ChimerismMarkerResult, ChimerismResult
+from gating.chimerism.shares import with_recipient_share
 
 
 def quantify_chimerism(
@@ -30,26 +31,27 @@ def quantify_chimerism(
     ``recipient_pre`` sample measured by the same assay, and for each donor of the
     patient (registry cycles up to the collection date, plus the patient's donor rows)
     that donor's sample. Returns per-marker rows (``chimerism_markers``) and per
-    sample x method x donor rows (``chimerism``).
+    sample x method x donor rows (``chimerism``); with several donors also the
+    recipient's share (:func:`gating.chimerism.shares.with_recipient_share`).
     """
     rows = latest_rows(sheet)
     posts = [r for r in rows if role_of(r) == "post"]
-    signals = str_method.signals_by_sample(str_peaks)
+    screened = str_method.screen_samples(str_peaks, config.str_artefacts)
     q_index = qpcr_method.replicate_index(qpcr_wells)
     d_index = ddpcr_method.droplet_index(ddpcr_wells)
     markers: list[ChimerismMarkerResult] = []
     results: list[ChimerismResult] = []
     for post in posts:
-        if post.sample_id in signals:
-            m, r = str_method.quantify_post_sample(pair_sample(post, rows, registry, set(signals)), signals, config)
+        if post.sample_id in screened:
+            m, r = str_method.quantify_post_sample(pair_sample(post, rows, registry, set(screened)), screened, config)
             markers += m
-            results += r
+            results += with_recipient_share(r)
         if post.sample_id in q_index:
             m, r = qpcr_method.quantify_post_sample(pair_sample(post, rows, registry, set(q_index)), q_index, qpcr_wells, config)
             markers += m
-            results += r
+            results += with_recipient_share(r)
         if post.sample_id in d_index:
             m, r = ddpcr_method.quantify_post_sample(pair_sample(post, rows, registry, set(d_index)), d_index, config)
             markers += m
-            results += r
+            results += with_recipient_share(r)
     return markers, results

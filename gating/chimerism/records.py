@@ -8,7 +8,9 @@ pieces give a result with ``donor_pct = None``, a ``status`` and a plain ``messa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gating.chimerism.str_calling import ArtefactRules
 
 DEFAULT_REFERENCE_GENES: tuple[str, ...] = (
     "RPP30",
@@ -33,6 +35,10 @@ NO_DONOR_LISTED = "no_donor_listed"
 NO_INFORMATIVE_MARKER = "no_informative_marker"
 REFERENCE_FAILED = "reference_failed"
 
+# contributor values of ChimerismResult
+DONOR = "donor"
+RECIPIENT = "recipient"
+
 
 @dataclass
 class ChimerismConfig:
@@ -40,15 +46,32 @@ class ChimerismConfig:
 
     reference_genes: tuple[str, ...] = DEFAULT_REFERENCE_GENES
     str_lod_pct: float = 1.0
-    qpcr_lod_pct: float = 0.1
+    #: floor (%) the lab sets under the LOD read off the plate's dilution series; without a
+    #: series it is the reported LOD. None = the plate alone decides.
+    qpcr_lod_pct: float | None = None
+    #: fewest replicate wells amplifying earlier than the blank limit that make a detection
+    qpcr_min_positive_replicates: int = 2
     #: LOQ without a dilution series; None = same as the LOD.
     qpcr_loq_pct: float | None = None
     #: fixed ddPCR LoD (%); None = from the recipient's pre-transplant wells (LoB) and Poisson.
     ddpcr_lod_pct: float | None = None
-    str_allele_min_fraction: float = 0.25
-    str_outlier_sd: float = 2.0
+    #: a reference allele reaches this share of the locus' highest peak (height)
+    str_allele_min_fraction: float = 0.5
+    #: heterozygote balance (height ratio) below which a reference call is flagged
+    str_min_het_balance: float = 0.6
+    #: pull-up, spike and dye-blob tolerances of the peak screen
+    str_artefacts: ArtefactRules = field(default_factory=ArtefactRules)
+    #: robust outlier rule: modified z-score |0.6745 (x - median) / MAD| above this is left out
+    str_outlier_z: float = 3.5
+    #: floor (points of donor %) of the robust spread, so loci that agree to a tenth of a
+    #: point do not make a 1-point difference an outlier
+    str_outlier_min_spread_pct: float = 1.0
     str_min_loci: int = 3
-    #: leave stutter-position loci out of the mean while >= str_min_loci other loci remain
+    #: subtract the back-stutter ratio measured on the reference samples from the post sample
+    str_stutter_correction: bool = True
+    #: undo the post sample's signal decay with fragment length (degraded DNA)
+    str_degradation_correction: bool = True
+    #: leave uncorrected stutter-position loci out of the mean while >= str_min_loci other loci remain
     str_avoid_stutter_position: bool = True
     qpcr_max_replicate_sd: float = 0.5
     qpcr_efficiency: float = 2.0
@@ -85,6 +108,11 @@ class ChimerismMarkerResult:
     used: bool
     donor_id: str | None
     flag: str | None = None
+    #: STR: reference genotypes as called ("12/14") and every peak left out of them, and
+    #: artefacts on contributor alleles of the post sample, with the reason
+    recipient_alleles: str | None = None
+    donor_alleles: str | None = None
+    excluded: str | None = None
 
 
 @dataclass
@@ -104,6 +132,8 @@ class ChimerismResult:
     message: str | None = None
     sd_pct: float | None = None  # SD over loci/markers (STR: DESIGN.md asks mean, SD, n)
     loq_pct: float | None = None
+    #: whose share ``donor_pct`` is: "donor" (donor_id), or "recipient" beside several donors
+    contributor: str = DONOR
 
 def empty_result(sample_id, method, donor_id, status, message, lod=None) -> ChimerismResult:
     """A result with no number: ``status`` says why, ``message`` what the lab can do."""

@@ -17,14 +17,29 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from assays.records import StrPeak
 from gating.chimerism.limits import below_lod_interval, classify
 from gating.chimerism.pairing import Pairing, computable_donors
+from gating.chimerism.str_calling import (
+    ArtefactRules,
+    LocusCall,
+    degradation_slope,
+    undo_degradation,
+    repeat_value,
+    ScreenedSample,
+    call_reference,
+    describe,
+    screen_sample,
+    stutter_ratios,
+    subtract_stutter,
+)
 from gating.chimerism.records import (
     NO_INFORMATIVE_MARKER,
+    RECIPIENT,
     ChimerismConfig,
     ChimerismMarkerResult,
     ChimerismResult,
@@ -41,37 +56,6 @@ DONOR_UNIQUE = "donor_unique_allele"  # several donors
 NOT_CLASSIFIABLE = "not_classifiable"  # e.g. a tri-allelic pattern
 SEX_LOCUS = "sex_locus"
 
-_NON_ALLELE_CALLS = frozenset({"OL", "?", ""})
-
-
-def allele_signal(peaks: Iterable[tuple[str, float | None, float | None]]) -> dict[str, float]:
-    """Signal per allele of one sample at one locus: ``{allele: area}``.
-
-    ``peaks`` are ``(allele, area, height)``; the area is used when the export has it,
-    else the height (R re-saved GeneMapper tables drop areas). Off-ladder calls are
-    ignored: they are not alleles. Duplicate calls of an allele are summed.
-    """
-    signal: dict[str, float] = {}
-    for allele, area, height in peaks:
-        if allele is None or allele.strip().upper() in _NON_ALLELE_CALLS:
-            continue
-        value = area if area is not None else height
-        if value is None or not math.isfinite(value) or value <= 0:
-            continue
-        signal[allele.strip()] = signal.get(allele.strip(), 0.0) + float(value)
-    return signal
-
-
-def call_genotype(signal: Mapping[str, float], min_fraction: float = 0.25) -> frozenset[str]:
-    """Alleles of a pure (pre-transplant or donor) sample: signal >= ``min_fraction`` x the highest.
-
-    Stutter (about 5-10 % of its parent) and noise fall below the cut-off; heterozygote
-    imbalance rarely does.
-    """
-    if not signal:
-        return frozenset()
-    top = max(signal.values())
-    return frozenset(a for a, s in signal.items() if s >= min_fraction * top)
 
 
 def is_sex_locus(marker: str) -> bool:
@@ -142,13 +126,6 @@ def f_donor_unique(a_unique: float, unique_copies: int, a_total: float) -> float
     return 2.0 * a_unique / (unique_copies * a_total)
 
 
-def _repeat_value(allele: str) -> float | None:
-    try:
-        return float(allele)
-    except ValueError:
-        return None
-
-
 def stutter_position(unique: Iterable[str], others: Iterable[str], repeat: float = 1.0) -> bool:
     """True when a unique allele sits one repeat below another contributor's allele.
 
@@ -156,9 +133,9 @@ def stutter_position(unique: Iterable[str], others: Iterable[str], repeat: float
     inflates its area, so the locus over-estimates the minor contributor (DESIGN.md).
     Microvariants compare on their repeat number (``9.3`` is one repeat below ``10.3``).
     """
-    majors = [v for v in (_repeat_value(a) for a in others) if v is not None]
+    majors = [v for v in (repeat_value(a) for a in others) if v is not None]
     for allele in unique:
-        value = _repeat_value(allele)
+        value = repeat_value(allele)
         if value is not None and any(abs(value + repeat - m) < 1e-6 for m in majors):
             return True
     return False
@@ -217,22 +194,30 @@ def locus_fraction_multi(
     return DONOR_UNIQUE, (None if math.isnan(f) else f), flagged
 
 
-def outlier_mask(values: Sequence[float], n_sd: float = 2.0, min_remaining: int = 3) -> np.ndarray:
-    """Loci kept: those within ``n_sd`` SD of the mean, applied only if >= ``min_remaining`` stay.
+def outlier_mask(
+    values: Sequence[float], z: float = 3.5, min_remaining: int = 3, min_spread: float = 0.0
+) -> np.ndarray:
+    """Loci kept by the robust outlier rule (modified z-score), applied only if >= ``min_remaining`` stay.
 
-    One pass over all informative loci (DESIGN.md: leave out loci more than 2 SD from
-    the mean when at least 3 remain). Returns a boolean mask, True = kept.
+    M_i = 0.6745 (x_i - median) / MAD, MAD = median |x_i - median|; a locus with
+    |M_i| > ``z`` (3.5) is left out (Iglewicz & Hoaglin, How to Detect and Handle
+    Outliers, ASQC 1993). Unlike the mean +- 2 SD rule of DESIGN.md it works with few
+    loci: with n loci no value can lie more than (n - 1) / sqrt(n) SD from the mean, so
+    that rule can never fire at n <= 5, while a locus reading 0 % among loci at 50 %
+    has an unbounded modified z-score. ``min_spread`` floors MAD / 0.6745 (in the units
+    of ``values``) so loci agreeing to a tenth of a point do not turn a one-point
+    difference into an outlier. Returns a boolean mask, True = kept.
     """
     x = np.asarray(values, dtype=float)
     keep = np.ones(x.size, dtype=bool)
     if x.size < 3:
         return keep
-    sd = x.std(ddof=1)
-    if sd == 0:
+    med = float(np.median(x))
+    spread = max(float(np.median(np.abs(x - med))) / 0.6745, min_spread)
+    if spread <= 0:
         return keep
-    candidate = np.abs(x - x.mean()) <= n_sd * sd
+    candidate = np.abs(x - med) / spread <= z
     return candidate if candidate.sum() >= min_remaining else keep
-
 
 def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
     """Mean, sample SD (None for one locus) and n of the per-locus donor fractions."""
@@ -241,24 +226,6 @@ def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
         return math.nan, None, 0
     sd = float(x.std(ddof=1)) if x.size > 1 else None
     return float(x.mean()), sd, int(x.size)
-
-
-def truncation_sd_factor(n_sd: float = 2.0) -> float:
-    """SD of a normal sample kept within +-``n_sd`` SD, relative to the untruncated SD.
-
-    Var(X | |X| <= c) = 1 - 2 c phi(c) / (2 Phi(c) - 1) for a standard normal X (truncated
-    normal moments; Johnson, Kotz & Balakrishnan, Continuous Univariate Distributions,
-    vol. 1, 2nd ed., 1994, ch. 13.10.1): 0.880 at c = 2. After the 2-SD outlier rule has
-    left loci out, the SD of the remaining loci under-estimates the locus scatter by this
-    factor and a CI built on it is too narrow; dividing by it restores the width.
-    """
-    from scipy import stats
-
-    c = float(n_sd)
-    if not math.isfinite(c) or c <= 0:
-        return 1.0
-    mass = 2.0 * stats.norm.cdf(c) - 1.0
-    return math.sqrt(max(1.0 - 2.0 * c * stats.norm.pdf(c) / mass, 1e-12))
 
 
 def mean_ci(mean: float, sd: float | None, n: int, level: float = 0.95) -> tuple[float, float] | None:
@@ -274,31 +241,56 @@ def mean_ci(mean: float, sd: float | None, n: int, level: float = 0.95) -> tuple
 # ---------------------------------------------------------------- per post sample
 
 
-def signals_by_sample(peaks: Sequence[StrPeak]) -> dict[str, dict[str, dict[str, float]]]:
-    """sample_id -> marker -> ``{allele: signal}`` (:func:`allele_signal`) of a peak table."""
-    raw: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+def screen_samples(peaks: Sequence[StrPeak], rules: ArtefactRules) -> dict[str, ScreenedSample]:
+    """sample_id -> its peaks after the artefact screen (:func:`~gating.chimerism.str_calling.screen_sample`)."""
+    by_sample: dict[str, list[StrPeak]] = defaultdict(list)
     for p in peaks:
-        raw[p.sample_id][p.marker].append((p.allele, p.area, p.height))
-    return {s: {m: allele_signal(v) for m, v in loci.items()} for s, loci in raw.items()}
+        by_sample[p.sample_id].append(p)
+    return {s: screen_sample(v, rules) for s, v in by_sample.items()}
+
+
+@dataclass
+class _Locus:
+    marker: str
+    kind: str
+    f: float | None
+    stutter: bool  # a unique allele in stutter position
+    corrected: bool  # the expected stutter was subtracted
+    artefact: bool  # an artefact sits on a contributor allele of the post sample
+    flags: list[str]
+    record: dict
+
+
+def _alleles(call: LocusCall | None) -> str | None:
+    if call is None or not call.alleles:
+        return None
+    return "/".join(sorted(call.alleles, key=lambda a: (repeat_value(a) is None, repeat_value(a) or 0, a)))
 
 
 def quantify_post_sample(
-    pairing: Pairing, signals: Mapping[str, Mapping[str, Mapping[str, float]]], config: ChimerismConfig
+    pairing: Pairing, samples: Mapping[str, ScreenedSample], config: ChimerismConfig
 ) -> tuple[list[ChimerismMarkerResult], list[ChimerismResult]]:
     """STR donor % of one post sample, per donor: mean over informative loci with SD and CI.
 
     Per locus, the recipient's and each donor's genotypes are called from their
-    pre-transplant samples (:func:`call_genotype`) and the donor fraction f is computed
-    from the post sample's allele signals with the DESIGN.md formula of the locus'
-    informativity class (:func:`locus_fraction`; with several donors the unique-allele
-    formula :func:`locus_fraction_multi`). Amelogenin and Y loci are left out
-    (:func:`is_sex_locus`). Stutter-position loci are left out of the mean while
-    ``config.str_min_loci`` other loci remain; then loci further than
-    ``config.str_outlier_sd`` SD from the mean are left out (:func:`outlier_mask`).
+    screened pre-transplant peaks (:func:`~gating.chimerism.str_calling.call_reference`:
+    pull-up, spikes, dye blobs and off-ladder peaks removed, alleles at >= half the
+    locus maximum height), and the donor fraction f is computed from the post sample's
+    allele signals with the DESIGN.md formula of the locus' informativity class
+    (:func:`locus_fraction`; with several donors the unique-allele formula
+    :func:`locus_fraction_multi`). Before that, the back-stutter ratio measured on the
+    reference samples is subtracted from the post signals
+    (:func:`~gating.chimerism.str_calling.subtract_stutter`) and the post sample's
+    degradation slope undone (:func:`~gating.chimerism.str_calling.degradation_slope`:
+    long alleles of degraded DNA read low), so stutter-position loci
+    stay in the mean; a locus whose stutter ratio could not be measured is left out
+    while ``config.str_min_loci`` other loci remain, as is a locus with an artefact on a
+    contributor allele of the post sample. Amelogenin and Y loci are left out
+    (:func:`is_sex_locus`). Loci whose modified z-score exceeds ``config.str_outlier_z``
+    are outliers (:func:`outlier_mask`, median/MAD; it still works with 4-6 loci).
 
     donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over loci;
-    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`), the SD rescaled by
-    :func:`truncation_sd_factor` when the outlier rule removed loci. Detected when
+    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). Detected when
     donor % >= ``config.str_lod_pct``; below it the CI is [0, max(CI high, LOD)]
     (:func:`gating.chimerism.limits.below_lod_interval`).
 
@@ -306,72 +298,70 @@ def quantify_post_sample(
     ----------
     pairing : Pairing
         The post sample, its recipient pre-transplant sample and donor samples.
-    signals : mapping
-        sample_id -> marker -> ``{allele: area}`` (:func:`signals_by_sample`).
+    samples : mapping
+        sample_id -> screened peaks (:func:`screen_samples`).
     config : ChimerismConfig
-        LOD, genotype-calling threshold, outlier rule.
+        LOD, genotype-calling and artefact rules, outlier rule.
 
     Returns
     -------
     (list of ChimerismMarkerResult, list of ChimerismResult)
         One marker row per locus and donor (``used`` = in the mean, ``flag`` says why
-        not), one result per donor; missing samples give results with a status.
+        not, ``recipient_alleles``/``donor_alleles`` the calls and ``excluded`` every
+        peak left out with its reason), one result per donor; missing samples give
+        results with a status.
 
     References
     ----------
     Thiede et al., Leukemia 2004;18:248-254; Kristt et al., Bone Marrow Transplant
-    2007;39:255-268 (peak-area formulas, as in DESIGN.md).
+    2007;39:255-268 (peak-area formulas, as in DESIGN.md); Iglewicz & Hoaglin, How to
+    Detect and Handle Outliers, ASQC 1993 (modified z-score).
     """
     sid = pairing.post.sample_id
     results, pairs = computable_donors(pairing, "str")
     if not pairs:
         return [], results
-    post = signals[sid]
-    recipient = {m: call_genotype(s, config.str_allele_min_fraction) for m, s in signals[pairing.pre_id].items()}
-    genotypes = {
-        d: {m: call_genotype(s, config.str_allele_min_fraction) for m, s in signals[sample].items()}
-        for d, sample in pairs
+    refs = {RECIPIENT: samples[pairing.pre_id]} | {d: samples[sample] for d, sample in pairs}
+    calls = {
+        who: {m: call_reference(s.height.get(m, {}), s.excluded.get(m, ()), config.str_allele_min_fraction,
+                                config.str_min_het_balance)
+              for m in set(s.height) | set(s.excluded)}
+        for who, s in refs.items()
     }
+    ratios = stutter_ratios(list(refs.values()), list(calls.values())) if config.str_stutter_correction else {}
+    post = samples[sid]
+    decay = degradation_slope(post, [m for m in post.signal if not is_sex_locus(m)]) \
+        if config.str_degradation_correction else 0.0
     markers: list[ChimerismMarkerResult] = []
     multi = len(pairs) > 1
-    for donor_id, _ in pairs:
-        loci = []  # (marker, kind, f, stutter)
-        for marker in sorted(set(recipient) & set(genotypes[donor_id])):
-            if is_sex_locus(marker):
-                markers.append(ChimerismMarkerResult(sid, "str", marker, SEX_LOCUS, None, False, donor_id, "sex_locus"))
-                continue
-            if not post.get(marker):
-                markers.append(ChimerismMarkerResult(sid, "str", marker, NOT_CLASSIFIABLE, None, False, donor_id, "no_peaks_in_post_sample"))
-                continue
-            if multi:
-                others = [recipient[marker]] + [g.get(marker, frozenset()) for d, g in genotypes.items() if d != donor_id]
-                kind, f, stutter = locus_fraction_multi(genotypes[donor_id][marker], others, post[marker])
-            else:
-                kind, f, stutter = locus_fraction(recipient[marker], genotypes[donor_id][marker], post[marker])
-            loci.append((marker, kind, f, stutter))
-        informative = [x for x in loci if x[2] is not None]
-        clean = [x for x in informative if not x[3]]
+    # beside several donors the recipient is estimated like them, on its own unique
+    # alleles, so that the shares can be closed to 100 % (gating.chimerism.shares)
+    for donor_id in [d for d, _ in pairs] + ([RECIPIENT] if multi else []):
+        loci = [_locus(marker, donor_id, calls, post, ratios, multi, decay)
+                for marker in sorted(set(calls[RECIPIENT]) & set(calls[donor_id]))]
+        informative = [x for x in loci if x.f is not None]
+        clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
         pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
-        values = [100.0 * x[2] for x in pool]
-        keep = outlier_mask(values, config.str_outlier_sd, config.str_min_loci)
-        used = {x[0] for x, k in zip(pool, keep) if k}
-        outliers = {x[0] for x, k in zip(pool, keep) if not k}
-        for marker, kind, f, stutter in loci:
-            flag = join_flags(["stutter_position" if stutter else None, "outlier" if marker in outliers else None])
+        values = [100.0 * x.f for x in pool]
+        keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct)
+        used = {x.marker for x, k in zip(pool, keep) if k}
+        outliers = {x.marker for x, k in zip(pool, keep) if not k}
+        for x in loci if donor_id != RECIPIENT else ():
+            flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None])
             markers.append(ChimerismMarkerResult(
-                sid, "str", marker, kind, None if f is None else 100.0 * f, marker in used, donor_id, flag))
+                sid, "str", x.marker, x.kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
+                **x.record))
         kept = [v for v, k in zip(values, keep) if k]
+        if not kept and donor_id == RECIPIENT:
+            continue  # the recipient's share then follows from the donors' (shares.py)
         if not kept:
             results.append(empty_result(sid, "str", donor_id, NO_INFORMATIVE_MARKER,
-                                  "No informative STR locus: recipient and donor share the same alleles "
-                                  "at every locus typed in both (or the post sample has no peaks there). "
-                                  "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
+                                        "No informative STR locus: recipient and donor share the same alleles "
+                                        "at every locus typed in both (or the post sample has no peaks there). "
+                                        "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
             continue
         mean, sd, n = summarize(kept)
-        # the SD of the loci kept after the 2-SD outlier rule is the SD of a truncated
-        # sample: rescale it before it sets the CI width (truncation_sd_factor)
-        ci_sd = sd if sd is None or not outliers else sd / truncation_sd_factor(config.str_outlier_sd)
-        ci = mean_ci(mean, ci_sd, n)
+        ci = mean_ci(mean, sd, n)
         pct = min(max(mean, 0.0), 100.0)
         detected, status = classify(pct, config.str_lod_pct)
         message = None if detected else (
@@ -380,7 +370,42 @@ def quantify_post_sample(
         lo, hi = (None, None) if ci is None else (max(ci[0], 0.0), min(ci[1], 100.0))
         if not detected:
             lo, hi = below_lod_interval(lo, hi, config.str_lod_pct)
+        who = {"donor_id": None, "contributor": RECIPIENT} if donor_id == RECIPIENT else {"donor_id": donor_id}
         results.append(ChimerismResult(
-            sid, "str", donor_id, pct, lo, hi,
-            config.str_lod_pct, detected, n, status, message, sd_pct=sd))
+            sample_id=sid, method="str", donor_pct=pct, ci_low=lo, ci_high=hi, lod_pct=config.str_lod_pct,
+            detected=detected, n_markers=n, status=status, message=message, sd_pct=sd, **who))
     return markers, results
+
+
+def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:
+    """One locus of one donor: class, fraction and what to flag and record."""
+    rec_call, don_call = calls[RECIPIENT][marker], calls[donor_id][marker]
+    excluded = describe(rec_call.excluded, "recipient") + describe(don_call.excluded, f"donor {donor_id}")
+    record = {"recipient_alleles": _alleles(rec_call), "donor_alleles": _alleles(don_call)}
+    flags = [f"recipient_{f}" for f in rec_call.flags] + [f"donor_{f}" for f in don_call.flags]
+    if is_sex_locus(marker):
+        record["excluded"] = "; ".join(excluded) or None
+        return _Locus(marker, SEX_LOCUS, None, False, False, False, ["sex_locus"], record)
+    contributors = rec_call.alleles | frozenset().union(*(c[marker].alleles for w, c in calls.items()
+                                                          if w != RECIPIENT and marker in c))
+    at_alleles = [(a, r) for a, r in post.excluded.get(marker, ()) if a in contributors]
+    excluded += describe(at_alleles, "post")
+    record["excluded"] = "; ".join(excluded) or None
+    signal = post.signal.get(marker)
+    # an artefact beside a clean peak of the allele is simply dropped; when no clean peak
+    # is left (a true allele taken for pull-up, or merged with one) the allele is unknown
+    on_allele = [a for a, _ in at_alleles if not (signal or {}).get(a)]
+    if not signal:
+        return _Locus(marker, NOT_CLASSIFIABLE, None, False, False, False, flags + ["no_peaks_in_post_sample"], record)
+    signal = undo_degradation(signal, post.size.get(marker, {}), decay)
+    corrected = marker in ratios
+    if corrected:
+        signal = subtract_stutter(signal, ratios[marker])
+    if multi:
+        others = [c[marker].alleles if marker in c else frozenset() for w, c in calls.items() if w != donor_id]
+        kind, f, stutter = locus_fraction_multi(don_call.alleles, others, signal)
+    else:
+        kind, f, stutter = locus_fraction(rec_call.alleles, don_call.alleles, signal)
+    flags += ["stutter_corrected" if stutter and corrected else "stutter_position" if stutter else None,
+              "artefact_on_allele" if on_allele else None]
+    return _Locus(marker, kind, f, stutter, corrected, bool(on_allele), flags, record)
