@@ -219,7 +219,8 @@ def chimerism_svg(data: _Data, x: Scale) -> str:
 
     series: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r.get("cell_fraction") or "whole", r.get("donor_id") or "donor", r["method"])
+        who = "recipient" if r.get("contributor") == "recipient" else "donor"  # recipient's share beside 2+ donors
+        key = (r.get("cell_fraction") or "whole", r.get("donor_id") or who, r["method"])
         series.setdefault(key, []).append(r)
     # One colour per series: two methods on the same fraction must not look alike.
     colors = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(sorted(series))}

@@ -300,7 +300,8 @@ def add_artefacts(rng: np.random.Generator, peaks: list, artefacts: Artefacts) -
             continue
         marker, allele = label
         out.append((marker, dye, allele, round(size, 2), round(height), round(height * shape)))
-    return out
+    order = {locus.name: i for i, locus in enumerate(PANEL)}
+    return sorted(out, key=lambda p: (order.get(p[0], len(order)), p[3]))  # GeneMapper lists peaks by marker
 
 
 def _write_peak_report(path: Path, samples: Sequence[tuple[str, list]]) -> None:
