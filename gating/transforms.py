@@ -35,6 +35,9 @@ Examples
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 
 def logicle(params: dict[str, float]):
     """flowkit logicle transform of the panel's ``{"t", "w", "m", "a"}`` parameters (formula above).
@@ -65,3 +68,68 @@ def scatter_linear(top: float):
     import flowkit as fk
 
     return fk.transforms.LinearTransform(param_t=top, param_a=0.0)
+
+
+# A file's range must exceed the panel's by this factor before the scale follows the file.
+WIDER = 2.0
+
+
+@dataclass(frozen=True)
+class Scales:
+    """The scales one sample is gated on: linear scatter top and logicle parameters."""
+
+    scatter_top: float
+    logicle: dict[str, float]
+
+
+def file_scales(panel_logicle: dict[str, float], panel_scatter_top: float, scatter_ranges: list[float],
+                fluor_ranges: list[float], negative_p5: float | None) -> Scales:
+    """The scales of a file: the panel's for conventional data, widened to the file's own range.
+
+    A file whose ``$PnR`` stays within :data:`WIDER` times the panel's logicle ``T`` and
+    scatter range (18-bit cytometers: 262144, some write 262207; FACSCalibur 1024-channel
+    data) is gated on the panel's parameters unchanged. A wider file (spectral cytometers, Aurora/ID7000: ``$PnR`` 4,194,304) gets:
+
+    * scatter top = its largest scatter ``$PnR`` (else its events sit above the linear scale);
+    * logicle ``T`` = its largest marker ``$PnR``, ``M`` unchanged;
+    * logicle ``W`` from the negative spread (Parks, Roederer & Moore 2006; Moore & Parks
+      2012): ``W = (M - log10(T / |r|)) / 2`` with ``r`` the 5th percentile of the
+      compensated marker values when negative, kept between the panel's ``W`` and
+      ``M / 2 - 0.1`` (logicle needs ``W <= M / 2``).
+
+    Parameters
+    ----------
+    panel_logicle : dict
+        The panel's ``t, w, m, a``.
+    panel_scatter_top : float
+        The panel's linear scatter top (``scatter_range``).
+    scatter_ranges, fluor_ranges : list of float
+        ``$PnR`` of the scatter and marker channels used (unparseable ones left out).
+    negative_p5 : float or None
+        5th percentile of the compensated marker values (the most negative over markers).
+
+    Returns
+    -------
+    Scales
+
+    Examples
+    --------
+    >>> p = {"t": 262144.0, "w": 0.5, "m": 4.5, "a": 0.0}
+    >>> file_scales(p, 262144.0, [262207.0], [262207.0], -300.0) == Scales(262144.0, p)
+    True
+    >>> s = file_scales(p, 262144.0, [4194304.0], [4194304.0], -13121.0)
+    >>> s.scatter_top, s.logicle["t"], round(s.logicle["w"], 2)
+    (4194304.0, 4194304.0, 1.0)
+    """
+    scatter_top = max([panel_scatter_top, *scatter_ranges])
+    if scatter_top <= WIDER * panel_scatter_top:
+        scatter_top = panel_scatter_top
+    t = max([panel_logicle["t"], *fluor_ranges])
+    params = dict(panel_logicle)
+    if t > WIDER * panel_logicle["t"]:
+        m = panel_logicle["m"]
+        w = panel_logicle["w"]
+        if negative_p5 is not None and negative_p5 < 0:
+            w = (m - math.log10(t / abs(negative_p5))) / 2
+        params.update(t=t, w=min(max(w, panel_logicle["w"]), m / 2 - 0.1))
+    return Scales(float(scatter_top), params)

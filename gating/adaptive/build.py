@@ -46,13 +46,13 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     ctrl_walk = None
     if control is not None:
         c_matched = match_markers(control.channels, panel.aliases, panel.required)
-        ctrl_prep = prepare(control, panel, c_matched, max_events, seed)
+        ctrl_prep = prepare(control, panel, c_matched, max_events, seed, scales=prep.scales)
         ctrl_prep.has_comp = control.spillover is not None and spill_covers(control, c_matched)
         with _single_thread():
             ctrl_walk = walk_panel(ctrl_prep, panel, seed=seed, with_cytokines=False, quadrant=quadrant)
     with _single_thread():
         walk = walk_panel(prep, panel, ctrl_walk, seed=seed, quadrant=quadrant)
-    strategy = build_strategy(sample, panel, walk.gates)
+    strategy = build_strategy(sample, prep.scales, walk.gates)
 
     qc = [events_acquired(sample.events.shape[0])]
     t = find_channel(sample, "TIME")

@@ -11,7 +11,7 @@ from assays.names import name_key
 from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import Panel
-from gating.transforms import logicle, scatter_linear
+from gating.transforms import Scales, file_scales, logicle, scatter_linear
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Prepared:
     has_comp: bool = False
     scatter_pnn: dict[str, str] = field(default_factory=dict)  # scatter parameter -> $PnN
     scatter_index: dict[str, int] = field(default_factory=dict)  # scatter parameter -> column
+    scales: Scales | None = None
 
 
 def scatter_params(panel: Panel) -> dict[str, tuple[str, ...]]:
@@ -81,24 +82,43 @@ def find_channel(sample: FcsSample, name: str) -> int | None:
     return None
 
 
+def _range(sample: FcsSample, ch: Channel) -> float | None:
+    try:
+        return float(sample.keywords.get(f"$P{ch.index + 1}R", ""))
+    except ValueError:
+        return None
+
+
+def sample_scales(sample: FcsSample, panel: Panel, matched: dict[str, Channel], comp: np.ndarray) -> Scales:
+    """The scales ``sample`` is gated on (:func:`gating.transforms.file_scales`), from its
+    ``$PnR`` and the negative spread of its compensated marker values ``comp``."""
+    scatter = [r for ch in find_scatter(sample, panel).values() if (r := _range(sample, ch))]
+    fluor = [r for ch in matched.values() if (r := _range(sample, ch))]
+    p5 = [float(np.percentile(comp[:, ch.index], 5)) for ch in matched.values() if comp.shape[0]]
+    return file_scales(panel.logicle, panel.scatter_range, scatter, fluor, min(p5) if p5 else None)
+
+
 def prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_events: int,
-             seed: int) -> Prepared:
+            seed: int, scales: Scales | None = None) -> Prepared:
+    """``sample`` ready for placement; ``scales`` (a control tube takes its stimulated
+    tube's, so control thresholds apply on the same scale) else the sample's own."""
     n = sample.events.shape[0]
     rows = np.arange(n)
     if n > max_events:
         rows = np.sort(np.random.default_rng(seed).choice(n, max_events, replace=False))
     ev = sample.events[rows]
     comp = compensate_array(ev, sample.pnn, sample.spillover) if sample.spillover else ev
-    lin = scatter_linear(panel.scatter_range)
+    scales = scales or sample_scales(sample, panel, matched, comp)
+    lin = scatter_linear(scales.scatter_top)
     scatter, scatter_pnn, scatter_index = {}, {}, {}
     for param, ch in find_scatter(sample, panel).items():
         scatter[param] = lin.apply(ev[:, [ch.index]])[:, 0]
         scatter_pnn[param] = ch.pnn
         scatter_index[param] = ch.index
-    xform = logicle(panel.logicle)
+    xform = logicle(scales.logicle)
     fluor = {m: logicle_by_table(xform, comp[:, ch.index]) for m, ch in matched.items()}
     return Prepared(n, rows, scatter, fluor, matched, sample.pnn, scatter_pnn=scatter_pnn,
-                     scatter_index=scatter_index)
+                    scatter_index=scatter_index, scales=scales)
 
 
 def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarray:

@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from assays.records import FcsSample
-from gating.panel import Panel
-from gating.transforms import logicle, scatter_linear
+from gating.transforms import Scales, logicle, scatter_linear
 
 COMP_ID = "spill"
 SCATTER_XFORM = "scatter_linear"
 FLUOR_XFORM = "logicle"
 
 
-def build_strategy(sample: FcsSample, panel: Panel, gates) -> object:
+def build_strategy(sample: FcsSample, scales: Scales, gates) -> object:
     """A flowkit ``GatingStrategy`` holding ``gates`` (``(spec, flowkit gate, gate path)``
-    in parent-first order) with the compensation and transforms they reference."""
+    in parent-first order) with the compensation and the transforms (``scales``) they reference."""
     import flowkit as fk
 
     strategy = fk.GatingStrategy()
@@ -25,8 +24,8 @@ def build_strategy(sample: FcsSample, panel: Panel, gates) -> object:
         fluoro = [by_pnn[d].label if d in by_pnn else d for d in sample.spillover.detectors]
         strategy.add_comp_matrix(COMP_ID, fk.Matrix(np.asarray(sample.spillover.matrix, dtype=float),
                                                     list(sample.spillover.detectors), fluoro))
-    strategy.add_transform(SCATTER_XFORM, scatter_linear(panel.scatter_range))
-    strategy.add_transform(FLUOR_XFORM, logicle(panel.logicle))
+    strategy.add_transform(SCATTER_XFORM, scatter_linear(scales.scatter_top))
+    strategy.add_transform(FLUOR_XFORM, logicle(scales.logicle))
     for _spec, gate, path in gates:
         strategy.add_gate(gate, gate_path=path)
     return strategy

@@ -1,0 +1,86 @@
+"""The built-in panel on real tubes from other labs and instruments (issue 13).
+
+Files: ../shared/data/fcs/real_panels/ (see its README for sources and the publishers'
+independent checks). Truth here is the README's quick independent valley check, so the
+bounds are wide (+-12 percentage points of CD3+); what must hold exactly is that every
+readable tube is gated (no "too few events for the scatter mixture" on spectral data) and
+that spectral files are gated on their own scale.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from assays.fcs import read_fcs
+from assays.markers import match_markers
+from gating.adaptive import build_adaptive_gating
+from gating.adaptive.prepare import sample_scales
+from gating.evaluator import apply_strategy
+from gating.panel import load_panel
+
+pytestmark = pytest.mark.reference
+
+# Tube -> (CD4+CD8- % of CD3+, CD4-CD8+ % of CD3+) from the README's independent check.
+EXPECTED = {
+    "omip021_cytopipeline/Donor1.fcs": (59, 34),
+    "omip021_cytopipeline/Donor2.fcs": (63, 32),
+    "aurora_ics_luciernaga/INF071_Ctrl_Tetramer.fcs": (66, 24),
+    "aurora_ics_luciernaga/INF149_Ctrl_Tetramer.fcs": (63, 27),
+    "aurora_ics_luciernaga/ND050_15_Ctrl_Tetramer.fcs": (60, 24),
+}
+TOLERANCE = 12.0
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return load_panel()
+
+
+def _counts(sample, panel):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gating = build_adaptive_gating(sample, panel)
+    counts = {gating.names.get(m.gate_id, m.gate_id): m.count for m in apply_strategy(gating.strategy, sample)}
+    return gating, counts
+
+
+def _tubes(shared_data):
+    return sorted((shared_data / "fcs" / "real_panels").glob("*/*.fcs"))
+
+
+def test_every_real_panel_tube_is_gated(shared_data, panel):
+    tubes = _tubes(shared_data)
+    assert len(tubes) == 10
+    for path in tubes:
+        sample = read_fcs(path)
+        gating, counts = _counts(sample, panel)
+        assert counts["Lymphocytes"] > 0.1 * sample.events.shape[0], path.name
+        assert counts["CD3+"] > 0, path.name
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_cd4_cd8_of_cd3_as_the_independent_check(shared_data, panel, name):
+    sample = read_fcs(shared_data / "fcs" / "real_panels" / name)
+    _gating, counts = _counts(sample, panel)
+    cd4 = 100 * counts["CD4+CD8-"] / counts["CD3+"]
+    cd8 = 100 * counts["CD4-CD8+"] / counts["CD3+"]
+    want4, want8 = EXPECTED[name]
+    assert abs(cd4 - want4) <= TOLERANCE and abs(cd8 - want8) <= TOLERANCE, (cd4, cd8)
+
+
+def test_spectral_files_are_gated_on_their_own_scale(shared_data, panel):
+    """Aurora $PnR is 4,194,304: logicle T and the scatter top follow it, W widens with the
+    negative spread; an 18-bit file keeps the panel's scale exactly."""
+    aurora = read_fcs(shared_data / "fcs" / "real_panels" / "aurora_ics_luciernaga" / "INF149_Ctrl_Tetramer.fcs")
+    matched = match_markers(aurora.channels, panel.aliases, panel.required)
+    scales = sample_scales(aurora, panel, matched, aurora.events)
+    assert scales.scatter_top == 4194304.0 and scales.logicle["t"] == 4194304.0
+    assert panel.logicle["w"] < scales.logicle["w"] <= panel.logicle["m"] / 2
+    lsr = read_fcs(shared_data / "fcs" / "real_panels" / "omip021_cytopipeline" / "Donor1.fcs")
+    matched = match_markers(lsr.channels, panel.aliases, panel.required)
+    scales = sample_scales(lsr, panel, matched, lsr.events)
+    assert scales.scatter_top == panel.scatter_range and scales.logicle == panel.logicle
+    assert np.isfinite(scales.logicle["w"])
