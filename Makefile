@@ -61,6 +61,7 @@ run: setup
 	$(BIN)/graftwatch run --inbox data/inbox --store data/store
 	$(BIN)/graftwatch query "SELECT patient_id, sample_id, days_post_mst AS day, cycle, round(cd3_pct_lymph, 1) AS cd3, round(cd4_pct_lymph, 1) AS cd4, round(cd8_pct_lymph, 1) AS cd8, round(cd4_cd8_ratio, 2) AS cd4_cd8, round(th1_pct_cd4, 1) AS th1, round(th2_pct_cd4, 1) AS th2, round(th17_pct_cd4, 1) AS th17, round(treg_pct_cd4, 1) AS treg FROM immune_timeline WHERE patient_id IS NOT NULL ORDER BY patient_id, day" --store data/store
 	$(BIN)/graftwatch query "SELECT patient_id, sample_id, days_post_mst AS day, cell_fraction, method, donor_id, round(donor_pct, 3) AS donor_pct, round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high, lod_pct, detected, status FROM chimerism_timeline ORDER BY patient_id, day, method" --store data/store
+	$(BIN)/graftwatch cohort --store data/store --out data/cohort.html
 
 # Regenerate examples/demo_inbox from the seeded simulators (only when they change).
 demo-inbox: setup

@@ -146,6 +146,12 @@ def cmd_resolve(args) -> int:
     return resolve(args)
 
 
+def cmd_cohort(args) -> int:
+    from flows.cohort import write_cohort
+
+    return write_cohort(args.store, Path(args.out), args.config)
+
+
 def cmd_serve(args) -> int:
     from flows.serve import serve
 
@@ -212,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this file replaces what is stored for its sample(s) (re-acquisition, corrected export)")
     res.add_argument("--reason", required=True, help="a few words for the record")
     res.set_defaults(func=cmd_resolve)
+
+    c = sub.add_parser("cohort", help="write the cohort analysis (HTML) and print its statistics table")
+    c.add_argument("--store", required=True, help="store root written by `graftwatch run`")
+    c.add_argument("--out", required=True, help="the HTML file to write (self-contained), e.g. cohort.html")
+    c.add_argument("--config", help="TOML settings ([cohort] windows, min_pairs, specimens)")
+    c.set_defaults(func=cmd_cohort)
 
     s = sub.add_parser("serve", help="serve the deployments of prefect.yaml to a Prefect server")
     s.add_argument("--prefect-yaml", default="prefect.yaml", help="the deployments file (default: prefect.yaml)")

@@ -62,11 +62,14 @@ def raised_cd3(base: TubeTruth, rise: float) -> TubeTruth:
 
 
 def write_cohort_inbox(out: Path, n_patients: int = 6, seed: int = 1700, n_events: int = 10_000,
-                       cd3_rise: float = 15.0, control_for: str | None = "P01") -> CohortTruth:
+                       cd3_rise: float = 15.0, control_for: str | None = "P01",
+                       events_for: dict[str, int] | None = None) -> CohortTruth:
     """Write the cohort into ``out`` (``flow/``, ``chimerism/``, ``sample_sheet.csv``,
     ``patient_registry.csv``); deterministic for a given ``seed``.
 
     ``control_for``: this patient's day-30 tube gets an unstimulated control tube.
+    ``events_for``: sample_id -> events of its tube instead of ``n_events`` (e.g. too few
+    events, so QC flags the sample for review).
     """
     rng = np.random.default_rng(seed)
     (out / "flow").mkdir(parents=True, exist_ok=True)
@@ -102,8 +105,9 @@ def write_cohort_inbox(out: Path, n_patients: int = 6, seed: int = 1700, n_event
             if not any(r.sample_id == sid for r in sheet):
                 sheet.append(SampleSheetRow(sid, pid, mst + dt.timedelta(days=day), "PB", "whole", "post", None))
             acquired = dt.datetime.combine(mst, dt.time(9, 0)) + dt.timedelta(days=day, minutes=15 * i)
-            tube = simulate_tube(out / "flow" / f"{sid}.fcs", seed=pseed + 10 + k, n_events=n_events, sample_id=sid,
-                                 truth=target, acquired_at=acquired)
+            tube = simulate_tube(out / "flow" / f"{sid}.fcs", seed=pseed + 10 + k,
+                                 n_events=(events_for or {}).get(sid, n_events), sample_id=sid, truth=target,
+                                 acquired_at=acquired)
             truth.tubes[sid], truth.day[sid], truth.patient[sid] = tube, day, pid
             if pid == control_for and day == 30:
                 ctrl = f"{sid}-US"

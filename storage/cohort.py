@@ -278,7 +278,7 @@ SELECT t.parameter, t."window", t.cycle, t.n_patients, t.median, t.q1, t.q3,
             WHEN t.p IS NULL THEN 'no test: every paired difference is 0' END AS note,
        t.n_excluded_review, t.n_extra_samples, t.window_order
 FROM tested t
-ORDER BY t.cycle, t.window_order, t.parameter;
+ORDER BY t.cycle, t.window_order, list_position([{param_names}], t.parameter);
 
 -- Per sample x method x cell fraction: the donors' summed share, detected when any donor is.
 CREATE OR REPLACE VIEW cohort_chimerism_samples AS
