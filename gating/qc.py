@@ -214,6 +214,17 @@ def unresolved_marker(marker: str, parent_id: str, parent_name: str) -> QcCheck:
                    f"supported by the data.")
 
 
+def too_few_to_place(parent_id: str, parent_name: str, count: int, minimum: int) -> QcCheck:
+    """``placement_events@<parent>``: the parent holds fewer events than a gate cut needs (fails).
+
+    Every population below ``parent_id`` is unresolved (``unresolved_in``): a cut placed on a
+    handful of events is noise, so its percentages are left empty rather than reported.
+    """
+    return QcCheck(f"placement_events@{parent_id}", float(count), False, float(minimum),
+                   f"Only {_n(count)} events in {parent_name}: too few to place the gates inside it "
+                   f"(needs >= {_n(minimum)}), so their values are left empty.", parent_id)
+
+
 def singlet_share(share: float, minimum: float) -> QcCheck:
     """Share of the singlet gate's parent kept as singlets; fails below ``minimum``."""
     ok = share >= minimum

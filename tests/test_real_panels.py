@@ -84,3 +84,24 @@ def test_spectral_files_are_gated_on_their_own_scale(shared_data, panel):
     scales = sample_scales(lsr, panel, matched, lsr.events)
     assert scales.scatter_top == panel.scatter_range and scales.logicle == panel.logicle
     assert np.isfinite(scales.logicle["w"])
+
+
+def test_small_tube_values_below_a_starved_gate_are_empty(tmp_path, panel):
+    """A seeded simulated tube cut to 60 events (simulators.tcell, seed 7): no gate is placed
+    on noise; the gating completes, and every population below the starved gate is
+    unresolved with the reason in flow_qc (no exception, so no quarantine)."""
+    from gating.statistics import population_stats
+    from simulators.tcell import simulate_tube
+
+    import dataclasses
+
+    simulate_tube(tmp_path / "t.fcs", seed=7, n_events=20_000)
+    full = read_fcs(tmp_path / "t.fcs")
+    sample = dataclasses.replace(full, events=full.events[:60].copy())
+    gating = build_adaptive_gating(sample, panel)
+    starved = [q for q in gating.qc if q.check.startswith("placement_events@")]
+    assert starved and all(not q.passed and q.unresolved_in for q in starved)
+    memberships = apply_strategy(gating.strategy, sample)
+    stats = population_stats(memberships, sample.events.shape[0], gating.names, gating.qc)
+    by_name = {s.population: s for s in stats}
+    assert by_name["CD3+"].unresolved and "too few" in by_name["CD3+"].unresolved_reason

@@ -24,4 +24,4 @@ def cut(marker: str, parent: str, pmask: np.ndarray, walk: Walk) -> tuple[float,
         ctrl_vals = ctrl.prep.fluor[marker][ctrl.masks[parent]]
         if ctrl_vals.size >= MIN_CONTROL_EVENTS:
             return control_threshold(ctrl_vals), f"control P{CONTROL_PERCENTILE:g}"
-    return cytokine_threshold(walk.placement_values(marker, pmask))
+    return cytokine_threshold(walk.placement_values(marker, pmask, parent))

@@ -54,7 +54,7 @@ def place(spec: PopulationSpec, parent: str, walk: Walk):
             if panel.markers[term.marker].threshold == "cytokine":
                 cache[key] = cytokine.cut(term.marker, parent, pmask, walk)
             else:
-                vals = walk.placement_values(term.marker, pmask)
+                vals = walk.placement_values(term.marker, pmask, parent)
                 cache[key] = marker_threshold(vals, panel.markers[term.marker].majority)
                 walk.axis_qc(term.marker, parent, vals)
         t, how = cache[key]

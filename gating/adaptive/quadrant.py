@@ -173,6 +173,8 @@ def place(x: str, y: str, parent: str, walk: Walk) -> None:
     pmask = walk.masks[parent]
     panel, cache = walk.panel, walk.cache
     sel = pmask if pmask.sum() >= MIN_PLACEMENT_EVENTS else np.ones_like(pmask)
+    if sel is not pmask:
+        walk.too_few(parent, int(pmask.sum()))
     vals = {m: walk.prep.fluor[m][sel] for m in (x, y)}
     plausible = {}
     for m in (x, y):

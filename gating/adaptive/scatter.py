@@ -8,9 +8,9 @@ import numpy as np
 from assays.errors import InputError
 from gating.adaptive.prepare import scatter_params, unsaturated
 from gating.adaptive.records import GatePlacement
-from gating.adaptive.state import Walk
+from gating.adaptive.state import MIN_PLACEMENT_EVENTS, Walk
 from gating.panel import PopulationSpec
-from gating.qc import separation_check
+from gating.qc import separation_check, too_few_to_place
 
 
 def lymphocyte_polygon(fsc: np.ndarray, ssc: np.ndarray, n_components: int = 5, seed: int = 0,
@@ -89,7 +89,15 @@ def place(spec: PopulationSpec, parent: str, walk: Walk):
                          "(any of the names listed), or gate it with a Gating-ML or FlowJo template")
     fsc, ssc = (prep.scatter[c] for c in axes)
     sel = pmask & unsaturated(fsc) & unsaturated(ssc)  # saturated events distort the mixture
-    verts, sep = lymphocyte_polygon(fsc[sel], ssc[sel], seed=walk.seed)
+    n_fit = int(np.count_nonzero(sel))
+    if n_fit < MIN_PLACEMENT_EVENTS:
+        # No mixture on a handful of events: the gate spans the scale (the strategy stays
+        # complete and exportable) and every value below it is left empty.
+        walk.qc.append(too_few_to_place(spec.gate_id, spec.name, n_fit, MIN_PLACEMENT_EVENTS))
+        top = 1.0 + max(float(np.max(fsc, initial=0.0)), float(np.max(ssc, initial=0.0)))
+        verts, sep = np.array([[-top, -top], [top, -top], [top, top], [-top, top]]), float("nan")
+    else:
+        verts, sep = lymphocyte_polygon(fsc[sel], ssc[sel], seed=walk.seed)
     gate = fk.gates.PolygonGate(spec.gate_id, [walk.scatter_dim(c) for c in axes],
                                 [[float(a), float(b)] for a, b in verts])
     inside = fu_gating.points_in_polygon(np.asarray(gate.vertices, dtype=np.float64),

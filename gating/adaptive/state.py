@@ -16,7 +16,7 @@ from gating.adaptive.prepare import Prepared
 from gating.adaptive.records import GatePlacement
 from gating.adaptive.strategy import COMP_ID, SCATTER_XFORM
 from gating.panel import Panel, PopulationSpec
-from gating.qc import QcCheck, separation, unresolved_marker
+from gating.qc import QcCheck, separation, too_few_to_place, unresolved_marker
 
 MIN_PLACEMENT_EVENTS = 100
 
@@ -66,13 +66,22 @@ class Walk:
         self.paths[spec.name] = path + (spec.gate_id,)
         self.gates.append((spec, gate, path))
 
-    def placement_values(self, marker: str, pmask: np.ndarray) -> np.ndarray:
+    def placement_values(self, marker: str, pmask: np.ndarray, parent: str | None = None) -> np.ndarray:
         vals = self.prep.fluor[marker][pmask]
         if vals.size < MIN_PLACEMENT_EVENTS:
             # Too few events to place a gate: place it on all events so the strategy stays
-            # complete; the count checks flag the sample.
+            # complete (and exports), and leave the values below the parent empty.
+            if parent is not None:
+                self.too_few(parent, vals.size)
             vals = self.prep.fluor[marker]
         return vals
+
+    def too_few(self, parent: str, count: int) -> None:
+        """Mark ``parent``'s populations unresolved: fewer than ``MIN_PLACEMENT_EVENTS`` to place on."""
+        gate_id = self.ids[parent]
+        if parent != "root" and not any(q.unresolved_in == gate_id and q.check.startswith("placement_events@")
+                                         for q in self.qc):
+            self.qc.append(too_few_to_place(gate_id, parent, count, MIN_PLACEMENT_EVENTS))
 
     def axis_qc(self, marker: str, parent: str, vals: np.ndarray) -> None:
         t, how = self.cache[(marker, parent)]
