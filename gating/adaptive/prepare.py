@@ -11,7 +11,7 @@ from assays.names import name_key
 from assays.records import Channel, FcsSample
 from gating.compensation import compensate_array
 from gating.panel import Panel
-from gating.transforms import Scales, file_scales, logicle, scatter_linear
+from gating.transforms import WIDER, Scales, file_scales, logicle, scatter_linear
 
 
 @dataclass
@@ -94,7 +94,9 @@ def sample_scales(sample: FcsSample, panel: Panel, matched: dict[str, Channel], 
     ``$PnR`` and the negative spread of its compensated marker values ``comp``."""
     scatter = [r for ch in find_scatter(sample, panel).values() if (r := _range(sample, ch))]
     fluor = [r for ch in matched.values() if (r := _range(sample, ch))]
-    p5 = [float(np.percentile(comp[:, ch.index], 5)) for ch in matched.values() if comp.shape[0]]
+    p5 = []
+    if max(fluor, default=0.0) > WIDER * panel.logicle["t"] and comp.shape[0]:  # only a wide scale uses it
+        p5 = [float(np.percentile(comp[:, ch.index], 5)) for ch in matched.values()]
     return file_scales(panel.logicle, panel.scatter_range, scatter, fluor, min(p5) if p5 else None)
 
 
