@@ -105,3 +105,14 @@ def test_small_tube_values_below_a_starved_gate_are_empty(tmp_path, panel):
     stats = population_stats(memberships, sample.events.shape[0], gating.names, gating.qc)
     by_name = {s.population: s for s in stats}
     assert by_name["CD3+"].unresolved and "too few" in by_name["CD3+"].unresolved_reason
+
+
+@pytest.mark.parametrize("label", ["CD8", "CD8a", "CD8b", "CD8 alpha", "CD8 beta", "CD8α", "CD8β", "APC - CD8b",
+                                   "BV650 - CD8a"])
+def test_cd8_as_labs_write_it(panel, label):
+    """CD8 spellings of real panels (the OMIP-021 tubes spell ``BV650 - CD8a``, ``APC - CD8b``)."""
+    from assays.markers import match_marker
+    from assays.records import Channel
+
+    channels = [Channel(0, "FSC-A", None), Channel(1, "R670-A", label), Channel(2, "B530-A", "CD4")]
+    assert match_marker(channels, "CD8", panel.aliases["CD8"]).index == 1
