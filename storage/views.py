@@ -88,6 +88,7 @@ WITH w AS (
     max(CASE WHEN role = 'treg' THEN count END) AS treg_count,
     -- Populations inside cuts the data could not place (e.g. no CD4/CD8 split) are NULL
     -- rather than an invented number; the reason shows in review_reasons.
+    coalesce(bool_or(role = 'cd3' AND unresolved), false) AS cd3_unresolved,
     coalesce(bool_or(role = 'cd4' AND unresolved), false) AS cd4_unresolved,
     coalesce(bool_or(role = 'cd8' AND unresolved), false) AS cd8_unresolved,
     coalesce(bool_or(role = 'th1' AND unresolved), false) AS th1_unresolved,
@@ -101,7 +102,7 @@ WITH w AS (
   FROM flow_review_reasons GROUP BY analysis_id
 )
 SELECT t.patient_id, w.sample_id, t.collection_date, t.days_post_mst, t.cycle,
-       w.cd3_pct_lymph,
+       CASE WHEN NOT w.cd3_unresolved THEN w.cd3_pct_lymph END AS cd3_pct_lymph,
        CASE WHEN NOT w.cd4_unresolved THEN w.cd4_pct_lymph END AS cd4_pct_lymph,
        CASE WHEN NOT w.cd8_unresolved THEN w.cd8_pct_lymph END AS cd8_pct_lymph,
        CASE WHEN NOT (w.cd4_unresolved OR w.cd8_unresolved)

@@ -81,3 +81,20 @@ def test_chimerism_review_from_status_and_marker_flags(tmp_path):
     assert got["C-ND"] == (False, None)  # not detected is a result, not a problem
     assert got["C-NOINF"] == (True, "No informative marker: none is positive in the donor.")
     assert got["C-SD"] == (True, "QPCR marker S04: replicate Ct values spread more than the allowed SD")
+
+
+def test_tube_too_small_to_gate_reads_null_not_a_percentage(tmp_path):
+    """A seeded simulated tube of 60 events (simulators.tcell, seed 7): no gate can be placed
+    on so few events, so CD3 and every subset read NULL, flagged with the reason, instead of
+    a percentage of a handful of events."""
+    from conftest import query, run_pipeline
+    from simulators.tcell import simulate_tube
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    simulate_tube(inbox / "tiny.fcs", 7, n_events=60, sample_id="TINY")
+    assert run_pipeline(inbox, tmp_path / "store").stored == 1
+    (row,) = query(tmp_path / "store", """SELECT cd3_pct_lymph, cd4_pct_lymph, cd8_pct_lymph, cd4_cd8_ratio,
+                                                 review, review_reasons FROM immune_timeline""")
+    assert row[:4] == (None, None, None, None)
+    assert row[4] is True and row[5]
