@@ -71,8 +71,10 @@ demo-inbox: setup
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Two workers (pytest-xdist), each taking whole test files (--dist loadfile: a file's module
+# fixtures, such as the running watcher of tests/test_watch.py, stay in one process).
 test: setup chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf data .pytest_cache

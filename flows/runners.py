@@ -149,8 +149,11 @@ class LocalServer:
     Prefect server already answers on the port, it is reused (and left running).
     """
 
-    def __init__(self, port: int | None = DEFAULT_PORT) -> None:
+    def __init__(self, port: int | None = DEFAULT_PORT, full: bool = True) -> None:
         self.port = port if port else _free_port()  # 0/None: any free port (tests)
+        # full=False: API only (no UI, only the services Prefect runs in its temporary
+        # server): starts in a fraction of the time, for a test's shared server.
+        self.full = full
         self.proc: subprocess.Popen | None = None
         self.reused = False
         self._log = None
@@ -181,6 +184,8 @@ class LocalServer:
                "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_API_URL": self.api_url}
         for key in ("PREFECT_API_URL", "PREFECT__SERVER_EPHEMERAL", "PREFECT__SERVER_FINAL"):
             env.pop(key, None)
+        if not self.full:
+            env.update({"PREFECT_UI_ENABLED": "false", "PREFECT__SERVER_EPHEMERAL": "1"})
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",

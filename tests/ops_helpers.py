@@ -69,7 +69,7 @@ def shared_api_url() -> str:
     if _SERVER is None:
         from flows.runners import LocalServer
 
-        server = LocalServer(port=None)
+        server = LocalServer(port=None, full=False)
         server.start()
         atexit.register(server.stop)
         server.wait(timeout=None)

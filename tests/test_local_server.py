@@ -83,11 +83,11 @@ def test_run_with_prefect_api_url_is_a_flow_run_on_record(tmp_path):
     inbox = tmp_path / "inbox"
     simulate(inbox, 1, n_events=5_000, prefix="RC")
     url = shared_api_url()
-    before = _flow_run_ids(url)
+    before = _flow_run_ids(url, inbox)
     proc = subprocess.run([*_cli(), "run", "--inbox", str(inbox), "--store", str(tmp_path / "store")],
                           env=_env(tmp_path, url), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    new = _flow_run_ids(url) - before
+    new = _flow_run_ids(url, inbox) - before
     assert len(new) == 1, "the run did not record exactly one flow run on the configured server"
     with get_client(sync_client=True, httpx_settings={"base_url": url}) as client:
         (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(new))))
@@ -101,12 +101,13 @@ def _cli() -> list[str]:
     return [PYTHON, "-m", "flows.cli"]
 
 
-def _flow_run_ids(url: str) -> set:
+def _flow_run_ids(url: str, inbox: Path) -> set:
+    """Flow runs on the server whose inbox parameter is ``inbox`` (other tests share the server)."""
     import httpx
 
     resp = httpx.post(f"{url}/flow_runs/filter", json={"limit": 200}, timeout=60)
     resp.raise_for_status()
-    return {r["id"] for r in resp.json() if r["name"] and r.get("flow_id")}
+    return {r["id"] for r in resp.json() if (r.get("parameters") or {}).get("inbox") == str(inbox)}
 
 
 def _start_watch(tmp_path: Path, port: int, log: str = "watch.log") -> subprocess.Popen:
