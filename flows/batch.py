@@ -283,14 +283,16 @@ def run_inbox(inbox: Path, store: Store, config: Config, setup: GatingSetup, sub
     rest = [f for f in files if f not in sheets]
     backfill_population_roles(store)  # once per store: rows stored before flow_populations.role
     from storage.identity import identity_decisions, reference_samples, stored_samples
+    from storage.views import connect
 
-    book = IdentityBook(stored_samples(store), identity_decisions(store), reference_samples(store))
+    con = connect(store)  # one snapshot for the three identity readers
+    book = IdentityBook(stored_samples(store, con), identity_decisions(store, con), reference_samples(store, con))
     run = _Run(store, inbox, config, setup, ClaimSession(inbox, new_id()), known_sha256(store), book, summary,
                _Counter(len(files), progress_artifact), submit)
     try:
         _run_group(run, sheets)
         if sheets:  # this drop's sheet may name references the exports below carry
-            book.references = reference_samples(store)
+            book.references = reference_samples(store, connect(store))
         if setup.template is None and rest:
             from flows.controls import control_pairs, find_controls, split_controls
 

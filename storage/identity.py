@@ -39,18 +39,13 @@ class IdentityDecision:
     reason: str
 
 
-def _connect(store: Store):
-    from storage.views import connect
-
-    return connect(store)
-
-
-def stored_samples(store: Store) -> dict[tuple[str, str], StoredSample]:
+def stored_samples(store: Store, con) -> dict[tuple[str, str], StoredSample]:
     """Every committed (sample_id, assay) -> the latest file it was stored from, with the
-    sample sheet's patient and collection date when a sheet row exists."""
+    sample sheet's patient and collection date when a sheet row exists (``con``:
+    ``storage.views.connect(store)``, shared by the three readers of this module)."""
     if not store.files("samples"):
         return {}
-    rows = _connect(store).execute("""
+    rows = con.execute("""
         SELECT s.sample_id, s.assay, arg_max(s.source_sha256, s.ingested_at), arg_max(s.source_name, s.ingested_at),
                max(s.ingested_at), any_value(h.patient_id), any_value(h.collection_date)
         FROM samples s LEFT JOIN sheet_latest h USING (sample_id)
@@ -58,21 +53,21 @@ def stored_samples(store: Store) -> dict[tuple[str, str], StoredSample]:
     return {(r[0], r[1]): StoredSample(*r) for r in rows}
 
 
-def reference_samples(store: Store) -> set[str]:
+def reference_samples(store: Store, con) -> set[str]:
     """Sample_ids the sample sheet names as references (``recipient_pre``, ``donor``): their
     genotype does not change, and labs run them again on every plate."""
     if not store.files("sample_sheet"):
         return set()
-    rows = _connect(store).execute(
+    rows = con.execute(
         "SELECT sample_id FROM sheet_latest WHERE role IN ('recipient_pre', 'donor')").fetchall()
     return {r[0] for r in rows}
 
 
-def identity_decisions(store: Store) -> dict[str, list[IdentityDecision]]:
+def identity_decisions(store: Store, con) -> dict[str, list[IdentityDecision]]:
     """source_sha256 -> the decisions on that file (the latest per sample renamed)."""
     if not store.files("identity_decisions"):
         return {}
-    rows = _connect(store).execute("""
+    rows = con.execute("""
         SELECT source_sha256, from_sample_id, arg_max(to_sample_id, decided_at),
                arg_max(supersede, decided_at), arg_max(reason, decided_at)
         FROM identity_decisions GROUP BY source_sha256, from_sample_id""").fetchall()

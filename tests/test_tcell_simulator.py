@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -65,10 +63,3 @@ def test_random_truth_is_plausible():
         assert 40 <= t.cd3_pct_lymph <= 85
         assert t.cd4_pct_lymph + t.cd8_pct_lymph < t.cd3_pct_lymph
         assert 0.5 <= t.th0_pct_cd4 <= 1.5
-
-
-def test_fast(tmp_path):
-    simulate_tube(tmp_path / "warm.fcs", seed=1, n_events=1000)
-    start = time.perf_counter()
-    simulate_tube(tmp_path / "f.fcs", seed=2, n_events=50_000)
-    assert time.perf_counter() - start < 0.5
