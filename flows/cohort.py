@@ -61,9 +61,9 @@ def write_cohort(store_root: str, out: Path, config_path: str | None = None) -> 
         print(f"graftwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     store = Store(store_root)
-    if store.local_root is not None and not store.local_root.is_dir():
-        print(f"graftwatch: store {store_root}: no such folder (pass the --store used by `graftwatch run`)",
-              file=sys.stderr)
+    problem = store.not_a_store_reason()
+    if problem:
+        print(f"graftwatch: {problem}", file=sys.stderr)
         return EXIT_USAGE
     con = connect(store)
     create_cohort_views(con, params)

@@ -54,20 +54,46 @@ def _header(name: str) -> str:
 
 
 def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    """A table that fits the terminal, or one block per row when it cannot.
+
+    Key columns (patient, sample, day) keep their whole value on one line; other values
+    wrap or shrink. When the key columns plus a few characters per other column are wider
+    than the terminal, each row prints as ``column: value`` lines (psql's expanded display):
+    a cut patient ID is worse than a longer listing.
+    """
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    cells = [[_text(v, table=True) for v in row] for row in rows]
+    headers = [_header(c) for c in columns]
+    key_width = {i: max([len(line) for line in headers[i].splitlines()] + [len(r[i]) for r in cells])
+                 for i, c in enumerate(columns) if c in KEY_COLUMNS}
+    # rich draws "│ value " per column plus the closing border.
+    needed = sum(w + 3 for w in key_width.values()) + 9 * (len(columns) - len(key_width)) + 1
+    if needed > console.width:
+        _print_expanded(console, columns, cells)
+        return
     t = Table(show_header=True, header_style="bold", show_lines=False)
-    for c in columns:
-        key = c in KEY_COLUMNS
+    for i, c in enumerate(columns):
+        key = i in key_width
         # Key columns keep their full value on one line; the others may wrap (long
         # messages, reasons) or shrink to their header's width.
-        t.add_column(_header(c), no_wrap=key, min_width=len(c) if key else None,
+        t.add_column(headers[i], no_wrap=key, min_width=key_width.get(i),
                      overflow="fold" if key else "ellipsis" if c.endswith("_id") else "fold")
-    for row in rows:
-        t.add_row(*(_text(v, table=True) for v in row))
+    for row in cells:
+        t.add_row(*row)
     console.print(t)
+
+
+def _print_expanded(console, columns: list[str], cells: list[list[str]]) -> None:
+    width = max(len(c) for c in columns)
+    for n, row in enumerate(cells, 1):
+        console.print(f"[bold]-- row {n} --[/bold]", highlight=False)
+        for c, v in zip(columns, row):
+            unit = _header(c).partition("\n")[2]
+            console.print(f"{c:<{width}} : {v}{' ' + unit if unit and v else ''}", highlight=False,
+                          markup=False, overflow="fold")
 
 
 def _write_out(rel, columns: list[str], rows: list[tuple], out: str) -> int:
@@ -94,9 +120,9 @@ def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = N
     from storage.views import connect, relation_names
 
     store = Store(store_root)
-    if store.local_root is not None and not (Path(store.local_root) / "commits").is_dir():
-        print(f"graftwatch: {store_root} is not a graftwatch store (no commits/ folder in it); check the path "
-              "(the store is the --store folder given to `graftwatch run`)", file=sys.stderr)
+    problem = store.not_a_store_reason()
+    if problem:
+        print(f"graftwatch: {problem}", file=sys.stderr)
         return EXIT_USAGE
     con = connect(store)
     try:

@@ -59,8 +59,9 @@ def write_report(patient_id: str, store_root: str, out: Path) -> int:
     from storage.views import connect
 
     store = Store(store_root)
-    if store.local_root is not None and not store.local_root.is_dir():
-        return _fail(f"store {store_root}: no such folder (pass the --store used by `graftwatch run`)")
+    problem = store.not_a_store_reason()
+    if problem:
+        return _fail(problem)
     con = connect(store)
     known = known_patients(con)
     if patient_id not in known:

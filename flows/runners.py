@@ -60,7 +60,8 @@ def make_task_runner(kind: str | None, address: str | None = None, workers: int 
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
-        raise ConfigError(f"--task-runner dask needs prefect-dask: pip install '{PREFECT_DASK_PIN}'") from None
+        raise ConfigError("--task-runner dask needs prefect-dask, which graftwatch installs: this environment "
+                          f"lacks it; run `make setup` (or reinstall graftwatch, which pins {PREFECT_DASK_PIN})") from None
     if address:
         if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
             raise ConfigError(f"--dask-address {address}: expected a scheduler address such as tcp://host:8786")

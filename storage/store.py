@@ -65,6 +65,22 @@ class Store:
             return Path(self.base)
         return None
 
+    def not_a_store_reason(self) -> str | None:
+        """Why this local folder cannot be read as a store, in words for the analyst; None if it can.
+
+        A store is the ``--store`` folder that ``graftwatch run`` wrote: it holds ``commits/``.
+        Remote stores are not checked here (listing a bucket costs a round trip per call).
+        """
+        root = self.local_root
+        if root is None:
+            return None
+        hint = "check the path (the store is the --store folder given to `graftwatch run`)"
+        if not root.is_dir():
+            return f"store {self.uri}: no such folder; {hint}"
+        if not (root / "commits").is_dir():
+            return f"{self.uri} is not a graftwatch store (no commits/ folder in it); {hint}"
+        return None
+
     def table_dir(self, table: str) -> str:
         return f"{self.base}/{table}"
 
