@@ -1,7 +1,7 @@
 """Adaptive T-cell panel vs the same hierarchy as fixed Gating-ML gates, on a 1M-event tube.
 
 Fixed: a Gating-ML file (the adaptive gates of this tube, exported once) applied with
-``gating.evaluator.apply_strategy``. Adaptive: ``build_adaptive_gating`` (placement) plus the same
+``gating.sample_gating.apply_strategy``. Adaptive: ``build_adaptive_gating`` (placement) plus the same
 ``apply_strategy``. The FCS file is read once, outside both timings. Prints the ratio
 adaptive / fixed (target <= 2).
 
@@ -34,7 +34,7 @@ def main(n_events: int = 1_000_000) -> None:
     from assays.fcs import read_fcs
     from simulators.tcell import simulate_tube
     from gating.adaptive import build_adaptive_gating
-    from gating.evaluator import apply_strategy
+    from gating.sample_gating import apply_strategy
     from gating.panel import load_panel
 
     panel = load_panel()

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowkit as fk  # noqa: E402
 
-from gating.evaluator import compile_strategy, evaluate_strategy  # noqa: E402
+from gating.compiled_strategy import compile_strategy  # noqa: E402
+from gating.evaluator import evaluate_strategy  # noqa: E402
 
 PNN = [
     "FSC-A", "FSC-H", "SSC-A",

@@ -141,7 +141,7 @@ def build_setup(config: Config, template_path: str | None) -> GatingSetup:
         from gating.templates import load_template
 
         template = load_template(Path(template_path))
-        from gating.evaluator import compile_strategy
+        from gating.compiled_strategy import compile_strategy
 
         from flows.process import export_gatingml
 
@@ -356,7 +356,7 @@ def _run_group(run: _Run, group: list[InboxFile]) -> None:
 # dataset layer ~0.25 s, which loads pandas). `graftwatch run` imports them while its
 # local Prefect server starts (~3 s), when the command would otherwise only wait.
 FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "flowkit", "sklearn.mixture", "gating.panel", "gating.adaptive",
-                     "gating.evaluator", "gating.statistics", "flows.chimerism_update", "flows.controls", "storage.views")
+                     "gating.sample_gating", "gating.statistics", "flows.chimerism_update", "flows.controls", "storage.views")
 
 
 def import_first_use() -> None:

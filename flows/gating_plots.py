@@ -1,6 +1,6 @@
 """Writes the gating pictures beside the store (drawing: :mod:`reports.gating_pictures`).
 
-Orchestration: joins the gating evaluator's coordinates (``gating.evaluator.sample_columns``,
+Orchestration: joins the gating evaluator's coordinates (``gating.sample_gating.sample_columns``,
 so pictures and stored numbers come from one channel lookup and one compensation) to the
 drawing, writes the PNG atomically, and re-draws a stored analysis from its Gating-ML and
 archived original. A drawing problem never fails a run: :func:`write_gating_png` logs a
@@ -15,7 +15,7 @@ import os
 import uuid
 from pathlib import Path
 
-from gating.evaluator import sample_columns
+from gating.sample_gating import sample_columns
 from reports.gating_pictures import PICTURES_DIR, picture_path, render_gating_png
 
 log = logging.getLogger("graftwatch")
@@ -65,7 +65,7 @@ def render_stored_picture(store_root: str, sample_id: str, analysis_id: str, con
     import flowkit as fk
 
     from assays.fcs import read_fcs
-    from gating.evaluator import apply_strategy
+    from gating.sample_gating import apply_strategy
     from storage.store import Store
     from storage.views import connect
 

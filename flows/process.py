@@ -102,9 +102,9 @@ def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = 
              compensated: dict | None = None, seconds: dict | None = None):
     """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships).
 
-    ``compensated``, ``seconds``: see ``gating.evaluator.apply_strategy``.
+    ``compensated``, ``seconds``: see ``gating.sample_gating.apply_strategy``.
     """
-    from gating.evaluator import apply_strategy
+    from gating.sample_gating import apply_strategy
 
     if setup.template is not None:
         t = setup.template

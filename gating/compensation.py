@@ -58,7 +58,7 @@ def gates_compensation(used: dict) -> dict[int, np.ndarray] | None:
     """The compensated channels statistics should use, given what the gates used.
 
     ``used``: ``{compensation ref: {channel index: values}}`` from the gating engine
-    (``gating.evaluator.apply_strategy(..., compensated=used)``). When the gates used exactly
+    (``gating.sample_gating.apply_strategy(..., compensated=used)``). When the gates used exactly
     one matrix (a template's, or the file's own via ``'FCS'``), statistics are reported
     on those same values, as FlowJo reports them on the workspace's compensation; the
     solve is then reused, not repeated. Otherwise (no matrix, or several) None: the

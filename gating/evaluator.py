@@ -1,6 +1,7 @@
 """The gate-tree evaluator: exact evaluation of a flowkit ``GatingStrategy`` (Gating-ML 2.0,
-FlowJo workspace or the adaptive panel) on an events matrix; ``apply_strategy`` is the
-pipeline's single gating entry point.
+FlowJo workspace or the adaptive panel) on an events matrix. The plan it evaluates is
+``gating.compiled_strategy``; the pipeline gates a sample through
+``gating.sample_gating.apply_strategy``.
 
 Why this exists
 ---------------
@@ -28,11 +29,8 @@ math is not re-implemented:
   use them, filled in lazily as gates need more; each value is computed on its
   own, so the bits are those of a whole-column call;
 * rectangle bounds and quadrant dividers on logicle/hyperlog dimensions are mostly
-  decided without transforming: both functions are strictly increasing, so a raw
-  value clearly below/above the raw image of a bound (a band of +-1e-7 scale units,
-  edges checked with flowutils' own forward code) is on that side for flowutils
-  too; only raw values inside a band, off-scale (beyond T, where the C solver may
-  not converge) or non-finite are transformed (see ``_raw_band``);
+  decided without transforming, only raw values near a bound are transformed
+  (``gating.raw_bands``);
 * every transform is applied through the flowkit transform object's own ``apply``
   (which calls flowutils' C logicle/hyperlog, numpy asinh/log, scipy's interpolator
   for FlowJo biex), on a contiguous ``(n, 1)`` column, the shape flowkit passes;
@@ -73,147 +71,24 @@ returns (after $PnG gain / $PnE log scaling, before compensation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
-
-import dataclasses
 import time
+from typing import Any, Callable, Mapping
 
 import flowkit as fk
 import numpy as np
 from flowkit import gates as fk_gates
-from flowkit.exceptions import QuadrantReferenceError
 from flowutils import compensate as fu_compensate
 from flowutils import gating as fu_gating
 
 from gating.compensation import solve_by_chunks
+from gating.compiled_strategy import CompiledStrategy, GateMembership, compile_strategy
+from gating.raw_bands import apply_column, decided_on_raw, in_range, trusted_limit
 
-__all__ = [
-    "GateMembership",
-    "CompiledStrategy",
-    "compile_strategy",
-    "evaluate_strategy",
-    "evaluate_sample",
-    "apply_strategy",
-    "sample_columns",
-    "evaluate_flowkit_sample",
-    "flowkit_fcs_spillover",
-]
+__all__ = ["SampleState", "evaluate_strategy"]
 
 # Compensation references that mean "read the raw channel" (flowkit treats a
 # missing reference the same as the Gating-ML keyword).
 _UNCOMPENSATED = (None, "uncompensated")
-
-
-@dataclass
-class GateMembership:
-    """Membership of every event in one population.
-
-    ``gate_id``: the gate's (or quadrant's) id.
-    ``path``: gate ids from the root (``'root'`` excluded) ending with ``gate_id``;
-    for a quadrant this is ``(..., quadrant_gate_id, quadrant_id)``, the node path
-    in flowkit's gate tree, so children of a quadrant have ``path`` prefixed by it.
-    ``parent_path``: the ``path`` of the population this one was intersected with
-    (``()`` for a root-level gate). Normally ``path[:-1]``; for a quadrant it is the
-    QuadrantGate's parent (``path[:-2]``), since the QuadrantGate itself has no
-    membership of its own.
-    ``mask``: bool array, one entry per event in input order, parent already ANDed.
-    ``gate_type``: flowkit's gate type name (``'Quadrant'`` for a quadrant).
-    """
-
-    gate_id: str
-    path: tuple[str, ...]
-    parent_path: tuple[str, ...]
-    mask: np.ndarray
-    gate_type: str = ""
-
-    @property
-    def count(self) -> int:
-        """Number of events in the population."""
-        return int(np.count_nonzero(self.mask))
-
-
-@dataclass
-class _Node:
-    """One evaluable population in the compiled plan.
-
-    ``kind`` is 'gate' (rectangle, polygon, ellipsoid, boolean) or 'quadrant';
-    for a quadrant, ``gate`` is the owning QuadrantGate and ``quadrant_id`` names
-    the quadrant. ``parent`` is the tree path (with 'root') of the population whose
-    mask is ANDed in, or None for root-level gates.
-    """
-
-    tree_path: tuple[str, ...]
-    kind: str
-    gate: Any
-    parent: tuple[str, ...] | None
-    quadrant_id: str | None = None
-
-
-@dataclass
-class CompiledStrategy:
-    """A gating strategy resolved once into an evaluation plan.
-
-    Holds what does not depend on the sample: the gates (custom sample gates
-    already chosen), their order, parents, the strategy's transforms and
-    compensation matrices. Re-use one ``CompiledStrategy`` for many files.
-    """
-
-    nodes: list[_Node]
-    transforms: dict[str, Any]
-    comp_matrices: dict[str, Any]
-    _by_path: dict[tuple[str, ...], _Node] = field(default_factory=dict, repr=False)
-    # (transform ref, bound) -> raw band, see ``band``; sample-independent, so
-    # computed once per plan however many files it gates.
-    _bands: dict[tuple[str, float], tuple[float, float]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_path = {n.tree_path: n for n in self.nodes}
-
-    def band(self, xform_ref: str, bound: float) -> tuple[float, float]:
-        """Raw-value band ``(a, b)`` around ``bound`` of transform ``xform_ref`` (cached).
-
-        See ``_raw_band``; ``(-inf, inf)`` when raw comparisons cannot decide this bound.
-        """
-        key = (xform_ref, float(bound))
-        hit = self._bands.get(key)
-        if hit is None:
-            hit = _raw_band(self.transforms[xform_ref], float(bound))
-            self._bands[key] = hit
-        return hit
-
-
-def compile_strategy(strategy: fk.GatingStrategy, sample_id: str | None = None) -> CompiledStrategy:
-    """Resolve ``strategy`` into a ``CompiledStrategy`` (gate tree walked once).
-
-    ``sample_id`` selects flowkit custom sample gates where the strategy has them
-    (``GatingStrategy.get_gate(..., sample_id=...)``); otherwise template gates are used.
-    Nodes are listed in the gate tree's pre-order (parents before children), with a
-    QuadrantGate replaced by its quadrants in the tree's order.
-    """
-    nodes: list[_Node] = []
-    quad_gates: dict[tuple[str, ...], Any] = {}
-    for gate_id, ancestors in strategy.get_gate_ids():
-        tree_path = tuple(ancestors) + (gate_id,)
-        parent_tree_path = tuple(ancestors)
-        try:
-            gate = strategy.get_gate(gate_id, gate_path=tuple(ancestors), sample_id=sample_id)
-        except QuadrantReferenceError:
-            # A quadrant node: its QuadrantGate is its tree parent, already visited
-            # (pre-order); the population is intersected with the QuadrantGate's parent.
-            qgate = quad_gates[parent_tree_path]
-            grand = parent_tree_path[:-1]
-            nodes.append(
-                _Node(tree_path, "quadrant", qgate, grand if len(grand) > 1 else None, gate_id)
-            )
-            continue
-        if isinstance(gate, fk_gates.QuadrantGate):
-            quad_gates[tree_path] = gate
-            continue
-        nodes.append(
-            _Node(tree_path, "gate", gate, parent_tree_path if len(parent_tree_path) > 1 else None)
-        )
-    return CompiledStrategy(nodes, dict(strategy.transformations), dict(strategy.comp_matrices))
 
 
 class _RawSampleView:
@@ -241,90 +116,8 @@ _MISSING = object()
 # whole column exactly as flowkit does.
 _PER_VALUE_TRANSFORMS = (fk.transforms.LogicleTransform, fk.transforms.HyperlogTransform)
 
-# Transforms whose per-value function is known to be strictly increasing, so that
-# thresholds can be compared in raw space (``_raw_band``). Matched by exact type: a
-# subclass may override ``apply`` with any function, and then takes the exact path.
-_MONOTONE_TRANSFORMS = (fk.transforms.LogicleTransform, fk.transforms.HyperlogTransform)
 
-# Threshold bands (rectangle bounds, quadrant dividers on logicle/hyperlog dims).
-# Half-width of the band, in transformed units (scales span about 0..1).
-_BAND_MARGIN = 1e-7
-# A band that decides nothing: every event goes through the exact transform.
-_NO_BAND = (-np.inf, np.inf)
-
-
-def _apply_column(xform: Any, src: np.ndarray) -> np.ndarray:
-    """``xform.apply`` on an ``(k, 1)`` float64 column, flattened (the engine's only call)."""
-    return np.ascontiguousarray(np.asarray(xform.apply(src), dtype=np.float64).reshape(-1))
-
-
-def _trusted_limit(xform: Any) -> float:
-    """Largest ``|x|`` for which flowutils' C loop is trusted to have converged.
-
-    ``logicle_scale`` / ``hyperlog_scale`` solve ``B(y) = x`` by Halley's method and
-    return the sentinel ``-1`` when 40 (hyperlog: 10) steps do not converge, which
-    makes the C output non-monotone there. Within ``|x| <= T`` (the top of scale)
-    the solution lies in ``[2*x1 - 1, 1]``, where the absolute stopping tolerance
-    ``3 * DBL_EPSILON`` is at least a few ulps, so the loop converges (hyperlog's
-    tolerance does not grow with ``y``: sentinels were observed from about 2.5e9*T
-    on; NaN and +-inf always give -1). Events beyond ``T`` are off-scale and rare,
-    so they simply take the exact path.
-    """
-    t = float(getattr(xform, "param_t", 0.0))
-    return t if np.isfinite(t) and t > 0 else 0.0
-
-
-def _raw_band(xform: Any, bound: float) -> tuple[float, float]:
-    """Raw values ``(a, b)`` such that ``x <= a`` surely gives ``C(x) < bound`` and
-    ``x >= b`` surely gives ``C(x) >= bound``, for trusted ``x`` (``|x| <= T``), where
-    C is flowutils' C logicle/hyperlog as the engine calls it.
-
-    Why this is exact: the true logicle/hyperlog function T is strictly increasing,
-    and the C implementation (within the trusted range) returns T(x) to a few ulps
-    (Halley's method stopped at a step below ``3 * DBL_EPSILON``; round trips
-    ``C(inverse(y))`` agree with ``y`` to 2e-16), so its error ``err`` < 1e-14 is
-    orders of magnitude below ``_BAND_MARGIN / 4``.
-    ``a`` and ``b`` come from the transform's own ``inverse`` at ``bound -/+ margin``,
-    clamped into the trusted range, and are then checked with the very forward code
-    the engine uses: ``C(a) <= bound - margin/2`` and ``C(b) >= bound + margin/2``.
-    For trusted ``x <= a``: ``C(x) <= T(x) + err <= T(a) + err <= C(a) + 2*err < bound``;
-    for trusted ``x >= b`` symmetrically ``C(x) > bound``. So a raw comparison gives the
-    bit flowkit's ``C(x) >= bound`` / ``C(x) < bound`` gives; only ``a < x < b``,
-    untrusted and non-finite values need the transform. Each edge stands on its own
-    check: an edge whose inverse is NaN or whose check fails is dropped (``-inf`` /
-    ``inf``), so e.g. a bound at the top of scale still decides everything below it.
-    """
-    limit = _trusted_limit(xform)
-    if not np.isfinite(bound) or limit <= 0:
-        return _NO_BAND
-    margin = _BAND_MARGIN
-    try:
-        edges = np.asarray(
-            xform.inverse(np.array([[bound - margin], [bound + margin]])), dtype=np.float64
-        ).reshape(-1)
-    except Exception:  # a transform without a usable inverse: exact path
-        return _NO_BAND
-    if edges.shape != (2,) or np.isnan(edges).any():
-        return _NO_BAND
-    a, b = np.clip(edges, -limit, limit)  # the C check below must run on trusted values
-    c_a, c_b = _apply_column(xform, np.array([[a], [b]]))
-    return (
-        float(a) if c_a <= bound - margin / 2 else -np.inf,
-        float(b) if c_b >= bound + margin / 2 else np.inf,
-    )
-
-
-def _in_range(values: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
-    """flowkit's range test ``lo <= v < hi`` (a missing bound is open)."""
-    res = np.ones(values.shape, dtype=bool)
-    if lo is not None:
-        res &= values >= lo
-    if hi is not None:
-        res &= values < hi
-    return res
-
-
-class _SampleState:
+class SampleState:
     """Per-sample caches: compensated matrices, prepared columns and masks."""
 
     def __init__(
@@ -531,7 +324,7 @@ class _SampleState:
 
     def _apply(self, xform: Any, src: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        out = _apply_column(xform, src)
+        out = apply_column(xform, src)
         self.seconds["transform"] += time.perf_counter() - t0
         return out
 
@@ -594,11 +387,11 @@ class _SampleState:
         simply compared. Everything else compares the prepared column, as before.
         """
         if isinstance(dim, fk.RatioDimension) or dim.transformation_ref is None:
-            return _in_range(self.dim_column(comp_ref, dim, within), lo, hi)
+            return in_range(self.dim_column(comp_ref, dim, within), lo, hi)
         xform = self.plan.transforms[dim.transformation_ref]
         idx = self.dim_index(dim)
-        if type(xform) not in _MONOTONE_TRANSFORMS or self._complete(comp_ref, dim.transformation_ref, idx):
-            return _in_range(self.column(comp_ref, dim.transformation_ref, idx, within), lo, hi)
+        if not decided_on_raw(xform) or self._complete(comp_ref, dim.transformation_ref, idx):
+            return in_range(self.column(comp_ref, dim.transformation_ref, idx, within), lo, hi)
         if lo is None and hi is None:
             return np.ones(self.n, dtype=bool)  # open on both sides: no value is needed
         return self._banded_range(comp_ref, dim.transformation_ref, idx, lo, hi, within)
@@ -620,7 +413,7 @@ class _SampleState:
         """``range_mask`` for a strictly increasing per-value transform, mostly untransformed.
 
         Each bound has a raw band ``(a, b)`` (``CompiledStrategy.band``; see
-        ``_raw_band`` for why deciding outside it is exact). A trusted raw value
+        ``gating.raw_bands.raw_band`` for why deciding outside it is exact). A trusted raw value
         (``|x| <= T``, so not NaN/inf) ``<= a`` is below the bound and one ``>= b``
         is at/above it. An event passes for sure if it is above every ``lo`` and
         below every ``hi`` band, and fails for sure if it is below a ``lo`` or above a
@@ -631,7 +424,7 @@ class _SampleState:
         arr, j = self.source(comp_ref, idx)
         rows = None if within is None else np.flatnonzero(within)
         x = arr[:, j] if rows is None else arr[rows, j]
-        limit = _trusted_limit(xform)
+        limit = trusted_limit(xform)
         trusted = (x >= -limit) & (x <= limit)  # False for NaN and +-inf
         sure_pass = trusted.copy()
         sure_fail = np.zeros_like(trusted)
@@ -651,7 +444,7 @@ class _SampleState:
             exact = np.zeros(self.n, dtype=bool)
             exact[need_rows] = True
             col = self.column(comp_ref, xform_ref, idx, exact)
-            res[need] = _in_range(col[need_rows], lo, hi)
+            res[need] = in_range(col[need_rows], lo, hi)
         if rows is None:
             return res
         out = np.zeros(self.n, dtype=bool)
@@ -665,7 +458,7 @@ class _SampleState:
         m = self.masks.get(tree_path)
         if m is not None:
             return m
-        node = self.plan._by_path.get(tree_path)
+        node = self.plan.node(tree_path)
         if node is None:
             raise KeyError(f"no population at gate path {'/'.join(tree_path)}")
         if tree_path in self._in_progress:
@@ -815,7 +608,7 @@ def evaluate_strategy(
         )
     if pns is not None and len(pns) != len(pnn):
         raise ValueError(f"pns has {len(pns)} labels for {len(pnn)} channels")
-    state = _SampleState(plan, events, pnn, pns, spillover_by_id)
+    state = SampleState(plan, events, pnn, pns, spillover_by_id)
     out = []
     for node in plan.nodes:
         mask = state.mask(node.tree_path)
@@ -839,127 +632,3 @@ def evaluate_strategy(
             seconds[stage] = seconds.get(stage, 0.0) + sec
     return out
 
-
-def _fcs_sample_inputs(sample: Any, matrices: Mapping[str, Any] | None) -> tuple[list[str], list[str], dict[str, Any]]:
-    """``(pnn, pns, spillover_by_id)`` of an ``assays.records.FcsSample``: 'FCS' is its own spillover."""
-    supplied: dict[str, Any] = dict(matrices or {})
-    if "FCS" not in supplied and getattr(sample, "spillover", None) is not None:
-        supplied["FCS"] = sample.spillover
-    channels = sample.channels
-    return [c.pnn for c in channels], [c.pns or "" for c in channels], supplied
-
-
-def evaluate_sample(
-    strategy: fk.GatingStrategy | CompiledStrategy,
-    sample: Any,
-    matrices: Mapping[str, Any] | None = None,
-    *,
-    sample_id: str | None = None,
-    compensated: dict[Any, dict[int, np.ndarray]] | None = None,
-    seconds: dict[str, float] | None = None,
-) -> list[GateMembership]:
-    """``evaluate_strategy`` for an ``assays.records.FcsSample``.
-
-    ``'FCS'`` resolves to the sample's own spillover (``sample.spillover``); other
-    references come from ``matrices`` (e.g. a matrix named in the config) and then
-    from the strategy. ``$PnS`` labels come from the sample's channels.
-    """
-    pnn, pns, supplied = _fcs_sample_inputs(sample, matrices)
-    return evaluate_strategy(
-        strategy,
-        sample.events,
-        pnn,
-        supplied,
-        pns=pns,
-        sample_id=sample_id,
-        compensated=compensated,
-        seconds=seconds,
-    )
-
-
-def _flowjo_view(sample: Any) -> Any:
-    """FlowJo names detectors with '/' replaced by '_' (``BL 530/30-A`` -> ``BL 530_30-A``)."""
-    from assays.records import Channel
-
-    chans = [Channel(c.index, c.pnn.replace("/", "_"), c.pns) for c in sample.channels]
-    spill = sample.spillover
-    if spill is not None:
-        spill = dataclasses.replace(spill, detectors=[d.replace("/", "_") for d in spill.detectors])
-    return dataclasses.replace(sample, channels=chans, spillover=spill)
-
-
-def apply_strategy(strategy: fk.GatingStrategy | CompiledStrategy, sample: Any, flowjo_labels: bool = False,
-                   compensated: dict | None = None, seconds: dict | None = None) -> list[GateMembership]:
-    """Evaluate every gate of ``strategy`` on an ``assays.records.FcsSample``; parents come before children.
-
-    ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
-    ``compensated``: filled with the compensated channels the gates used
-    (:func:`evaluate_strategy`), for statistics on the same values.
-    ``seconds``: compensate / transform seconds are added to it.
-    """
-    if flowjo_labels:
-        sample = _flowjo_view(sample)
-    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds)
-
-
-def sample_columns(
-    strategy: fk.GatingStrategy | CompiledStrategy,
-    sample: Any,
-    rows: np.ndarray | None = None,
-    matrices: Mapping[str, Any] | None = None,
-) -> _SampleState:
-    """The gate coordinates of ``sample``'s events ``rows`` (all when None), as gating sees them.
-
-    Same channel lookup, compensation and transforms as :func:`evaluate_sample`, so a
-    picture drawn from ``.gate_columns(gate)`` puts each event where the evaluator tested
-    it; ``.channel_index(dim_id, comp_ref)`` finds a dimension's channel. Compensation and
-    transforms run on the selected rows only.
-    """
-    plan = strategy if isinstance(strategy, CompiledStrategy) else compile_strategy(strategy, sample.sample_id)
-    pnn, pns, supplied = _fcs_sample_inputs(sample, matrices)
-    events = sample.events if rows is None else sample.events[rows]
-    return _SampleState(plan, np.ascontiguousarray(events, dtype=np.float64), pnn, pns, supplied)
-
-
-def flowkit_fcs_spillover(sample: fk.Sample) -> fk.Matrix | None:
-    """The file's own spillover as flowkit builds it for ``compensation_ref='FCS'``.
-
-    ``$SPILLOVER`` preferred over ``$SPILL``; detectors are the fluorescence ``$PnN``
-    in file order, null channels dropped. ``None`` when the file has no spillover.
-    """
-    meta = sample.get_metadata()
-    spill = meta.get("spillover", meta.get("spill"))
-    if spill is None:
-        return None
-    detectors = [sample.pnn_labels[i] for i in sample.fluoro_indices]
-    fluorochromes = [sample.pns_labels[i] for i in sample.fluoro_indices]
-    return fk.Matrix(spill, detectors, fluorochromes, null_channels=sample.null_channels)
-
-
-def evaluate_flowkit_sample(
-    strategy: fk.GatingStrategy | CompiledStrategy,
-    sample: fk.Sample,
-    matrices: Mapping[str, Any] | None = None,
-) -> list[GateMembership]:
-    """``evaluate_strategy`` on a ``flowkit.Sample`` (raw events, its $SPILLOVER as 'FCS').
-
-    Custom sample gates are selected by ``sample.id``, like ``gate_sample`` does.
-    """
-    supplied: dict[str, Any] = dict(matrices or {})
-    if "FCS" not in supplied:
-        fcs = flowkit_fcs_spillover(sample)
-        if fcs is not None:
-            supplied["FCS"] = fcs
-    return evaluate_strategy(
-        strategy,
-        sample.get_events(source="raw"),
-        list(sample.pnn_labels),
-        supplied,
-        pns=list(sample.pns_labels),
-        sample_id=sample.id,
-    )
-
-
-def memberships_by_path(memberships: Iterable[GateMembership]) -> dict[tuple[str, ...], GateMembership]:
-    """Index a result list by ``path`` (paths are unique within one evaluation)."""
-    return {m.path: m for m in memberships}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assays.records import FcsSample
-from gating.evaluator import GateMembership
+from gating.compiled_strategy import GateMembership
 from gating.grouped_quantiles import EventGroups, event_groups, grouped_stats
 from gating.qc import QcCheck
 from gating.roles import assign_roles, lymphocyte_base

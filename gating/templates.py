@@ -22,7 +22,7 @@ class Template:
     name: str  # file name, stored in flow_gates.template
     kind: str  # gatingml / flowjo
     strategy: object  # flowkit.GatingStrategy
-    compiled: object | None = None  # gating.evaluator.CompiledStrategy, set once per run
+    compiled: object | None = None  # gating.compiled_strategy.CompiledStrategy, set once per run
     # (Gating-ML 2.0 text or None, {Gating-ML id: population}): the same for every file
     # gated by this template, so exported once per run
     exported: tuple[str | None, dict[str, str]] | None = None

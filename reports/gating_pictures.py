@@ -10,7 +10,7 @@ are listed in a text panel with their counts.
 Coordinates are the gate's own: each dimension is compensated and transformed as the
 gate says (``compensation_ref``, ``transformation_ref`` of the flowkit strategy). The
 caller supplies them (``columns``: the gating evaluator's own columns,
-``gating.evaluator.sample_columns``), so a gate line sits exactly where gating tested
+``gating.sample_gating.sample_columns``), so a gate line sits exactly where gating tested
 it; memberships (the masks) come from the caller too, so the % shown are the stored ones.
 
 Data in, PNG bytes out. Pictures live beside the store (:func:`picture_path`), one PNG per
@@ -78,7 +78,7 @@ def picture_path(store_root: str, sample_id: str, analysis_id: str) -> Path:
 
 
 class GateColumns(Protocol):
-    """What a picture needs of the sample's events (``gating.evaluator.sample_columns``)."""
+    """What a picture needs of the sample's events (``gating.sample_gating.sample_columns``)."""
 
     def gate_columns(self, gate) -> list[np.ndarray]:
         """One column per dimension of ``gate``, in the gate's own coordinates."""
@@ -378,7 +378,7 @@ def render_gating_png(sample, strategy, memberships, names: dict[str, str] | Non
 
     ``sample``: the ``assays.records.FcsSample`` that was gated (raw events).
     ``strategy``: the flowkit ``GatingStrategy`` applied to it (template or adaptive).
-    ``memberships``: ``gating.evaluator.apply_strategy(strategy, sample)``'s result; its masks
+    ``memberships``: ``gating.sample_gating.apply_strategy(strategy, sample)``'s result; its masks
     give the parent events of each panel and the % printed beside each gate.
     ``names``: Gating-ML gate id -> population name (adaptive panel: ``CD3_pos`` -> ``CD3+``);
     ids not in it are shown as they are.

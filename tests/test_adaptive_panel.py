@@ -13,7 +13,7 @@ from assays.fcs import read_fcs
 from simulators.tcell import simulate_tube
 import gating.adaptive.quadrant as adaptive_quadrant
 from gating.adaptive import AdaptiveGating, build_adaptive_gating, density_valley, quadrant_mixture
-from gating.evaluator import apply_strategy
+from gating.sample_gating import apply_strategy
 from gating.panel import load_panel
 
 SEEDS = [101, 202, 303, 404, 505, 606, 707, 808]

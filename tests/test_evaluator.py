@@ -16,13 +16,9 @@ import numpy as np
 import pytest
 
 from assays.records import Channel, FcsSample, Spillover
-from gating.evaluator import (
-    compile_strategy,
-    evaluate_flowkit_sample,
-    evaluate_sample,
-    evaluate_strategy,
-    flowkit_fcs_spillover,
-)
+from gating.compiled_strategy import compile_strategy
+from gating.evaluator import evaluate_strategy
+from gating.sample_gating import evaluate_flowkit_sample, evaluate_sample, flowkit_fcs_spillover
 
 GML = Path("fcs/gatingml2")
 
@@ -467,7 +463,7 @@ def test_cached_columns_bit_identical_to_flowkit_preprocessing(sample_100715):
     """Compensated block and lazily filled logicle columns equal flowutils' whole-column results."""
     from flowutils import compensate as fu_compensate
 
-    from gating.evaluator import _SampleState
+    from gating.evaluator import SampleState
 
     xf = fk.transforms.LogicleTransform(262144, 0.5, 4.5, 0)
     gs = fk.GatingStrategy()
@@ -475,7 +471,7 @@ def test_cached_columns_bit_identical_to_flowkit_preprocessing(sample_100715):
     plan = compile_strategy(gs)
     matrix = flowkit_fcs_spillover(sample_100715)
     raw = sample_100715.get_events(source="raw")
-    state = _SampleState(plan, raw, list(sample_100715.pnn_labels), None, {"FCS": matrix})
+    state = SampleState(plan, raw, list(sample_100715.pnn_labels), None, {"FCS": matrix})
     expected_comp = fu_compensate.compensate(
         raw, matrix.matrix, [sample_100715.pnn_labels.index(d) for d in matrix.detectors]
     )

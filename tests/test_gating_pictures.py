@@ -25,7 +25,7 @@ def adaptive(tmp_path_factory):
     from assays.fcs import read_fcs
     from simulators.tcell import simulate_tube
     from gating.adaptive import build_adaptive_gating
-    from gating.evaluator import apply_strategy
+    from gating.sample_gating import apply_strategy
     from gating.panel import load_panel
 
     path = tmp_path_factory.mktemp("tube") / "tube.fcs"
@@ -74,7 +74,7 @@ def test_all_gatingml_gate_types(shared_data):
     import flowkit as fk
 
     from assays.fcs import read_fcs
-    from gating.evaluator import apply_strategy
+    from gating.sample_gating import apply_strategy
     from flows.gating_plots import render_picture as render_gating_png
     from reports.gating_pictures import _panels
 
@@ -141,15 +141,15 @@ def test_run_draws_pictures_of_flagged_samples_and_report_draws_the_rest(tmp_pat
 
 
 def test_picture_coordinates_are_the_evaluators(shared_data):
-    """Pictures draw the gating evaluator's own columns (gating.evaluator.sample_columns):
+    """Pictures draw the gating evaluator's own columns (gating.sample_gating.sample_columns):
     on the drawn subset of events they equal the full-sample columns the gates were tested
     on, for every gate of the reference template (compensation, transforms, ratios), and a
     rectangle gate's events drawn inside its bounds are exactly its members."""
     import flowkit as fk
 
     from assays.fcs import read_fcs
-    from gating.evaluator import apply_strategy
-    from gating.evaluator import sample_columns
+    from gating.sample_gating import apply_strategy
+    from gating.sample_gating import sample_columns
 
     strategy = fk.parse_gating_xml(str(shared_data / "fcs/gatingml2/gml/gml_all_gates.xml"))
     sample = read_fcs(shared_data / "fcs/gatingml2/data1.fcs")

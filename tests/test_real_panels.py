@@ -18,7 +18,7 @@ from assays.fcs import read_fcs
 from assays.markers import match_markers
 from gating.adaptive import build_adaptive_gating
 from gating.adaptive.prepare import sample_scales
-from gating.evaluator import apply_strategy
+from gating.sample_gating import apply_strategy
 from gating.panel import load_panel
 
 pytestmark = pytest.mark.reference

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from assays.records import Channel, FcsSample
-from gating.evaluator import GateMembership
+from gating.compiled_strategy import GateMembership
 from gating.compensation import channel_major, compensate_array
 from gating.roles import lymphocyte_base
 from gating.statistics import grouped_populations, marker_stats, population_stats, robust_cv, stat_channels
@@ -90,7 +90,7 @@ def test_marker_stats_use_the_gates_compensation(tmp_path):
 
     from flows.inbox import InboxFile
     from flows.process import GatingSetup, process_file
-    from gating.evaluator import compile_strategy
+    from gating.compiled_strategy import compile_strategy
     from gating.templates import load_template
 
     rng = np.random.default_rng(8)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gating.evaluator import GateMembership
+from gating.compiled_strategy import GateMembership
 from gating.qc import QcCheck, quadrant_check
 from gating.statistics import population_stats
 from storage.schemas import TABLES

@@ -5,7 +5,7 @@ The hierarchy and marker aliases come from a :class:`gating.panel.Panel` (defaul
 sample and returns a flowkit ``GatingStrategy`` made of ordinary Gating-ML 2.0 gates
 (polygon gates on linear scatter, rectangle gates on logicle-transformed compensated
 fluorescence, the file's spillover embedded as a ``spectrumMatrix``). Counts are then taken
-by evaluating that strategy (``gating.evaluator.apply_strategy``), so the Gating-ML exported to
+by evaluating that strategy (``gating.sample_gating.apply_strategy``), so the Gating-ML exported to
 ``flow_gates`` re-applied by flowkit to the same file gives the same counts.
 
 Modules: :mod:`~gating.adaptive.build` (entry point), :mod:`~gating.adaptive.prepare`
