@@ -113,6 +113,14 @@ def _write_out(rel, columns: list[str], rows: list[tuple], out: str) -> int:
     return EXIT_OK
 
 
+def _execute(con, sql: str):
+    """(relation or None for a statement without rows, its columns, its rows)."""
+    rel = con.sql(sql)
+    if rel is None:
+        return None, [], []
+    return rel, list(rel.columns), rel.fetchall()
+
+
 def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = None) -> int:
     import duckdb
 
@@ -124,19 +132,19 @@ def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = N
     if problem:
         print(f"graftwatch: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # Creates only the relations the SQL names (and what they read): creating all of them
+    # costs more than most queries (storage/views.py).
     con = connect(store)
     try:
-        rel = con.sql(sql)
-        if rel is None:
-            return EXIT_OK
-        columns = list(rel.columns)
-        rows = rel.fetchall()
+        rel, columns, rows = _execute(con, sql)
     except duckdb.Error as exc:
         names = ", ".join(n for n in relation_names(con))
         # DuckDB's message can span lines ("Candidate bindings: ..."): keep all of it.
         print(f"graftwatch: the query failed: {str(exc).strip()}\nAvailable tables and views: {names}",
               file=sys.stderr)
         return EXIT_USAGE
+    if rel is None:
+        return EXIT_OK
     if out:
         return _write_out(rel, columns, rows, out)
     try:

@@ -306,14 +306,23 @@ ORDER BY cycle, window_order, method, cell_fraction;
 """
 
 
+# The scalar functions the cohort views call (registered by :func:`register_functions`).
+FUNCTIONS = ("cohort_wilcoxon_p", "cohort_bh_adjust")
+
+
 def create_cohort_views(con, params: CohortParams | None = None) -> None:
     """Create (or replace, e.g. with configured windows) the cohort views on ``con``.
 
     ``con`` already has the views of :func:`storage.views.connect`.
     """
+    register_functions(con)
+    con.execute(cohort_sql(params))
+
+
+def register_functions(con) -> None:
+    """Register :data:`FUNCTIONS` on ``con`` (DuckDB's Python functions import numpy: ~0.15 s)."""
     import duckdb
 
-    params = params or cohort_params()
     for name, fn, args in (("cohort_wilcoxon_p", wilcoxon_p, [duckdb.list_type("DOUBLE")]),
                            ("cohort_bh_adjust", _bh_at, [duckdb.list_type("DOUBLE"), "BIGINT"])):
         try:
@@ -321,8 +330,12 @@ def create_cohort_views(con, params: CohortParams | None = None) -> None:
         except Exception:  # not registered yet on this connection
             pass
         con.create_function(name, fn, args, "DOUBLE", null_handling="special", side_effects=False)
-    con.execute(_windows_sql(params))
+
+
+def cohort_sql(params: CohortParams | None = None) -> str:
+    """The SQL creating ``cohort_windows`` and the cohort views for ``params`` (default windows)."""
+    params = params or cohort_params()
     specimens = ", ".join("'" + s.replace("'", "''") + "'" for s in params.specimens) or "NULL"
-    con.execute(_VIEWS.format(specimens=specimens, params=", ".join(IMMUNE_PARAMETERS),
-                              param_names=", ".join(f"'{p}'" for p in IMMUNE_PARAMETERS),
-                              min_pairs=params.min_pairs))
+    return _windows_sql(params) + ";\n" + _VIEWS.format(
+        specimens=specimens, params=", ".join(IMMUNE_PARAMETERS),
+        param_names=", ".join(f"'{p}'" for p in IMMUNE_PARAMETERS), min_pairs=params.min_pairs)

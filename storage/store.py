@@ -16,15 +16,18 @@ removes. The root may be a local path or a URI that pyarrow understands
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-from storage.schemas import TABLES
+# pyarrow is imported where rows are converted, read or written, not at import: a local
+# store's files are listed without it, so `graftwatch query` (DuckDB reads the Parquet)
+# does not pay ~0.2 s for pyarrow and numpy.
 
 TMP_PREFIX = ".tmp-"
 
@@ -41,6 +44,10 @@ def new_id(now: dt.datetime | None = None) -> str:
 
 def to_table(name: str, rows: list) -> pa.Table:
     """Rows (dataclasses or dicts) as an Arrow table with the table's explicit schema."""
+    import pyarrow as pa
+
+    from storage.schemas import TABLES
+
     schema = TABLES[name]
     dicts = [asdict(r) if is_dataclass(r) else r for r in rows]
     return pa.Table.from_pylist(dicts, schema=schema)
@@ -51,19 +58,30 @@ class Store:
 
     def __init__(self, root: str | Path):
         root = str(root)
+        self._fs = None
         if "://" in root:
-            self.fs, base = pafs.FileSystem.from_uri(root)
+            import pyarrow.fs as pafs
+
+            self._fs, base = pafs.FileSystem.from_uri(root)
+            self._local = isinstance(self._fs, pafs.LocalFileSystem)
         else:
-            self.fs, base = pafs.LocalFileSystem(), str(Path(root).resolve())
+            base, self._local = str(Path(root).resolve()), True
         self.base = base.rstrip("/")
         self.uri = root
 
     @property
+    def fs(self):
+        """The store's pyarrow filesystem."""
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
+
+    @property
     def local_root(self) -> Path | None:
         """The store's folder on this machine, when it is on local disk."""
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            return Path(self.base)
-        return None
+        return Path(self.base) if self._local else None
 
     def not_a_store_reason(self) -> str | None:
         """Why this local folder cannot be read as a store, in words for the analyst; None if it can.
@@ -86,6 +104,8 @@ class Store:
 
     def write_table(self, table: str, data: pa.Table, file_id: str, month: str | None = None) -> str | None:
         """Atomically write ``data`` as one Parquet file of ``table``; None when empty."""
+        import pyarrow.parquet as pq
+
         if data.num_rows == 0:
             return None
         month = month or utcnow().strftime("%Y-%m")
@@ -99,17 +119,23 @@ class Store:
 
     def files(self, table: str) -> list[str]:
         """Visible Parquet files of a table (temporary files excluded)."""
-        sel = pafs.FileSelector(self.table_dir(table), recursive=True, allow_not_found=True)
-        return sorted(
-            info.path
-            for info in self.fs.get_file_info(sel)
-            if info.type == pafs.FileType.File
-            and info.path.endswith(".parquet")
-            and not info.base_name.startswith(TMP_PREFIX)
-        )
+        if self._local:
+            found = ((f"{folder}/{name}", name) for folder, _, names in os.walk(self.table_dir(table))
+                     for name in names if os.path.isfile(f"{folder}/{name}"))
+        else:
+            import pyarrow.fs as pafs
+
+            sel = pafs.FileSelector(self.table_dir(table), recursive=True, allow_not_found=True)
+            found = ((info.path, info.base_name) for info in self.fs.get_file_info(sel)
+                     if info.type == pafs.FileType.File)
+        return sorted(path for path, name in found if name.endswith(".parquet") and not name.startswith(TMP_PREFIX))
 
     def read_table(self, table: str) -> pa.Table:
         """All rows of a table, committed or not (use ``storage.views`` for analysis)."""
+        import pyarrow as pa
+
+        from storage.schemas import TABLES
+
         schema = TABLES[table]
         parts = [_conform(self._read_file(p), schema) for p in self.files(table)]
         if not parts:
@@ -119,6 +145,8 @@ class Store:
     def _read_file(self, path: str) -> pa.Table:
         # ParquetFile, not pq.read_table: the latter goes through pyarrow.dataset, whose
         # import loads pandas (~0.6 s) into every `graftwatch query` and empty run.
+        import pyarrow.parquet as pq
+
         with self.fs.open_input_file(path) as fh:
             return pq.ParquetFile(fh).read()
 
@@ -129,6 +157,8 @@ class Store:
 def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     """``t`` with exactly ``schema``'s columns, in its order and types: columns a file
     written before a column existed lacks are NULL (as pyarrow's dataset reader does)."""
+    import pyarrow as pa
+
     columns = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(len(t), f.type)
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -147,7 +177,11 @@ class Batch:
 
     def add(self, table: str, rows: list | pa.Table) -> None:
         """Rows (dicts/dataclasses) or an Arrow table with the table's schema (``to_table``)."""
-        if table not in TABLES:
+        import pyarrow as pa
+
+        from storage.schemas import COLUMNS
+
+        if table not in COLUMNS:
             raise KeyError(f"unknown table {table}")
         if isinstance(rows, pa.Table):
             self.tables.setdefault(table, []).append(rows)
@@ -160,6 +194,8 @@ class Batch:
 
     def commit(self) -> None:
         """Write every table's rows, then the commit row that makes them visible."""
+        import pyarrow as pa
+
         for table in sorted(set(self.rows) | set(self.tables)):
             parts = list(self.tables.get(table, []))
             if self.rows.get(table):

@@ -22,13 +22,24 @@ data links it with no reprocessing:
 
 * ``days_post_mst = collection_date - min(mst_date)`` over the patient's registry rows;
 * ``cycle`` = the latest cycle whose ``mst_date <= collection_date`` (NULL before MST).
+
+DuckDB binds a view when it is created, through every view and Parquet scan beneath it:
+creating all ~25 relations (and the cohort views' Python functions, which import numpy)
+cost ~0.4 s, more than most queries. :func:`connect` therefore creates each relation
+when a statement first names it (:class:`ViewConnection`, :class:`_Catalog`).
 """
 
 from __future__ import annotations
 
-from storage.cohort import create_cohort_views
-from storage.schemas import TABLES
-from storage.store import Store
+import re
+from functools import partial
+from typing import TYPE_CHECKING, Callable
+
+from storage import cohort
+from storage.schemas import COLUMNS
+
+if TYPE_CHECKING:
+    from storage.store import Store
 
 _VIEWS = """
 CREATE OR REPLACE VIEW sheet_latest AS
@@ -169,52 +180,169 @@ _SQL_TYPES = {"string": "VARCHAR", "bool": "BOOLEAN", "double": "DOUBLE", "int64
 
 CONTRACT_VIEWS = ("immune_timeline", "chimerism_timeline", "unlinked_samples")
 
+# Words that make a query read DuckDB's catalogue (which lists only the relations created):
+# such a query gets them all.
+_CATALOG_WORDS = {"information_schema", "show", "pragma", "duckdb_tables", "duckdb_views", "duckdb_columns",
+                  "duckdb_functions", "pg_catalog", "sqlite_master"}
+_WORD = re.compile(r"[a-z_][a-z0-9_]*")
+_NOT_NAMES = re.compile(r"--[^\n]*|'(?:[^']|'')*'")
+_CREATE = re.compile(r"CREATE OR REPLACE (?:VIEW|TABLE) (\w+) AS", re.IGNORECASE)
+_DEFINES = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\w*\s+)?(?:VIEW|TABLE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+                      r"\"?(\w+)", re.IGNORECASE)
 
-def connect(store: Store):
-    """An in-memory DuckDB connection with every table and view of ``store``."""
-    import duckdb
 
-    con = duckdb.connect(":memory:")
-    local = store.local_root is not None
-    # Commits first: data files committed after this point stay invisible to this
-    # connection, which therefore sees one consistent snapshot. Local stores are read by
-    # DuckDB itself: handing it an Arrow table makes it import pandas (~0.6 s a query).
-    commit_files = store.files("commits") if local else []
-    if commit_files or not local:
-        source = _parquet_scan(commit_files) if commit_files else "_commits_snapshot"
-        if not commit_files:
-            con.register("_commits_snapshot", store.read_table("commits"))
-        con.execute(f"CREATE TABLE _raw_commits_t AS SELECT DISTINCT {_columns(TABLES['commits'])} FROM {source}")
-    else:
-        con.execute(f"CREATE TABLE _raw_commits_t AS {_empty_select(TABLES['commits'])}")
-    for table in TABLES:
-        if table == "commits":
-            continue
-        files = store.files(table) if store.local_root is not None else []
+def connect(store: Store) -> ViewConnection:
+    """An in-memory DuckDB connection with every table and view of ``store``.
+
+    The rows are those committed when it was opened (one snapshot); each relation is
+    created the first time a statement names it (:class:`ViewConnection`).
+    """
+    return ViewConnection(store)
+
+
+class ViewConnection:
+    """A DuckDB connection whose store relations are created when a statement first names them.
+
+    ``execute``, ``executemany`` and ``sql`` first create the relations the statement
+    names and those they read; a statement reading DuckDB's catalogue (which lists only
+    what exists) first creates them all, and so does a statement that fails to bind a
+    name this class did not see (e.g. ``query_table('immune' || '_timeline')``), which
+    is then run again. Everything else is the DuckDB connection's own.
+    """
+
+    def __init__(self, store: Store):
+        import duckdb
+
+        self._con = duckdb.connect(":memory:")
+        self._catalog = _Catalog(store, self._con)
+
+    def execute(self, query, *args, **kwargs):
+        return self._run(self._con.execute, query, *args, **kwargs)
+
+    def executemany(self, query, *args, **kwargs):
+        return self._run(self._con.executemany, query, *args, **kwargs)
+
+    def sql(self, query, *args, **kwargs):
+        return self._run(self._con.sql, query, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+    @property
+    def created(self) -> frozenset[str]:
+        """The store relations created so far (internal ``_raw_`` ones included)."""
+        return frozenset(self._catalog.created)
+
+    def _run(self, method, query, *args, **kwargs):
+        import duckdb
+
+        catalog = self._catalog
+        if not isinstance(query, str):
+            catalog.create(catalog.names)
+        else:
+            words = _words(query)
+            if words & _CATALOG_WORDS:
+                catalog.create(catalog.names)
+            else:
+                # What the statement defines itself (e.g. cohort views with configured
+                # windows) is its own: never replaced by the default definition later.
+                defined = {m.group(1).lower() for m in _DEFINES.finditer(query)}
+                catalog.create((words - defined) & catalog.names)
+                catalog.created |= defined & catalog.names
+        try:
+            return method(query, *args, **kwargs)
+        except duckdb.CatalogException:
+            if catalog.created >= catalog.names:
+                raise
+            catalog.create(catalog.names)
+            return method(query, *args, **kwargs)
+
+
+def _words(sql: str) -> set[str]:
+    """The lower-cased words of ``sql`` outside comments and string literals."""
+    return set(_WORD.findall(_NOT_NAMES.sub(" ", sql).lower()))
+
+
+class _Catalog:
+    """Every relation :func:`connect` can create on ``con``, created on demand, readers last."""
+
+    def __init__(self, store: Store, con):
+        self.store, self.con = store, con
+        self.local = store.local_root is not None
+        # Commits first: data files committed after this point stay invisible to this
+        # connection, which therefore sees one consistent snapshot.
+        self._create_commits()
+        self.builders: dict[str, Callable[[], object]] = {}
+        statements: dict[str, str] = {}
+        for table in COLUMNS:
+            if table != "commits":
+                self.builders[f"_raw_{table}"] = partial(self._create_raw, table)
+                # Only committed batches are visible.
+                statements[table] = (f"CREATE VIEW {table} AS SELECT * FROM _raw_{table} "
+                                     "WHERE batch_id IN (SELECT batch_id FROM _raw_commits_t)")
+        # DISTINCT: compaction briefly holds a batch's commit row twice (storage/compaction.py).
+        statements["commits"] = "CREATE VIEW commits AS SELECT * FROM _raw_commits_t"
+        for text in (_VIEWS, cohort.cohort_sql()):
+            statements.update(_split(text))
+        for fn in cohort.FUNCTIONS:
+            self.builders[fn] = self._register_cohort_functions
+        # A statement reads the relations and functions it names.
+        known = set(self.builders) | set(statements)
+        self.reads = {name: frozenset() for name in self.builders}
+        for name, statement in statements.items():
+            self.builders[name] = partial(con.execute, statement)
+            self.reads[name] = frozenset((_words(statement) & known) - {name})
+        self.names = {n for n in self.builders if not n.startswith("_") and n not in cohort.FUNCTIONS}
+        self.created: set[str] = set()
+
+    def create(self, names) -> None:
+        """Create ``names`` and what they read, each once, after what it reads."""
+        for name in sorted(names):
+            if name not in self.created:
+                self.created.add(name)
+                self.create(self.reads[name])
+                self.builders[name]()
+
+    def _register_cohort_functions(self) -> None:
+        if not self.created.issuperset(cohort.FUNCTIONS):
+            self.created.update(cohort.FUNCTIONS)
+            cohort.register_functions(self.con)
+
+    def _create_commits(self) -> None:
+        commit_files = self.store.files("commits") if self.local else []
+        columns = COLUMNS["commits"]
+        if commit_files or not self.local:
+            source = _parquet_scan(commit_files) if commit_files else "_commits_snapshot"
+            if not commit_files:
+                self.con.register("_commits_snapshot", self.store.read_table("commits"))
+            self.con.execute(f"CREATE TABLE _raw_commits_t AS SELECT DISTINCT {_columns(columns)} FROM {source}")
+        else:
+            self.con.execute(f"CREATE TABLE _raw_commits_t AS {_empty_select(columns)}")
+
+    def _create_raw(self, table: str) -> None:
+        con, columns = self.con, COLUMNS[table]
+        files = self.store.files(table) if self.local else []
         if files:
+            # Local stores are read by DuckDB itself: handing it an Arrow table makes it
+            # import pandas (~0.6 s a query).
             scan = _parquet_scan(files)
             have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
             # Files written before a column was added lack it: it reads as NULL, so every
             # view can name every column of the current schema.
-            added = "".join(f", CAST(NULL AS {_SQL_TYPES[str(f.type)]}) AS {f.name}"
-                            for f in TABLES[table] if f.name not in have)
+            added = "".join(f", CAST(NULL AS {_SQL_TYPES[t]}) AS {n}" for n, t in columns if n not in have)
             con.execute(f"CREATE VIEW _raw_{table} AS SELECT *{added} FROM {scan}")
-        elif local:  # nothing stored yet: an empty relation with the table's columns
-            con.execute(f"CREATE VIEW _raw_{table} AS {_empty_select(TABLES[table])}")
+        elif self.local:  # nothing stored yet: an empty relation with the table's columns
+            con.execute(f"CREATE VIEW _raw_{table} AS {_empty_select(columns)}")
         else:
             # Remote stores go through pyarrow; DuckDB scans the Arrow table.
-            con.register(f"_raw_{table}", store.read_table(table))
-    # DISTINCT: compaction briefly holds a batch's commit row twice (storage/compaction.py).
-    con.execute("CREATE VIEW commits AS SELECT * FROM _raw_commits_t")
-    for table in TABLES:
-        if table != "commits":
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM _raw_{table} "
-                "WHERE batch_id IN (SELECT batch_id FROM _raw_commits_t)"
-            )
-    con.execute(_VIEWS)
-    create_cohort_views(con)  # storage/cohort.py (issue 17)
-    return con
+            con.register(f"_raw_{table}", self.store.read_table(table))
+
+
+def _split(text: str) -> list[tuple[str, str]]:
+    """``(name, statement)`` of each ``CREATE OR REPLACE VIEW|TABLE name AS ...`` in ``text``."""
+    starts = list(_CREATE.finditer(text))
+    ends = [m.start() for m in starts[1:]] + [len(text)]
+    return [(m.group(1).lower(), text[m.start():end]) for m, end in zip(starts, ends)]
 
 
 def _parquet_scan(files: list[str]) -> str:
@@ -222,13 +350,13 @@ def _parquet_scan(files: list[str]) -> str:
     return f"read_parquet([{listed}], union_by_name = true)"
 
 
-def _columns(schema) -> str:
-    return ", ".join(f.name for f in schema)
+def _columns(columns) -> str:
+    return ", ".join(n for n, _ in columns)
 
 
-def _empty_select(schema) -> str:
-    """SQL for no rows with ``schema``'s columns and types."""
-    cols = ", ".join(f"CAST(NULL AS {_SQL_TYPES[str(f.type)]}) AS {f.name}" for f in schema)
+def _empty_select(columns) -> str:
+    """SQL for no rows with these ``(name, Arrow type name)`` columns."""
+    cols = ", ".join(f"CAST(NULL AS {_SQL_TYPES[t]}) AS {n}" for n, t in columns)
     return f"SELECT {cols} WHERE false"
 
 
