@@ -184,9 +184,10 @@ def quadrant_check(x: str, y: str, parent_id: str, parent_name: str, method: str
       the smallest share of the parent on one side of either cut; passes.
     * ``mixture_2d`` - at least one cut comes from the 2-D Gaussian mixture of both markers;
       value: the mixture's ``recovery``, the modelled share of events that the quadrant
-      puts with the majority of their mixture component; passes at ``>= 0.9`` (below that,
-      axis-parallel cuts go through populations, e.g. clouds elongated along the diagonal,
-      and the percentages can be biased by about 1 - value).
+      puts with the majority of their mixture component; passes at ``>= 0.9``. Below that,
+      axis-parallel cuts go through populations (e.g. clouds elongated along the diagonal)
+      and the percentages can be off by about 1 - value: the populations inside
+      ``parent_id`` are then unresolved (``unresolved_in``), their values left empty.
     * ``unresolved`` - neither method separates the populations: the 1-D cuts are kept (at
       least one leaves almost nothing on one side, or falls on a single peak); value as for
       ``valley_1d``; fails, so the sample goes to review, and the populations inside
@@ -199,12 +200,13 @@ def quadrant_check(x: str, y: str, parent_id: str, parent_name: str, method: str
         text = f"{pair} cuts in {parent_name} at density valleys ({_pct(value)} of events on the smaller side)."
     elif method == "mixture_2d":
         text = (f"{pair} cuts in {parent_name} from a 2-D mixture: {_pct(value)} of events fall with their "
-                f"population" + (f" (needs >= {_pct(threshold)})." if threshold is not None else "."))
+                f"population" + (f" (needs >= {_pct(threshold)})" if threshold is not None else "")
+                + ("." if passed else f", so the {pair} values are left empty."))
     else:
         text = (f"{pair} split not resolved in {parent_name}: no density valley or mixture separates the "
                 f"populations, so the {pair} values are left empty.")
     return QcCheck(f"quadrant_{x}_{y}@{parent_id}:{method}", float(value), bool(passed), threshold, text,
-                   parent_id if method == "unresolved" else None)
+                   None if passed else parent_id)
 
 
 def unresolved_marker(marker: str, parent_id: str, parent_name: str) -> QcCheck:

@@ -116,3 +116,26 @@ def test_cd8_as_labs_write_it(panel, label):
 
     channels = [Channel(0, "FSC-A", None), Channel(1, "R670-A", label), Channel(2, "B530-A", "CD4")]
     assert match_marker(channels, "CD8", panel.aliases["CD8"]).index == 1
+
+
+@pytest.mark.parametrize("name,method", [("2025_07_31_AB_04_INF124_00_SEB.fcs", "unresolved"),
+                                         ("2025_07_26_AB_02_INF052_00_SEB.fcs", "mixture_2d")])
+def test_seb_tube_without_a_cd4_cd8_split_stores_no_ratio(shared_data, panel, name, method):
+    """SEB tubes (README: CD4 and CD8 do not separate). INF124: CD4 and CD8 are one population
+    each inside CD3+ (Ashman's D < 2); the 1-D density valleys sit on ripples of that single
+    population, so no cut is taken from them. INF052: the 2-D mixture keeps only ~78 % of the
+    events with their population. Either way the quadrant fails and every population inside
+    CD3+ is unresolved with the reason, so CD4 %, CD8 % and the ratio are NULL."""
+    from gating.statistics import population_stats
+
+    sample = read_fcs(shared_data / "fcs" / "real_panels" / "aurora_seb_coereba" / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gating = build_adaptive_gating(sample, panel)
+    rows = [q for q in gating.qc if q.check.startswith("quadrant_CD4_CD8@CD3_pos:")]
+    assert [(q.check.split(":")[1], q.passed) for q in rows] == [(method, False)]
+    stats = {s.population: s for s in population_stats(apply_strategy(gating.strategy, sample),
+                                                       sample.events.shape[0], gating.names, gating.qc)}
+    assert not stats["CD3+"].unresolved
+    for pop in ("CD4+CD8-", "CD4-CD8+", "CD4+CD8+", "CD4-CD8-"):
+        assert stats[pop].unresolved and "CD4/CD8 values are left empty" in stats[pop].unresolved_reason, pop

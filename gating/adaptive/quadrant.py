@@ -8,13 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from gating.adaptive.state import MIN_PLACEMENT_EVENTS, Walk
-from gating.adaptive.thresholds import MIXTURE_HOW, VALLEY_HOW, marker_threshold
+from gating.adaptive.thresholds import MIXTURE_HOW, VALLEY_HOW, SINGLE_HOW, marker_threshold, two_component_fit
 from gating.panel import Panel
 from gating.qc import quadrant_check
 
 # A quadrant cut leaving less than this share of the parent on one side is implausible
 # for CD4/CD8 inside CD3+ (blood T cells hold several % of each): the 2-D method is tried.
 QUADRANT_MIN_SHARE = 0.01
+# A 1-D density valley is taken for a quadrant cut only when the axis holds two resolved
+# populations: Ashman's D of its two-component mixture at least this (the usual bound).
+# A single smear has ripples a valley finder takes for a dip (SEB tube INF124: CD4 and CD8
+# one population each in CD3+, D 1.9 and 1.1, valleys on noise; resolved tubes: D >= 3.5).
+QUADRANT_MIN_D = 2.0
 # A 2-D placement whose populations keep less than this modelled share in their own
 # quadrant (diagonal clouds cut by axis-parallel lines) is flagged for review.
 QUADRANT_MIN_RECOVERY = 0.9
@@ -179,9 +184,14 @@ def place(x: str, y: str, parent: str, walk: Walk) -> None:
     plausible = {}
     for m in (x, y):
         t, how = marker_threshold(vals[m], panel.markers[m].majority)
-        cache[(m, parent)] = (t, how)
         share = float(np.mean(vals[m] >= t))
         plausible[m] = how in (VALLEY_HOW, MIXTURE_HOW) and min(share, 1 - share) >= QUADRANT_MIN_SHARE
+        if plausible[m] and how == VALLEY_HOW:
+            fit = two_component_fit(vals[m], seed=walk.seed)
+            if fit is not None and fit[1] < QUADRANT_MIN_D:
+                plausible[m] = False
+                how = f"{how} {SINGLE_HOW} (Ashman's D {fit[1]:.2f} < {QUADRANT_MIN_D:g})"
+        cache[(m, parent)] = (t, how)
     if walk.quadrant == "mixture_2d":
         redo = [x, y]
     elif walk.quadrant == "valley_1d":

@@ -15,6 +15,7 @@ import numpy as np
 from gating.adaptive.prepare import Prepared
 from gating.adaptive.records import GatePlacement
 from gating.adaptive.strategy import COMP_ID, SCATTER_XFORM
+from gating.adaptive.thresholds import SINGLE_HOW
 from gating.panel import Panel, PopulationSpec
 from gating.qc import QcCheck, separation, too_few_to_place, unresolved_marker
 
@@ -88,7 +89,7 @@ class Walk:
         above = vals >= t
         where = f"{marker}@{self.ids[parent]}"
         self.qc.append(separation(where, vals[~above], vals[above], what=f"{marker}+ gate in {parent}"))
-        if how.startswith("one peak") and self.panel.markers[marker].required:
+        if (how.startswith("one peak") or SINGLE_HOW in how) and self.panel.markers[marker].required:
             # A required marker that does not resolve into two populations gives numbers
             # nobody should trust without looking.
             self.qc.append(unresolved_marker(marker, self.ids[parent], parent))

@@ -15,6 +15,8 @@ CONTROL_PERCENTILE = 99.9
 NEGATIVE_K = 4.0
 VALLEY_HOW = "density valley"
 MIXTURE_HOW = "no valley: two-component mixture boundary"
+# Suffix of a cut's label when its parent shows one population only (no split to trust).
+SINGLE_HOW = "in a single population"
 
 
 def _smoothed_density(x: np.ndarray, bins: int = 512, bandwidth: float | None = None):
@@ -87,13 +89,31 @@ def mixture_threshold(x: np.ndarray, min_d: float = 2.0, seed: int = 0,
     """Boundary of a two-component 1-D Gaussian mixture, when the two are resolved.
 
     Method: ``GaussianMixture(2)`` on the logicle values; the threshold is where the two
-    posterior probabilities are equal, between the means. Accepted only if Ashman's
-    D = sqrt(2)·|mu1 - mu2| / sqrt(s1² + s2²) is at least ``min_d`` (2 is the usual bound for a
-    clean bimodal split); otherwise None.
+    posterior probabilities are equal, between the means. Accepted only if Ashman's D
+    (:func:`two_component_fit`) is at least ``min_d`` (2 is the usual bound for a clean
+    bimodal split); otherwise None.
 
     Used when the density has no valley because compensation spread fills it (dim CD3 on an
     older instrument). Failure mode: a skewed single population can be split in two with
     D just above 2, putting the threshold inside it; the separation check reports it.
+    """
+    fit = two_component_fit(x, seed, max_fit)
+    if fit is None or fit[1] < min_d:
+        return None
+    g = fit[0]
+    mu = g.means_.ravel()
+    grid = np.linspace(mu.min(), mu.max(), 512)
+    post = g.predict_proba(grid[:, None])[:, 0]
+    return float(grid[np.argmin(np.abs(post - 0.5))])
+
+
+def two_component_fit(x: np.ndarray, seed: int = 0, max_fit: int = 5_000):
+    """A two-component 1-D Gaussian mixture of ``x`` and its Ashman's D, or None (< 100 values).
+
+    Ashman's D = sqrt(2)·|mu1 - mu2| / sqrt(s1² + s2²) (Ashman, Bird & Zepf 1994, AJ 108:2348);
+    D >= 2 is the usual bound for two resolved populations. A single population, however
+    skewed or rippled, gives D well below 2: the mixture then splits it into overlapping
+    halves. Fitted on at most ``max_fit`` values (seeded subsample).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -106,12 +126,7 @@ def mixture_threshold(x: np.ndarray, min_d: float = 2.0, seed: int = 0,
     g = GaussianMixture(2, random_state=seed).fit(x[:, None])
     mu = g.means_.ravel()
     sd = np.sqrt(g.covariances_.ravel())
-    d = math.sqrt(2) * abs(mu[0] - mu[1]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2)
-    if d < min_d:
-        return None
-    grid = np.linspace(mu.min(), mu.max(), 512)
-    post = g.predict_proba(grid[:, None])[:, 0]
-    return float(grid[np.argmin(np.abs(post - 0.5))])
+    return g, math.sqrt(2) * abs(mu[0] - mu[1]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2)
 
 
 def peak_threshold(x: np.ndarray, k: float = NEGATIVE_K, side: str = "above") -> float:
