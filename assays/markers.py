@@ -50,14 +50,16 @@ def label_candidates(label: str) -> set[str]:
     return forms
 
 
-def match_marker(channels: list[Channel], marker: str, aliases: list[str] | tuple[str, ...] = ()) -> Channel | None:
-    """The channel whose $PnS (else $PnN) names ``marker`` or one of its aliases.
+def match_marker_channels(channels: list[Channel], marker: str,
+                          aliases: list[str] | tuple[str, ...] = ()) -> list[Channel]:
+    """Every channel that names ``marker`` (or an alias) equally well, in file order.
 
-    When several channels match, a $PnS match beats a $PnN match and an area
-    (``-A``) detector beats height/width, since gating uses area signals.
+    A $PnS match beats a $PnN match and an area (``-A``) detector beats height/width,
+    since gating uses area signals; channels tied at the best score are all returned
+    (a tube stained for CD8a and CD8b, or CD8 on two fluorochromes).
     """
     wanted = {normalize_marker(a) for a in (marker, *aliases)}
-    best: tuple[int, Channel] | None = None
+    scored: list[tuple[float, Channel]] = []
     for ch in channels:
         score = None
         if ch.pns and label_candidates(ch.pns) & wanted:
@@ -68,9 +70,26 @@ def match_marker(channels: list[Channel], marker: str, aliases: list[str] | tupl
             continue
         if ch.pnn.upper().endswith("-A"):
             score += 0.5
-        if best is None or score > best[0]:
-            best = (score, ch)
-    return best[1] if best else None
+        scored.append((score, ch))
+    top = max((s for s, _ in scored), default=None)
+    return [ch for s, ch in scored if s == top]
+
+
+def match_marker(channels: list[Channel], marker: str, aliases: list[str] | tuple[str, ...] = ()) -> Channel | None:
+    """The channel whose $PnS (else $PnN) names ``marker`` or one of its aliases: the first
+    of :func:`match_marker_channels` (the gating may choose among them by separation)."""
+    found = match_marker_channels(channels, marker, aliases)
+    return found[0] if found else None
+
+
+def marker_alternatives(channels: list[Channel], aliases: dict[str, list[str]]) -> dict[str, list[Channel]]:
+    """Markers of ``aliases`` that several channels name equally well -> those channels."""
+    out = {}
+    for marker, names in aliases.items():
+        found = match_marker_channels(channels, marker, names)
+        if len(found) > 1:
+            out[marker] = found
+    return out
 
 
 def match_markers(

@@ -152,22 +152,62 @@ def separation_check(gate_id: str, value: float, minimum: float, what: str) -> Q
                    f"{what} {'well' if ok else 'poorly'} separated (separation {_num(value)}, needs >= {minimum:g}).")
 
 
-def separation(gate_id: str, negative: np.ndarray, positive: np.ndarray,
-               minimum: float = MIN_SEPARATION, what: str | None = None) -> QcCheck:
-    """Separation of the two populations an adaptive threshold splits, on the gating scale.
+def separation_index(negative: np.ndarray, positive: np.ndarray, min_events: int = 20) -> float:
+    """Separation of two populations split by a threshold, on the gating (logicle) scale.
 
-    Value: ``(median_pos - median_neg) / (rSD_neg + rSD_pos)`` with rSD the robust SD
-    (1.4826 MAD); above ~1.5 the two populations are clearly resolved. With fewer than
-    20 events on a side the value is NaN and the check passes (nothing to resolve).
-    ``what``: the gate in words for the message (default: ``gate_id``).
+    .. math:: SI = (median_{pos} - median_{neg}) / (rSD_{neg} + rSD_{pos})
+
+    with rSD the robust SD, 1.4826 x the median absolute deviation. It is the stain index
+    of Maecker et al. (Cytometry A 2004, 62:169: ``(MFI_pos - MFI_neg) / (2 rSD_neg)``) with
+    the spread of both populations in the denominator, so a broad positive population
+    counts against the split as a broad negative one does. Above ~1.5 the two populations
+    are clearly resolved. NaN when a side holds fewer than ``min_events`` events; inf when
+    both sides are points.
+
+    Parameters
+    ----------
+    negative, positive : numpy.ndarray
+        Gating-scale values of the events below and at or above the threshold.
+    min_events : int
+        Fewest events per side for a value.
     """
-    if negative.size < 20 or positive.size < 20:
-        return separation_check(gate_id, float("nan"), minimum, what or gate_id)
+    if negative.size < min_events or positive.size < min_events:
+        return float("nan")
+
     def rsd(v):
         return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+
     spread = rsd(negative) + rsd(positive)
-    value = (float(np.median(positive)) - float(np.median(negative))) / spread if spread > 0 else float("inf")
-    return separation_check(gate_id, value, minimum, what or gate_id)
+    return (float(np.median(positive)) - float(np.median(negative))) / spread if spread > 0 else float("inf")
+
+
+def separation(gate_id: str, negative: np.ndarray, positive: np.ndarray,
+               minimum: float = MIN_SEPARATION, what: str | None = None) -> QcCheck:
+    """The ``separation_<gate_id>`` row of the two populations an adaptive threshold splits:
+    :func:`separation_index`; with fewer than 20 events on a side the value is NaN and the
+    check passes (nothing to resolve). ``what``: the gate in words for the message
+    (default: ``gate_id``).
+    """
+    return separation_check(gate_id, separation_index(negative, positive), minimum, what or gate_id)
+
+
+def channel_choice(marker: str, parent_id: str, parent_name: str,
+                   scored: list[tuple[str, float, bool]]) -> QcCheck:
+    """``channel_<marker>@<parent_id>``: which of a marker's channels was gated (passes).
+
+    ``scored``: one ``(channel label, separation index, resolved)`` per channel, the
+    chosen one first; ``resolved`` is False when the channel shows one population in the
+    parent. The value is the chosen channel's separation; the message names every channel
+    with its separation, so an analyst sees what was used and why.
+    """
+    def said(label, sep, resolved):
+        value = _num(sep) if math.isfinite(sep) else "not measurable, too few events on one side"
+        return f"{label} (separation {value}{'' if resolved else ', one population'})"
+
+    (label, sep, resolved), others = scored[0], scored[1:]
+    return QcCheck(f"channel_{marker}@{parent_id}", sep, True, None,
+                   f"{marker} has {len(scored)} channels; gated on {said(label, sep, resolved)}, the best "
+                   f"separated in {parent_name}; not used: {'; '.join(said(*o) for o in others)}.")
 
 
 QUADRANT_METHODS = ("valley_1d", "mixture_2d", "unresolved")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TubeTruth", "simulate_tube", "random_truth", "LABEL_VARIANTS", "DETECTORS"]
+__all__ = ["TubeTruth", "simulate_tube", "random_truth", "LABEL_VARIANTS", "DETECTORS", "CD8_SECOND_DETECTOR"]
 
 # Marker -> ($PnN detector, spelling variants seen in real $PnS values).
 DETECTORS: dict[str, str] = {
@@ -36,6 +36,9 @@ DETECTORS: dict[str, str] = {
     "CD127": "BV421-A",
     "FOXP3": "BV711-A",
 }
+
+# Detector of the optional second CD8 channel (``simulate_tube(cd8_second=...)``).
+CD8_SECOND_DETECTOR = "APC-R700-A"
 
 LABEL_VARIANTS: dict[str, list[str]] = {
     "viability": ["Live/Dead", "Zombie NIR", "viability", "L/D NIR"],
@@ -222,6 +225,8 @@ def simulate_tube(
     foxp3: bool = False,
     omit: tuple[str, ...] = (),
     acquired_at: dt.datetime | None = None,
+    cd8_second: float | None = None,
+    cd8_second_first: bool = False,
 ) -> TubeTruth:
     """Write one simulated T-cell tube to ``path`` (FCS 3.1) and return its true percentages.
 
@@ -239,6 +244,11 @@ def simulate_tube(
     control : an unstimulated control tube: no cell expresses IFN-γ, IL-4 or IL-17A.
     foxp3 : add a FOXP3 channel (Treg are FOXP3+).
     omit : markers left out of the tube (e.g. ``("CD4",)``); their subsets are None.
+    cd8_second : a second CD8 channel (:data:`CD8_SECOND_DETECTOR`, $PnS ``CD8b``; the first
+        is then labelled ``CD8a``) whose CD8+ cells sit at this true signal (the first
+        channel's at 15,000; e.g. 400 for a poorly separated second stain). The CD8 truth is
+        the same on both channels: the better separated one is known by construction.
+    cd8_second_first : write that second CD8 channel before the first in the file.
 
     Returns the truth computed from the event labels.
     """
@@ -309,9 +319,22 @@ def simulate_tube(
     height *= drift["scatter"]
     ssc *= drift["scatter"]
     fl *= np.array([drift[m] for m in markers])
+    det = [DETECTORS[m] for m in markers]
+    labels = {}
+    spill = _spillover(markers)
+    if cd8_second is not None and "CD8" in markers:
+        # The same cells stained by a second CD8 antibody: CD8+ at cd8_second, negatives on
+        # their own background; no spillover to or from it.
+        j = markers.index("CD8")
+        second = fl[:, j] * (cd8_second / 15000.0) + _lognormal(rng, 120.0, 0.5, n)
+        at = j if cd8_second_first else j + 1
+        fl = np.insert(fl, at, second, axis=1)
+        det.insert(at, CD8_SECOND_DETECTOR)
+        spill = np.insert(np.insert(spill, at, 0.0, axis=0), at, 0.0, axis=1)
+        spill[at, at] = 1.0
+        labels = {DETECTORS["CD8"]: "CD8a", CD8_SECOND_DETECTOR: "CD8b"}
 
     # Spillover, then detector noise (shot noise ~ sqrt(signal), electronic baseline).
-    spill = _spillover(markers)
     raw = fl @ spill
     raw += rng.standard_normal(raw.shape) * np.sqrt(2.0 * np.maximum(raw, 0.0))
     raw += rng.normal(0.0, 40.0, raw.shape)
@@ -330,12 +353,15 @@ def simulate_tube(
     timestep = 0.01
     time = np.sort(rng.uniform(0, duration, n)) / timestep
 
-    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time"] + [DETECTORS[m] for m in markers]
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time"] + det
     pns = ["", "", "", ""]
     for m in markers:
         variants = LABEL_VARIANTS[m]
         i = int(rng.integers(len(variants))) if label_variant is None else label_variant
         pns.append(variants[i % len(variants)])
+    if labels:
+        pns.insert(4 + det.index(CD8_SECOND_DETECTOR), "")
+        pns = [labels.get(d, p) for d, p in zip(pnn, pns)]
     data = np.column_stack([fsc, height, ssc, time, raw])
     data = np.clip(data, -_PNR, _SATURATION)
 
@@ -343,7 +369,6 @@ def simulate_tube(
     when = acquired_at or dt.datetime(2024, 1, 1, 9, 0) + dt.timedelta(
         days=int(rng.integers(0, 700)), minutes=int(rng.integers(0, 480)))
     end = when + dt.timedelta(seconds=duration)
-    det = [DETECTORS[m] for m in markers]
     spill_text = ",".join([str(len(det))] + det + [repr(float(v)) for v in spill.ravel()])
     meta = {
         "$SPILLOVER": spill_text,

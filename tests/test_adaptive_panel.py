@@ -569,8 +569,8 @@ def test_real_facscalibur_data1_is_gated_on_height_scatter(shared_data, panel, t
     hangs directly from Lymphocytes.
 
     Measured (seed 0): Lymphocytes 1750 of 13,367 events, CD3+ 572 (32.7 % of lymphocytes),
-    CD4+CD8- 442 (25.3 %), CD4-CD8+ 103 (5.9 %), ratio 4.3; CD4/CD8 resolved by 1-D cuts
-    (CD4 valley, CD8 two-component mixture; the CD8 PE separation row fails at 1.2). Only
+    CD4+CD8- 442 (25.3 %), CD4-CD8+ 101 (5.8 %), ratio 4.4; CD4/CD8 resolved by 1-D valleys
+    on CD8 APC (separation 3.8 in CD3+; CD8 B PE, 1.2, is not used: channel_CD8@CD3_pos). Only
     13k events: the lymphocyte and CD3 count checks fail, so the sample goes to review.
     The ~35 % CD3+ share is the same across the FSC range of the gate (not debris
     diluting it); most of the file's events are a CD3- CD4-dim cloud outside the gate.

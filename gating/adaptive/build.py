@@ -3,7 +3,7 @@ build the flowkit strategy, add the whole-tube QC rows."""
 
 from __future__ import annotations
 
-from assays.markers import match_markers
+from assays.markers import marker_alternatives, match_markers
 from assays.records import FcsSample
 from gating.adaptive.prepare import find_channel, prepare, spill_covers
 from gating.adaptive.quadrant import QUADRANT_MODES
@@ -41,12 +41,14 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
         raise ValueError(f"quadrant must be one of {', '.join(QUADRANT_MODES)}, not {quadrant!r}")
     panel = panel or load_panel()
     matched = match_markers(sample.channels, panel.aliases, panel.required)
-    prep = prepare(sample, panel, matched, max_events, seed)
+    prep = prepare(sample, panel, matched, max_events, seed,
+                   alternatives=marker_alternatives(sample.channels, panel.aliases))
     prep.has_comp = sample.spillover is not None and spill_covers(sample, matched)
     ctrl_walk = None
     if control is not None:
         c_matched = match_markers(control.channels, panel.aliases, panel.required)
-        ctrl_prep = prepare(control, panel, c_matched, max_events, seed, scales=prep.scales)
+        ctrl_prep = prepare(control, panel, c_matched, max_events, seed, scales=prep.scales,
+                            alternatives=marker_alternatives(control.channels, panel.aliases))
         ctrl_prep.has_comp = control.spillover is not None and spill_covers(control, c_matched)
         with _single_thread():
             ctrl_walk = walk_panel(ctrl_prep, panel, seed=seed, with_cytokines=False, quadrant=quadrant)
@@ -58,7 +60,7 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
     t = find_channel(sample, "TIME")
     qc.append(stable_flow(sample.events[:, t] if t is not None else None))
     scat = [prep.scatter_index[p] for p in walk.scatter_used]
-    used = scat + [c.index for c in matched.values()]
+    used = scat + [c.index for c in prep.channels.values()]  # after any choice between channels
     qc.append(margin_events(sample.events[prep.rows], channel_ranges(sample, used)))
     qc.extend(walk.qc)
     missing = sorted(set(panel.markers) - set(matched))
@@ -67,7 +69,7 @@ def build_adaptive_gating(sample: FcsSample, panel: Panel | None = None,
         names={spec.gate_id: spec.name for spec, _g, _p in walk.gates},
         qc=qc,
         missing_optional=walk.missing + [f"marker {m}" for m in missing],
-        channels=matched,
+        channels=prep.channels,
         placements=walk.placements,
     )
 

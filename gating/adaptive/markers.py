@@ -5,12 +5,13 @@ Each (marker, parent) cut is placed once and reused by every population of that 
 a ``valley`` marker by :func:`~gating.adaptive.thresholds.marker_threshold` (the viability
 dye too: ``Live`` is left out, its children hanging from its parent, when the file has no
 viability channel), a quadrant pair by :func:`gating.adaptive.quadrant.place`, a cytokine by
-:func:`gating.adaptive.cytokine.cut`.
+:func:`gating.adaptive.cytokine.cut`. A marker on several channels is first given its
+best-separated one in the parent it is first gated in (:mod:`gating.adaptive.channel_choice`).
 """
 
 from __future__ import annotations
 
-from gating.adaptive import cytokine, quadrant
+from gating.adaptive import channel_choice, cytokine, quadrant
 from gating.adaptive.records import GatePlacement
 from gating.adaptive.state import Walk
 from gating.adaptive.strategy import FLUOR_XFORM
@@ -42,6 +43,8 @@ def place(spec: PopulationSpec, parent: str, walk: Walk):
         return None
     if not walk.with_cytokines and any(panel.markers[t.marker].threshold == "cytokine" for t in terms):
         return None
+    for term in terms:
+        channel_choice.choose(term.marker, parent, walk)
     pmask = walk.masks[parent]
     dims, thresholds, notes = [], {}, []
     mask = pmask.copy()

@@ -28,6 +28,9 @@ class Prepared:
     scatter_pnn: dict[str, str] = field(default_factory=dict)  # scatter parameter -> $PnN
     scatter_index: dict[str, int] = field(default_factory=dict)  # scatter parameter -> column
     scales: Scales | None = None
+    # marker -> every (channel, logicle values) naming it equally well, when there are
+    # several (CD8a and CD8b); the walk gates the best separated (gating.adaptive.channel_choice)
+    alternatives: dict[str, list[tuple[Channel, np.ndarray]]] = field(default_factory=dict)
 
 
 def scatter_params(panel: Panel) -> dict[str, tuple[str, ...]]:
@@ -101,9 +104,12 @@ def sample_scales(sample: FcsSample, panel: Panel, matched: dict[str, Channel], 
 
 
 def prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_events: int,
-            seed: int, scales: Scales | None = None) -> Prepared:
+            seed: int, scales: Scales | None = None,
+            alternatives: dict[str, list[Channel]] | None = None) -> Prepared:
     """``sample`` ready for placement; ``scales`` (a control tube takes its stimulated
-    tube's, so control thresholds apply on the same scale) else the sample's own."""
+    tube's, so control thresholds apply on the same scale) else the sample's own.
+    ``alternatives``: markers named by several channels -> those channels
+    (:func:`assays.markers.marker_alternatives`), each made ready too."""
     n = sample.events.shape[0]
     rows = np.arange(n)
     if n > max_events:
@@ -119,8 +125,10 @@ def prepare(sample: FcsSample, panel: Panel, matched: dict[str, Channel], max_ev
         scatter_index[param] = ch.index
     xform = logicle(scales.logicle)
     fluor = {m: logicle_by_table(xform, comp[:, ch.index]) for m, ch in matched.items()}
+    alts = {m: [(ch, fluor[m] if ch is matched.get(m) else logicle_by_table(xform, comp[:, ch.index]))
+                for ch in chans] for m, chans in (alternatives or {}).items() if m in matched}
     return Prepared(n, rows, scatter, fluor, matched, sample.pnn, scatter_pnn=scatter_pnn,
-                    scatter_index=scatter_index, scales=scales)
+                    scatter_index=scatter_index, scales=scales, alternatives=alts)
 
 
 def logicle_by_table(xform, values: np.ndarray, points: int = 4097) -> np.ndarray:
