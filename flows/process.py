@@ -137,6 +137,8 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     t = time.perf_counter()
     sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
     t = out.timed("read", t)
+    if setup.template is not None:  # FlowJo's acquisition-defined matrix is this file's own
+        setup = dataclasses.replace(setup, template=setup.template.for_sample(sample))
     control = None
     ctrl_path = setup.controls.get(sample.sample_id)
     if ctrl_path is not None and setup.template is None:

@@ -13,6 +13,8 @@ import copy
 import io
 import re
 
+import numpy as np
+
 _SIGN = re.compile(r"([+-])(?=$|[^0-9a-z])")
 
 
@@ -48,12 +50,17 @@ def _unique(candidate: str, parent_id: str | None, used: set[str]) -> str:
 def export_gatingml(strategy) -> tuple[str, dict[str, str]]:
     """Gating-ML 2.0 text of ``strategy`` with valid unique ids, and {id: original name}.
 
-    The strategy passed in is not modified. Raises :class:`GatingMLExportError` when the
-    result does not pass the Gating-ML 2.0 schema.
+    FlowJo-born strategies are made expressible first: compensation matrices get
+    fluorochrome names (:func:`_name_fluorochromes`) and rectangle/quadrant bounds on
+    FlowJo-only transforms move to raw values (:func:`_bounds_in_raw_values`). The strategy
+    passed in is not modified. Raises :class:`GatingMLExportError` when the result does not
+    pass the Gating-ML 2.0 schema (e.g. a polygon on FlowJo's biex scale).
     """
     import flowkit as fk
 
     s, names = with_valid_ids(strategy)
+    _name_fluorochromes(s)
+    _bounds_in_raw_values(s)
     buf = io.BytesIO()
     fk.export_gatingml(s, buf)
     xml = _schema_fixups(buf.getvalue())
@@ -102,6 +109,66 @@ def _retarget_boolean_refs(strategy, renamed: dict[tuple[str, ...], tuple[str, .
             if full in renamed and full not in done:
                 new = renamed[full]
                 ref["path"], ref["ref"] = new[:-1], new[-1]
+
+
+def _name_fluorochromes(strategy) -> None:
+    """Give every compensation matrix fluorochrome names: its detectors' names where empty.
+
+    Gating-ML 2.0 requires a non-empty name for each fluorochrome of a ``spectrumMatrix``;
+    FlowJo matrices (its acquisition-defined one included) have none. The gates name
+    detectors ($PnN), which readers find before any fluorochrome name, so naming each
+    fluorochrome after its detector changes no count.
+    """
+    for ref, m in list(strategy.comp_matrices.items()):
+        names = getattr(m, "fluorochromes", None)
+        if names is not None and not all(names):
+            m = copy.copy(m)
+            m.fluorochromes = [f or d for f, d in zip(names, m.detectors)]
+            strategy.comp_matrices[ref] = m
+
+
+# Transforms Gating-ML 2.0 has (flowkit's classes); FlowJo's biex and log are not among them.
+_GML_TRANSFORMS = ("LinearTransform", "LogTransform", "AsinhTransform", "HyperlogTransform", "LogicleTransform",
+                   "RatioTransform")
+
+
+def _bounds_in_raw_values(strategy) -> None:
+    """Rectangle and quadrant gates on a transform Gating-ML lacks (FlowJo's biex): bounds
+    moved to raw values, transform dropped; unused such transforms removed.
+
+    A transform is monotone increasing, so ``lo <= f(x) < hi`` is ``f⁻¹(lo) <= x < f⁻¹(hi)``:
+    the same events, in a form any Gating-ML reader applies. Polygons and ellipses are not
+    straight in raw values and keep the transform (the export then fails its schema check).
+    """
+    from flowkit import gates as fk_gates
+    from flowkit.exceptions import QuadrantReferenceError
+
+    xforms = strategy.transformations
+    foreign = {ref for ref, x in xforms.items() if type(x).__name__ not in _GML_TRANSFORMS}
+    if not foreign:
+        return
+
+    def raw(ref, value):
+        return None if value is None else float(xforms[ref].inverse(np.array([[float(value)]]))[0, 0])
+
+    used = set()
+    for gid, path in strategy.get_gate_ids():
+        try:
+            gate = strategy.get_gate(gid, gate_path=tuple(path))
+        except QuadrantReferenceError:
+            continue
+        for dim in getattr(gate, "dimensions", []):
+            ref = getattr(dim, "transformation_ref", None)
+            if ref not in foreign:
+                used.add(ref)
+            elif isinstance(gate, fk_gates.RectangleGate):
+                dim.min, dim.max, dim.transformation_ref = raw(ref, dim.min), raw(ref, dim.max), None
+            elif isinstance(gate, fk_gates.QuadrantGate):
+                dim.values, dim.transformation_ref = [raw(ref, v) for v in dim.values], None
+            else:
+                used.add(ref)
+    for ref in foreign - used:
+        del xforms[ref]
 
 
 class GatingMLExportError(ValueError):

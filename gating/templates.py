@@ -7,12 +7,17 @@ external entities or entity expansion is refused rather than expanded.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from assays.errors import ConfigError
+
+# FlowJo's name for the compensation recorded at acquisition: each file's own $SPILLOVER.
+ACQUISITION_DEFINED = "Acquisition-defined"
 
 
 @dataclass
@@ -26,6 +31,40 @@ class Template:
     # (Gating-ML 2.0 text or None, {Gating-ML id: population}): the same for every file
     # gated by this template, so exported once per run
     exported: tuple[str | None, dict[str, str]] | None = None
+
+    def for_sample(self, sample) -> Template:
+        """This template as it gates ``sample`` (an ``assays.records.FcsSample``).
+
+        A FlowJo workspace compensating with FlowJo's ``Acquisition-defined`` matrix means
+        "each file's own $SPILLOVER": the workspace only keeps a copy of the matrix of the
+        file it was made on. For a file with a $SPILLOVER, that reference is bound to the
+        file's matrix (detectors named from its $PnN as FlowJo spells them, '/' -> '_'), in
+        the strategy, the compiled plan and hence in the exported Gating-ML (``exported``
+        is left to be made per file). Otherwise the template itself.
+        """
+        matrices = acquisition_matrices(self, sample)
+        if not matrices:
+            return self
+        strategy = copy.copy(self.strategy)  # shares the gate tree; only the matrices differ
+        strategy.comp_matrices = {**self.strategy.comp_matrices, **matrices}
+        compiled = self.compiled
+        if compiled is not None:
+            compiled = dataclasses.replace(compiled, comp_matrices={**compiled.comp_matrices, **matrices})
+        return dataclasses.replace(self, strategy=strategy, compiled=compiled, exported=None)
+
+
+def acquisition_matrices(template: Template, sample) -> dict:
+    """``{ACQUISITION_DEFINED: the file's own spillover as a flowkit Matrix}`` when the
+    template compensates with FlowJo's acquisition-defined matrix and ``sample`` carries a
+    $SPILLOVER; else empty. Fluorochromes are named as the detectors (Gating-ML 2.0 needs a
+    name for each; FlowJo leaves them empty)."""
+    import flowkit as fk
+
+    spill = getattr(sample, "spillover", None)
+    if spill is None or ACQUISITION_DEFINED not in template.strategy.comp_matrices:
+        return {}
+    detectors = [d.replace("/", "_") for d in spill.detectors] if template.kind == "flowjo" else list(spill.detectors)
+    return {ACQUISITION_DEFINED: fk.Matrix(spill.matrix, detectors, list(detectors))}
 
 
 def _screen_xml(path: Path) -> bytes:
