@@ -53,6 +53,10 @@ def install() -> None:
     for package in LAZY_PACKAGES:
         if not _install_lazy(package):
             return
+    # flowkit's own __init__ imports _utils.xml_utils before the gate classes; a first
+    # import through _models.workspace (fk.Workspace: FlowJo templates) otherwise enters the
+    # gates <-> xml_utils import cycle from the side that fails (ImportError GMLBooleanGate).
+    importlib.import_module("flowkit._utils.xml_utils")
 
 
 def _install_lazy(package: str) -> bool:
