@@ -156,9 +156,14 @@ class GroupedStats:
 
 
 def _bucket_bits(n_groups: int) -> int | None:
-    """Bucket resolution (bits) keeping the group x bucket histogram near 2**22 cells;
-    None when even 256 buckets per group would not fit (then numpy is used directly)."""
-    bits = min(16, 22 - max(0, int(np.ceil(np.log2(max(n_groups, 1))))))
+    """Bucket resolution (bits) keeping the group x bucket histogram near 2**18 cells;
+    None when even 256 buckets per group would not fit (then numpy is used directly).
+
+    2**18 int64 counts (2 MB) stay in cache while ``bincount`` scatters a million events
+    into them; at 2**22 cells a 1M-event tube with 14 groups took 0.46 s of statistics
+    instead of 0.34 s (the wider buckets hold more candidates to sort, still few).
+    """
+    bits = min(16, 18 - max(0, int(np.ceil(np.log2(max(n_groups, 1))))))
     return bits if bits >= 8 else None
 
 
