@@ -22,7 +22,7 @@ Exclusions (counted in the views): samples flagged for review (``review`` of
 control tubes, specimens other than the configured ones (default blood, ``PB``; a blank
 specimen counts as blood), and NULL values (a parameter the panel or the data cannot support).
 
-Views (created on every :func:`storage.views.connect`):
+Views (of every :func:`storage.views.connect`, created when a statement first names them):
 
 * ``cohort_windows``          the window definitions in force;
 * ``cohort_sample_windows``   sample -> (patient, cycle, window, day in cycle);

@@ -237,25 +237,20 @@ class ViewConnection:
         import duckdb
 
         catalog = self._catalog
-        if not isinstance(query, str):
-            catalog.create(catalog.names)
-        else:
-            words = _words(query)
-            if words & _CATALOG_WORDS:
-                catalog.create(catalog.names)
-            else:
-                # What the statement defines itself (e.g. cohort views with configured
-                # windows) is its own: never replaced by the default definition later.
-                defined = {m.group(1).lower() for m in _DEFINES.finditer(query)}
-                catalog.create((words - defined) & catalog.names)
-                catalog.created |= defined & catalog.names
+        words = _words(query) if isinstance(query, str) else _CATALOG_WORDS
+        # What the statement defines itself (e.g. cohort views with configured windows) is
+        # its own: never replaced by the default definition later.
+        defined = {m.group(1).lower() for m in _DEFINES.finditer(query)} if isinstance(query, str) else set()
+        catalog.create(catalog.names if words & _CATALOG_WORDS else (words - defined) & catalog.names)
         try:
-            return method(query, *args, **kwargs)
+            result = method(query, *args, **kwargs)
         except duckdb.CatalogException:
             if catalog.created >= catalog.names:
                 raise
             catalog.create(catalog.names)
-            return method(query, *args, **kwargs)
+            result = method(query, *args, **kwargs)
+        catalog.created |= defined & catalog.names
+        return result
 
 
 def _words(sql: str) -> set[str]:
@@ -280,7 +275,6 @@ class _Catalog:
                 # Only committed batches are visible.
                 statements[table] = (f"CREATE VIEW {table} AS SELECT * FROM _raw_{table} "
                                      "WHERE batch_id IN (SELECT batch_id FROM _raw_commits_t)")
-        # DISTINCT: compaction briefly holds a batch's commit row twice (storage/compaction.py).
         statements["commits"] = "CREATE VIEW commits AS SELECT * FROM _raw_commits_t"
         for text in (_VIEWS, cohort.cohort_sql()):
             statements.update(_split(text))
@@ -309,6 +303,7 @@ class _Catalog:
             cohort.register_functions(self.con)
 
     def _create_commits(self) -> None:
+        # DISTINCT: compaction briefly holds a batch's commit row twice (storage/compaction.py).
         commit_files = self.store.files("commits") if self.local else []
         columns = COLUMNS["commits"]
         if commit_files or not self.local:
