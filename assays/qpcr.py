@@ -21,6 +21,7 @@ from pathlib import Path
 
 from assays import tabular
 from assays.errors import InputError
+from assays.names import name_key
 from assays.records import InstrumentExport, QpcrWell
 
 _WELL = ("Well Position", "Well")
@@ -44,7 +45,7 @@ _DIGITAL_PCR_HINTS = ("accepteddroplets", "positives", "conccopies")
 def _is_classic(head: str) -> bool:
     lines = tabular.text_lines(head)
     meta = tabular.metadata_lines([ln for ln in lines if ln.lstrip().startswith("*")])
-    keys = {tabular.normalize_name(k) for k in meta}
+    keys = {name_key(k) for k in meta}
     if sum(k in keys for k in _CLASSIC_KEYS) >= 2:
         return True
     return any(ln.strip().casefold() in _CLASSIC_SECTIONS for ln in lines) and any(
@@ -58,7 +59,7 @@ def sniff(head: str) -> bool:
         return True
     if not tabular.head_has_header(head, _REQUIRED):
         return False
-    norm = tabular.normalize_name(head[:4000])
+    norm = name_key(head[:4000])
     return not any(h in norm for h in _DIGITAL_PCR_HINTS)
 
 
@@ -66,7 +67,7 @@ def _task(raw: str | None) -> str | None:
     """QuantStudio tasks as written; CFX ``Content`` (Unkn, Std-01, NTC, Neg Ctrl) mapped to them."""
     if raw is None:
         return None
-    key = tabular.normalize_name(raw)
+    key = name_key(raw)
     if key.startswith("unkn"):
         return "UNKNOWN"
     if key.startswith("std") or key.startswith("standard"):

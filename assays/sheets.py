@@ -15,6 +15,7 @@ from pathlib import Path
 
 from assays import tabular
 from assays.errors import InputError
+from assays.names import name_key
 from assays.records import PatientCycle, SampleSheetRow
 
 SHEET_COLUMNS = ("sample_id", "patient_id", "collection_date", "specimen", "cell_fraction", "role", "donor_id")
@@ -24,20 +25,16 @@ ROLES = ("recipient_pre", "donor", "post")
 _FIX_SHEET = "correct the row in the spreadsheet and drop the corrected sheet again (later rows replace earlier ones)"
 
 
-def _squeeze(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", str(name).strip().lower())
-
-
 # Every spelling of a known column or role that differs only in case, spacing and
 # punctuation ("Sample ID", "sample-id", "SampleID", "Recipient pre", "RecipientPre").
-_KNOWN = {_squeeze(k): k for k in (*SHEET_COLUMNS, *SHEET_OPTIONAL, *REGISTRY_COLUMNS, *ROLES)}
+_KNOWN = {name_key(k): k for k in (*SHEET_COLUMNS, *SHEET_OPTIONAL, *REGISTRY_COLUMNS, *ROLES)}
 
 
 def column_key(name: str) -> str:
     """Header (or role) normalisation: the known name it spells, case-, spacing- and
     punctuation-blind (``PatientID`` = ``Patient ID`` = ``patient_id``); otherwise lower
     case with runs of other characters as one '_'."""
-    known = _KNOWN.get(_squeeze(name))
+    known = _KNOWN.get(name_key(str(name)))
     if known is not None:
         return known
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from assays.errors import InputError
 from assays.locale_numbers import MISSING_TOKENS, AmbiguousNumberError, number_shape, parse_number
-from assays.names import name_key as normalize_name
+from assays.names import name_key
 from assays.text_decoding import decode, read_bytes
 from assays.timestamps import parse_timestamp
 from assays.xlsx import is_xlsx, xlsx_rows
 
 # Readers call these through tabular (``tabular.decode``, ``tabular.parse_number`` ...).
 __all__ = ["AmbiguousNumberError", "MISSING_TOKENS", "Table", "decode", "empty_file_error", "head_has_header",
-           "head_text", "is_xlsx", "load_table", "metadata_lines", "normalize_name", "number_shape", "parse_number",
+           "head_text", "is_xlsx", "load_table", "metadata_lines", "number_shape", "parse_number",
            "parse_timestamp", "read_bytes", "text_lines", "xlsx_rows"]
 
 _DELIMITERS = ("\t", ",", ";")
@@ -56,18 +56,18 @@ class Table:
 
     def find(self, *names: str) -> int | None:
         """Index of the first column matching any of ``names`` (normalized), else None."""
-        keys = [normalize_name(c) for c in self.header]
+        keys = [name_key(c) for c in self.header]
         for name in names:
-            key = normalize_name(name)
+            key = name_key(name)
             if key in keys:
                 return keys.index(key)
         return None
 
     def find_prefix(self, *prefixes: str) -> int | None:
         """Index of the first column whose normalized name starts with one of ``prefixes``."""
-        keys = [normalize_name(c) for c in self.header]
+        keys = [name_key(c) for c in self.header]
         for prefix in prefixes:
-            p = normalize_name(prefix)
+            p = name_key(prefix)
             for i, k in enumerate(keys):
                 if k.startswith(p):
                     return i
@@ -186,9 +186,9 @@ class Table:
 
     def meta(self, *keys: str) -> str | None:
         """First present metadata value among ``keys`` (normalized)."""
-        norm = {normalize_name(k): v for k, v in self.metadata.items()}
+        norm = {name_key(k): v for k, v in self.metadata.items()}
         for key in keys:
-            value = norm.get(normalize_name(key))
+            value = norm.get(name_key(key))
             if value is not None and value.strip().casefold() not in MISSING_TOKENS:
                 return value.strip()
         return None
@@ -223,14 +223,14 @@ def metadata_lines(lines: Sequence[str]) -> dict[str, str]:
 
 def section_lines(lines: Sequence[str], name: str) -> list[tuple[int, str]] | None:
     """(line number, line) pairs between ``[name]`` and the next ``[...]`` marker, or None."""
-    wanted = normalize_name(name)
+    wanted = name_key(name)
     start = None
     for i, line in enumerate(lines):
         s = line.strip()
         if s.startswith("[") and "]" in s:
             if start is not None:
                 return [(j + 1, lines[j]) for j in range(start, i)]
-            if normalize_name(s[1 : s.index("]")]) == wanted:
+            if name_key(s[1 : s.index("]")]) == wanted:
                 start = i + 1
     if start is None:
         return None
@@ -239,9 +239,9 @@ def section_lines(lines: Sequence[str], name: str) -> list[tuple[int, str]] | No
 
 def has_section(text: str, name: str) -> bool:
     """True when a ``[name]`` section marker line is present."""
-    wanted = normalize_name(name)
+    wanted = name_key(name)
     return any(
-        line.strip().startswith("[") and normalize_name(line.strip().split("]")[0][1:]) == wanted
+        line.strip().startswith("[") and name_key(line.strip().split("]")[0][1:]) == wanted
         for line in text_lines(text)
     )
 
@@ -291,8 +291,8 @@ def _is_comment(line: str) -> bool:
 
 
 def _header_matches(cells: Sequence[str], required: Sequence[Sequence[str]]) -> bool:
-    keys = {normalize_name(c) for c in cells}
-    return all(any(normalize_name(alt) in keys for alt in group) for group in required)
+    keys = {name_key(c) for c in cells}
+    return all(any(name_key(alt) in keys for alt in group) for group in required)
 
 
 def find_header(

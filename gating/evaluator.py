@@ -1,7 +1,7 @@
 """The gate-tree evaluator: exact evaluation of a flowkit ``GatingStrategy`` (Gating-ML 2.0,
 FlowJo workspace or the adaptive panel) on an events matrix. The plan it evaluates is
-``gating.compiled_strategy``; the pipeline gates a sample through
-``gating.sample_gating.apply_strategy``.
+``gating.compiled_strategy``, compensation is ``gating.sample_compensation``; the pipeline
+gates a sample through ``gating.sample_gating.apply_strategy``.
 
 Why this exists
 ---------------
@@ -77,19 +77,13 @@ from typing import Any, Callable, Mapping
 import flowkit as fk
 import numpy as np
 from flowkit import gates as fk_gates
-from flowutils import compensate as fu_compensate
 from flowutils import gating as fu_gating
 
-from gating.compensation import solve_by_chunks
 from gating.compiled_strategy import CompiledStrategy, GateMembership, compile_strategy
 from gating.raw_bands import apply_column, decided_on_raw, in_range, trusted_limit
+from gating.sample_compensation import UNCOMPENSATED, SampleCompensation
 
 __all__ = ["SampleState", "evaluate_strategy"]
-
-# Compensation references that mean "read the raw channel" (flowkit treats a
-# missing reference the same as the Gating-ML keyword).
-_UNCOMPENSATED = (None, "uncompensated")
-
 
 class _RawSampleView:
     """The two attributes ``flowkit.transforms.RatioTransform.apply`` reads from a Sample.
@@ -106,7 +100,6 @@ class _RawSampleView:
         return self._events
 
 
-_MISSING = object()
 
 # Transforms computed by a scalar C loop, one value at a time (flowutils.logicle_c):
 # evaluating them on a subset of events gives the same bits as on the whole column,
@@ -133,11 +126,7 @@ class SampleState:
         self.pnn = list(pnn)
         self.pns = list(pns) if pns is not None else None
         self.flowjo_pnn = [p.replace("/", "_") for p in self.pnn]
-        self.spillover_by_id = spillover_by_id
         self.n = events.shape[0]
-        # comp ref -> (compensated block, channel index -> block column)
-        self._comp: dict[Any, tuple[np.ndarray, dict[int, int]]] = {}
-        self._identity = {i: i for i in range(events.shape[1])}
         # (effective comp ref, transform ref, channel index) ->
         # (contiguous 1-D column, bool "computed" mask or None once complete)
         self._columns: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -148,115 +137,22 @@ class SampleState:
         self._quad_results: dict[int, dict[str, np.ndarray]] = {}
         # seconds spent compensating and transforming (the rest of an evaluation is gating)
         self.seconds = {"compensate": 0.0, "transform": 0.0}
+        self.comp = SampleCompensation(events, self.pnn, plan.comp_matrices, spillover_by_id, self.seconds)
         self._in_progress: set[tuple[str, ...]] = set()
 
-    # ----- compensation -------------------------------------------------------------
-
-    def _lookup_matrix(self, comp_ref: str) -> Any:
-        """The matrix for ``comp_ref``: caller-supplied first, then the strategy's."""
-        found: Any = _MISSING
-        src = self.spillover_by_id
-        if src is not None:
-            if callable(src) and not isinstance(src, Mapping):
-                try:
-                    found = src(comp_ref)
-                except KeyError:
-                    found = _MISSING
-            else:
-                found = src.get(comp_ref, _MISSING)
-        if found is not _MISSING and found is not None:
-            return found
-        if comp_ref in self.plan.comp_matrices:
-            return self.plan.comp_matrices[comp_ref]
-        if comp_ref == "FCS":
-            # Gating-ML 2.0: 'FCS' with no spillover in the file = uncompensated.
-            return None
-        raise KeyError(
-            f"compensation reference {comp_ref!r} is neither in the gating strategy "
-            f"({sorted(self.plan.comp_matrices)}) nor supplied in spillover_by_id"
-        )
+    # ----- compensation (gating.sample_compensation) --------------------------------
 
     def compensated(self, comp_ref: Any) -> tuple[np.ndarray, dict[int, int]]:
-        """Compensated values for ``comp_ref`` as ``(block, where)``.
-
-        ``block`` is an (n_events, k) array and ``where`` maps a channel index to its
-        column in ``block``; channels not in ``where`` are unaffected by this
-        compensation and read from the raw events. No compensation: ``(events,
-        identity)``.
-        """
-        if comp_ref in _UNCOMPENSATED:
-            return self.events, self._identity
-        hit = self._comp.get(comp_ref)
-        if hit is not None:
-            return hit
-        matrix = self._lookup_matrix(comp_ref)
-        if matrix is None:
-            out = (self.events, self._identity)
-        else:
-            t0 = time.perf_counter()
-            out = self._apply_matrix(matrix, comp_ref)
-            self.seconds["compensate"] += time.perf_counter() - t0
-        self._comp[comp_ref] = out
-        return out
+        """See :meth:`gating.sample_compensation.SampleCompensation.compensated`."""
+        return self.comp.compensated(comp_ref)
 
     def compensated_channels(self) -> dict[Any, dict[int, np.ndarray]]:
         """``{comp ref: {channel index: values}}`` for every matrix applied so far."""
-        return {
-            ref: {ch: block[:, j] for ch, j in where.items()}
-            for ref, (block, where) in self._comp.items()
-            if block is not self.events
-        }
+        return self.comp.compensated_channels()
 
     def source(self, comp_ref: Any, idx: int) -> tuple[np.ndarray, int]:
         """(2-D array, column) holding channel ``idx`` compensated with ``comp_ref``."""
-        block, where = self.compensated(comp_ref)
-        j = where.get(idx)
-        return (self.events, idx) if j is None else (block, j)
-
-    def _apply_matrix(self, matrix: Any, comp_ref: str) -> tuple[np.ndarray, dict[int, int]]:
-        if isinstance(matrix, fk.SpectralMatrix):
-            # Rare; flowutils' own function on the whole matrix.
-            idx = [self._pnn_index(d, comp_ref) for d in matrix.detectors]
-            full = fu_compensate.compensate_spectral_ols(self.events, matrix.matrix, idx)
-            return full, self._identity
-        if isinstance(matrix, fk.Matrix):
-            # Same matrix and channel order as flowkit's Matrix.apply.
-            idx = [self._pnn_index(d, comp_ref) for d in matrix.detectors]
-            values = np.asarray(matrix.matrix)
-        else:
-            if isinstance(matrix, tuple) and len(matrix) == 2:
-                detectors, values = matrix
-            else:
-                detectors, values = matrix.detectors, matrix.matrix
-            values = np.asarray(values, dtype=np.float64)
-            idx = [self._pnn_index(d, comp_ref) for d in detectors]
-            # A spillover record ($SPILLOVER order) is put in file channel order
-            # first: flowkit re-orders the file's spillover to its fluorescence
-            # channel order before solving, and the solve's rounding depends on it.
-            order = np.argsort(idx, kind="stable")
-            values = values[np.ix_(order, order)]
-            idx = [idx[i] for i in order]
-        # The exact expression of flowutils.compensate.compensate
-        # (``np.linalg.solve(spill.T, data[:, idx].T).T``) on the same operands, so
-        # the same LAPACK call produces the same bits; it skips that function's copy
-        # of the whole events matrix and the write-back, which only move data.
-        # Detectors in consecutive columns (the usual layout) are passed as a strided
-        # view: solve copies its operand into LAPACK's layout anyway, so the values it
-        # sees are the same and a second copy of the detector block is saved.
-        first = idx[0] if idx else 0
-        detectors = (self.events[:, first:first + len(idx)] if idx == list(range(first, first + len(idx)))
-                     else self.events[:, idx])
-        block = solve_by_chunks(values.T, detectors.T).T
-        return block, {c: j for j, c in enumerate(idx)}
-
-    def _pnn_index(self, detector: str, comp_ref: str) -> int:
-        try:
-            return self.pnn.index(detector)
-        except ValueError:
-            raise LookupError(
-                f"compensation {comp_ref!r} names detector {detector!r}, not a channel "
-                f"of this sample ($PnN: {self.pnn})"
-            ) from None
+        return self.comp.source(comp_ref, idx)
 
     # ----- columns ------------------------------------------------------------------
 
@@ -268,13 +164,13 @@ class SampleState:
             return self.pns.index(dim_id)
         if dim_id in self.flowjo_pnn:
             return self.flowjo_pnn.index(dim_id)
-        if dim_comp_ref not in _UNCOMPENSATED:
+        if dim_comp_ref not in UNCOMPENSATED:
             matrix = self.plan.comp_matrices.get(dim_comp_ref)
             if matrix is None:
-                matrix = self._lookup_matrix(dim_comp_ref)
+                matrix = self.comp.lookup_matrix(dim_comp_ref)
             fluoros = list(getattr(matrix, "fluorochromes", None) or [])
             if dim_id in fluoros:
-                return self._pnn_index(matrix.detectors[fluoros.index(dim_id)], dim_comp_ref)
+                return self.comp.pnn_index(matrix.detectors[fluoros.index(dim_id)], dim_comp_ref)
             raise ValueError(f"{dim_id} not found in list of matrix fluorochromes")
         raise LookupError(
             f"{dim_id!r} is not a channel of this sample ($PnN: {self.pnn}; $PnS: {self.pns})"
@@ -291,7 +187,7 @@ class SampleState:
         needs them; entries never needed stay NaN. Callers must therefore AND their
         result with ``within`` (``mask()`` does).
         """
-        key = (comp_ref if comp_ref not in _UNCOMPENSATED else None, xform_ref, idx)
+        key = (comp_ref if comp_ref not in UNCOMPENSATED else None, xform_ref, idx)
         hit = self._columns.get(key)
         if hit is not None and hit[1] is None:
             return hit[0]
@@ -348,7 +244,7 @@ class SampleState:
     def gate_comp_ref(self, gate: Any) -> Any:
         """The one compensation reference all dimensions of ``gate`` are read with."""
         refs = {
-            d.compensation_ref for d in gate.dimensions if d.compensation_ref not in _UNCOMPENSATED
+            d.compensation_ref for d in gate.dimensions if d.compensation_ref not in UNCOMPENSATED
         }
         if len(refs) > 1:
             raise NotImplementedError(
@@ -398,7 +294,7 @@ class SampleState:
 
     def _complete(self, comp_ref: Any, xform_ref: str, idx: int) -> bool:
         """True if ``column`` has this column cached for every event."""
-        hit = self._columns.get((comp_ref if comp_ref not in _UNCOMPENSATED else None, xform_ref, idx))
+        hit = self._columns.get((comp_ref if comp_ref not in UNCOMPENSATED else None, xform_ref, idx))
         return hit is not None and hit[1] is None
 
     def _banded_range(

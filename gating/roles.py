@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from assays.names import name_key
+
 ROLES = ("lymphocytes", "cd3", "cd4", "cd8", "th1", "th2", "th0", "th17", "treg")
 
 # Population names that define the lymphocyte base, from outermost to innermost, as labs
@@ -47,10 +49,27 @@ _SINGLE = {"cd4+": "cd4", "cd8+": "cd8"}
 _HELPERS = {"th1", "th2", "th0", "th17", "treg"}
 
 
-def population_key(name: str | None) -> str | None:
-    """The comparison key of a population name (see the module docstring).
+def signed_population_key(name: str | None) -> str | None:
+    """The comparison key of a population name that keeps its ``+``/``-`` signs.
 
-    >>> [population_key(n) for n in ("CD4_pos_CD8_neg", "CD3+ T cells", "T cells", "CD4", "Tregs")]
+    Not :func:`assays.names.name_key`, on purpose: that key drops punctuation, so
+    ``CD4+CD8-`` and ``CD4-CD8+`` (two different quadrants) would be one name. This key
+    keeps the signs, reads Gating-ML id suffixes as signs and folds the spellings listed
+    in the module docstring (a trailing "T cells", a bare marker, "Tregs").
+
+    Parameters
+    ----------
+    name : str or None
+        A gate name or Gating-ML id as written in the template.
+
+    Returns
+    -------
+    str or None
+        The key (None for None).
+
+    Examples
+    --------
+    >>> [signed_population_key(n) for n in ("CD4_pos_CD8_neg", "CD3+ T cells", "T cells", "CD4", "Tregs")]
     ['cd4+cd8-', 'cd3+', 'cd3+', 'cd4+', 'treg']
     """
     if name is None:
@@ -64,19 +83,15 @@ def population_key(name: str | None) -> str | None:
     return "treg" if k == "tregs" else k
 
 
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
 def base_level(name: str) -> int | None:
     """0 for a lymphocyte gate, 1 for a singlet gate, 2 for a live-cell gate; None otherwise."""
-    n = _norm(name)
+    n = name_key(name)
     if _LYMPH.fullmatch(n):
         return 0
     if _SINGLETS.fullmatch(n):
         return 1
     negative = _NEGATIVE.search(name)
-    if _LIVE.fullmatch(n) or (negative and _VIABILITY_DYES.fullmatch(_norm(name[:negative.start()]))):
+    if _LIVE.fullmatch(n) or (negative and _VIABILITY_DYES.fullmatch(name_key(name[:negative.start()]))):
         return 2
     return None
 
@@ -102,12 +117,12 @@ def lymphocyte_base(path_names: tuple[str, ...]) -> int | None:
 
 def _candidate(name: str, parent: str | None) -> tuple[str, int] | None:
     """(role, preference) a population qualifies for, lower preference first; None if none."""
-    key = population_key(name)
+    key = signed_population_key(name)
     if key == "cd3+":
         return "cd3", 0
     if key in _QUADRANT:
         return _QUADRANT[key], 0
-    if key in _SINGLE and population_key(parent) == "cd3+":
+    if key in _SINGLE and signed_population_key(parent) == "cd3+":
         return _SINGLE[key], 1
     if key in _HELPERS:
         return key, 0

@@ -61,6 +61,20 @@ def logicle(params: dict[str, float]):
 def scatter_linear(top: float):
     """flowkit linear transform of scatter: ``y = x / top`` (Gating-ML 2.0 flin with A = 0).
 
+    Reference: Gating-ML 2.0 (Spidlen et al., Cytometry A 2015), section on flin.
+
+    Parameters
+    ----------
+    top : float
+        The top of the scatter scale (the panel's or the file's ``$PnR``), mapped to 1.
+
+    Returns
+    -------
+    flowkit.transforms.LinearTransform
+        The transform gates and pictures apply to scatter channels.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> float(scatter_linear(262144.0).apply(np.array([[131072.0]]))[0, 0])
     0.5

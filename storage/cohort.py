@@ -145,6 +145,17 @@ def wilcoxon_p(differences: Sequence[float | None] | None) -> float | None:
     null distribution of W+ for small n without ties, else the normal approximation
     (``scipy.stats.wilcoxon``, ``method="auto"``). None when no non-zero difference remains
     (the test is undefined). NULLs in the input are ignored.
+
+    Parameters
+    ----------
+    differences : sequence of float or None
+        Paired differences of one parameter: a window's value minus the same patient's
+        pre-MST baseline.
+
+    Returns
+    -------
+    float or None
+        The two-sided p value.
     """
     d = [float(x) for x in (differences or []) if x is not None]
     if not any(x != 0 for x in d):
@@ -160,6 +171,21 @@ def bh_adjust(p_values: Sequence[float | None] | None) -> list[float | None]:
     With the m non-missing p values sorted ascending, ``p_(i)^BH = min_{j >= i} min(1,
     m p_(j) / j)`` (Benjamini & Hochberg 1995, J. R. Stat. Soc. B 57:289-300);
     ``scipy.stats.false_discovery_control(method="bh")``.
+
+    Parameters
+    ----------
+    p_values : sequence of float or None
+        The p values of one family of tests (e.g. every parameter x window).
+
+    Returns
+    -------
+    list of float or None
+        Adjusted p values in the input order; None where the input was None.
+
+    Examples
+    --------
+    >>> [q if q is None else round(q, 3) for q in bh_adjust([0.01, None, 0.04, 0.03])]
+    [0.03, None, 0.04, 0.04]
     """
     values = list(p_values or [])
     present = [i for i, p in enumerate(values) if p is not None]

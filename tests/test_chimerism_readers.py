@@ -9,6 +9,7 @@ import pytest
 
 from assays import ddpcr, qpcr, str_export, tabular
 from assays.errors import InputError
+from assays.names import name_key
 from assays.records import DdpcrWell, QpcrWell, StrPeak
 
 READERS = {"str": str_export, "qpcr": qpcr, "ddpcr": ddpcr}
@@ -45,9 +46,9 @@ def test_decode_variants():
     assert tabular.decode(text.encode("cp1252")) == text  # latin-1 fallback keeps µ
 
 
-def test_normalize_name_is_blind_to_case_space_punctuation():
-    assert tabular.normalize_name("Sample.Name") == tabular.normalize_name("sample name")
-    assert tabular.normalize_name("Allele.1") == tabular.normalize_name("Allele 1")
+def test_name_key_is_blind_to_case_space_punctuation():
+    assert name_key("Sample.Name") == name_key("sample name")
+    assert name_key("Allele.1") == name_key("Allele 1")
 
 
 def test_xlsx_table(tmp_path):

@@ -11,6 +11,7 @@ from assays import ddpcr
 from assays.records import DdpcrWell, PatientCycle, SampleSheetRow
 from simulators.ddpcr_sim import write_ddpcr_case
 from gating.chimerism import ddpcr as dd
+from gating.chimerism import droplet_limits as dl
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 
 SEED = 2024
@@ -40,19 +41,19 @@ def test_limits():
     """Count-based LoB/LoD (CLSI EP17-A2 on Poisson droplet counts); replaces the parametric mean + 1.645 SD."""
     from scipy import stats
 
-    assert dd.blank_rate(0, 70000) == 0.0 and dd.blank_rate(1, 70000) == pytest.approx(1 / 70000)
-    assert dd.lob_count(0.0, min_call=1) == 0  # clean blank, no minimum: any droplet is a call
-    assert dd.lob_count(0.0) == 0 and dd.lob_count(0.0, min_call=3) == 2
-    assert dd.lob_count(2.0) == 5  # P(Pois(2) <= 4) = 0.947 < 0.95 <= P(Pois(2) <= 5) = 0.983
-    assert dd.lob_count(0.4, min_call=3) == 2 and dd.lob_count(10.0, min_call=3) == 15
-    assert dd.lod_count(0, 0.0) == pytest.approx(-math.log(0.05))  # the Poisson floor: 3 copies
-    assert dd.lod_count(2, 0.0) == pytest.approx(6.2958, abs=1e-3)
+    assert dl.blank_rate(0, 70000) == 0.0 and dl.blank_rate(1, 70000) == pytest.approx(1 / 70000)
+    assert dl.lob_count(0.0, min_call=1) == 0  # clean blank, no minimum: any droplet is a call
+    assert dl.lob_count(0.0) == 0 and dl.lob_count(0.0, min_call=3) == 2
+    assert dl.lob_count(2.0) == 5  # P(Pois(2) <= 4) = 0.947 < 0.95 <= P(Pois(2) <= 5) = 0.983
+    assert dl.lob_count(0.4, min_call=3) == 2 and dl.lob_count(10.0, min_call=3) == 15
+    assert dl.lod_count(0, 0.0) == pytest.approx(-math.log(0.05))  # the Poisson floor: 3 copies
+    assert dl.lod_count(2, 0.0) == pytest.approx(6.2958, abs=1e-3)
     for mu_b in (0.0, 0.4, 2.0, 7.5):
-        lob = dd.lob_count(mu_b, min_call=1)
+        lob = dl.lob_count(mu_b, min_call=1)
         assert stats.poisson.sf(lob, mu_b) <= 0.05  # blanks called detected at most 5 %
-        assert stats.poisson.sf(lob, mu_b + dd.lod_count(lob, mu_b)) == pytest.approx(0.95)
-    assert dd.poisson_lod_fraction(100000, 1.0, 2.0) == pytest.approx(6e-5)
-    assert dd.droplets_to_fraction(3.0, 100000, 1.0, 2.0) == pytest.approx(dd.poisson_lod_fraction(100000, 1.0, 2.0))
+        assert stats.poisson.sf(lob, mu_b + dl.lod_count(lob, mu_b)) == pytest.approx(0.95)
+    assert dl.poisson_lod_fraction(100000, 1.0, 2.0) == pytest.approx(6e-5)
+    assert dl.droplets_to_fraction(3.0, 100000, 1.0, 2.0) == pytest.approx(dl.poisson_lod_fraction(100000, 1.0, 2.0))
 
 
 def _run(path, case):

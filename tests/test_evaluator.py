@@ -123,6 +123,17 @@ def test_same_masks_as_flowkit_on_compliance_files(shared_data, data1):
         _assert_same_as_flowkit(out, gs.gate_sample(data1), path.name)
 
 
+# The four quadrants of CD4_CD8, each placed by a location on either side of both dividers.
+_QUADRANTS_CD4_CD8 = "".join(
+    f"""    <gating:Quadrant gating:id="{qid}">
+      <gating:position gating:divider_ref="d_cd4" gating:location="{cd4}"/>
+      <gating:position gating:divider_ref="d_cd8" gating:location="{cd8}"/>
+    </gating:Quadrant>
+"""
+    for qid, cd4, cd8 in (("CD4_pos_CD8_neg", 0.9, 0.1), ("CD4_neg_CD8_pos", 0.1, 0.9),
+                          ("CD4_pos_CD8_pos", 0.9, 0.9), ("CD4_neg_CD8_neg", 0.1, 0.1))
+)
+
 # A small logicle T-cell template for 100715.fcs: file $SPILLOVER ('FCS'), logicle on
 # fluorescence, linear scatter, polygon > rectangle > quadrant > gate under a quadrant,
 # an ellipse, a ratio dimension and Boolean gates referencing a quadrant.
@@ -177,23 +188,7 @@ TEMPLATE_100715 = """<?xml version="1.0" encoding="UTF-8"?>
       <data-type:fcs-dimension data-type:name="V800-A"/>
       <gating:value>0.45</gating:value>
     </gating:divider>
-    <gating:Quadrant gating:id="CD4_pos_CD8_neg">
-      <gating:position gating:divider_ref="d_cd4" gating:location="0.9"/>
-      <gating:position gating:divider_ref="d_cd8" gating:location="0.1"/>
-    </gating:Quadrant>
-    <gating:Quadrant gating:id="CD4_neg_CD8_pos">
-      <gating:position gating:divider_ref="d_cd4" gating:location="0.1"/>
-      <gating:position gating:divider_ref="d_cd8" gating:location="0.9"/>
-    </gating:Quadrant>
-    <gating:Quadrant gating:id="CD4_pos_CD8_pos">
-      <gating:position gating:divider_ref="d_cd4" gating:location="0.9"/>
-      <gating:position gating:divider_ref="d_cd8" gating:location="0.9"/>
-    </gating:Quadrant>
-    <gating:Quadrant gating:id="CD4_neg_CD8_neg">
-      <gating:position gating:divider_ref="d_cd4" gating:location="0.1"/>
-      <gating:position gating:divider_ref="d_cd8" gating:location="0.1"/>
-    </gating:Quadrant>
-  </gating:QuadrantGate>
+""" + _QUADRANTS_CD4_CD8 + """  </gating:QuadrantGate>
   <gating:RectangleGate gating:id="CD127_lo" gating:parent_id="CD4_pos_CD8_neg">
     <gating:dimension gating:compensation-ref="FCS" gating:transformation-ref="logicle" gating:max="0.5">
       <data-type:fcs-dimension data-type:name="G560-A"/>

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from assays import tabular
+from assays.names import name_key
 from flows.inbox import InboxFile
 from flows.process import GatingSetup, process_file
 
@@ -83,7 +84,7 @@ def _header_index(lines: list[str], delimiter: str) -> int:
     """Line index of the results header (after ``[Results]`` in sectioned exports)."""
     start = next((i + 1 for i, ln in enumerate(lines) if ln.strip() == "[Results]"), 0)
     for i in range(start, len(lines)):
-        keys = {tabular.normalize_name(c) for c in _split(lines[i], delimiter)}
+        keys = {name_key(c) for c in _split(lines[i], delimiter)}
         if len(keys) > 4 and keys & {"well", "samplename", "sample"}:
             return i
     raise AssertionError("no header line")

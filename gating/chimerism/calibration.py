@@ -45,7 +45,22 @@ class StandardCurve:
 
 
 def fit_standard_curve(quantities: Sequence[float], cts: Sequence[float]) -> StandardCurve | None:
-    """Least-squares Ct = slope x log10(quantity) + intercept; None with < 3 points or < 2 levels."""
+    """Least-squares Ct = slope x log10(quantity) + intercept; None with < 3 points or < 2 levels.
+
+    Parameters
+    ----------
+    quantities : sequence of float
+        Known quantity (copies, or donor %) of each standard well; non-positive and
+        non-finite entries are skipped.
+    cts : sequence of float
+        Ct (or ΔCt) of the same wells.
+
+    Returns
+    -------
+    StandardCurve or None
+        Slope, intercept, R² = 1 - SS_res / SS_tot and the fit statistics (residual SD
+        with n - 2 df, mean and Sxx of log10(quantity)).
+    """
     q = np.asarray(quantities, dtype=float)
     c = np.asarray(cts, dtype=float)
     ok = np.isfinite(q) & np.isfinite(c) & (q > 0)
@@ -64,7 +79,23 @@ def fit_standard_curve(quantities: Sequence[float], cts: Sequence[float]) -> Sta
 
 
 def efficiency_from_slope(slope: float) -> float:
-    """E = 10^(-1/slope) (2.0 for the ideal slope -3.32).  (DESIGN.md; Pfaffl 2001)"""
+    """E = 10^(-1/slope) (2.0 for the ideal slope -3.32).  (DESIGN.md; Pfaffl 2001)
+
+    Parameters
+    ----------
+    slope : float
+        Slope of Ct against log10(quantity) (:func:`fit_standard_curve`).
+
+    Returns
+    -------
+    float
+        Amplification factor per cycle E (efficiency in % = 100 x (E - 1)).
+
+    Examples
+    --------
+    >>> round(efficiency_from_slope(-3.3219), 3)
+    2.0
+    """
     return 10.0 ** (-1.0 / slope)
 
 
@@ -73,13 +104,39 @@ def standard_curve_acceptable(
     slope_range: tuple[float, float] = (-3.6, -3.1),
     min_r2: float = 0.98,
 ) -> bool:
-    """Accept slope -3.6..-3.1 (E 90-110 %) and R² >= 0.98 (DESIGN.md)."""
+    """Accept slope -3.6..-3.1 (E 90-110 %) and R² >= 0.98 (DESIGN.md).
+
+    Parameters
+    ----------
+    curve : StandardCurve
+        The fitted curve.
+    slope_range : tuple of float
+        Accepted slopes (either order).
+    min_r2 : float
+        Smallest accepted R².
+
+    Returns
+    -------
+    bool
+        True when the curve may set the efficiency.
+    """
     lo, hi = min(slope_range), max(slope_range)
     return lo <= curve.slope <= hi and curve.r2 >= min_r2
 
 
 def lod_from_dilution(levels: Sequence[tuple[float, CtSummary]]) -> float | None:
-    """LOD = lowest dilution level (donor %) at which all replicates were detected.  (DESIGN.md)"""
+    """LOD = lowest dilution level (donor %) at which all replicates were detected.  (DESIGN.md)
+
+    Parameters
+    ----------
+    levels : sequence of (float, CtSummary)
+        Donor % of each dilution level and its replicate wells.
+
+    Returns
+    -------
+    float or None
+        The LOD in donor %; None when no level was fully detected.
+    """
     ok = [pct for pct, s in levels if s.all_detected]
     return min(ok) if ok else None
 
@@ -89,6 +146,18 @@ def loq_from_dilution(levels: Sequence[tuple[float, CtSummary]], max_sd: float =
 
     Below it the Ct scatter (Poisson sampling of few copies) makes the number
     imprecise: reported as "detected, not quantifiable" (MIQE).
+
+    Parameters
+    ----------
+    levels : sequence of (float, CtSummary)
+        Donor % of each dilution level and its replicate wells.
+    max_sd : float
+        Largest acceptable replicate SD in cycles.
+
+    Returns
+    -------
+    float or None
+        The LOQ in donor %; None when no level qualifies.
     """
     ok = [
         pct
@@ -105,6 +174,18 @@ def pct_from_dilution(dct_sample: float, curve: StandardCurve) -> float:
     donor % = 10^((ΔCt_sample - intercept) / slope). Interpolating between nearby levels
     avoids the long extrapolation from 100 % donor, where a small efficiency error is
     multiplied by ~11 cycles at 0.05 %.
+
+    Parameters
+    ----------
+    dct_sample : float
+        ΔCt (marker - reference) of the post sample.
+    curve : StandardCurve
+        ΔCt against log10(donor %) of the plate's dilution series.
+
+    Returns
+    -------
+    float
+        Donor share in percent.
     """
     return 10.0 ** ((dct_sample - curve.intercept) / curve.slope)
 
@@ -117,6 +198,18 @@ def calibration_var(curve: StandardCurve, dct_sample: float) -> float:
     Var(fitted line at x0) = s_res² x (1/n + (x0 - x_mean)² / Sxx). It grows away from
     the middle of the series, e.g. when 50-95 % donor is read off a 0.01-10 % series.
     0 when the curve carries no fit statistics.
+
+    Parameters
+    ----------
+    curve : StandardCurve
+        The dilution curve with its fit statistics.
+    dct_sample : float
+        The sample's ΔCt (the read-off point y0).
+
+    Returns
+    -------
+    float
+        Var(fitted line at x0) in ΔCt².
     """
     if not (math.isfinite(curve.s_res) and curve.sxx > 0 and curve.n_points > 0):
         return 0.0
@@ -140,6 +233,22 @@ def dilution_ci(
     Var_cal = :func:`calibration_var`, the fitted line's uncertainty at the read-off
     point (n - 2 df). q is the Student t quantile at ``level`` with the
     Welch-Satterthwaite df of the two parts; ``z`` forces a quantile.
+
+    Parameters
+    ----------
+    pct : float
+        Donor % of :func:`pct_from_dilution`.
+    curve : StandardCurve
+        The dilution curve it was read off.
+    se_dct, df_dct : float
+        Standard error of the sample's ΔCt and its degrees of freedom.
+    z, level : float
+        Fixed quantile (optional, replaces Student's t) and two-sided level.
+
+    Returns
+    -------
+    tuple of float
+        Lower and upper bound, donor %.
     """
     dct_sample = curve.intercept + curve.slope * math.log10(pct) if pct > 0 else curve.intercept
     parts = [(se_dct * se_dct, df_dct), (calibration_var(curve, dct_sample), float(max(curve.df, 1)))]
@@ -166,7 +275,32 @@ def calibrate_target(
     target: str, reference: str, wells: Sequence[QpcrWell], config: ChimerismConfig
 ) -> QpcrCalibration:
     """Efficiency from the target's standard wells; LOD/LOQ and a ΔCt readout curve from them
-    when they are a donor-in-recipient % series."""
+    when they are a donor-in-recipient % series.
+
+    E = 10^(-1/slope) (:func:`efficiency_from_slope`) from the standard wells' linear range
+    (levels fully detected with replicate SD within ``qpcr_max_replicate_sd``), when the
+    curve is acceptable, else the configured efficiency with the flag
+    ``standard_curve_rejected``; LOD/LOQ by :func:`lod_from_dilution` /
+    :func:`loq_from_dilution` when the standards are a donor-% series, the configured LOD a
+    floor (LOQ >= LOD).
+
+    Parameters
+    ----------
+    target : str
+        The marker target.
+    reference : str
+        The plate's reference-gene target (for the ΔCt readout curve).
+    wells : sequence of QpcrWell
+        Every well of the plate.
+    config : ChimerismConfig
+        Efficiency, slope/R² acceptance, Ct cutoff, LOD floor and LOQ settings.
+
+    Returns
+    -------
+    QpcrCalibration
+        Efficiency, LOD and LOQ in donor % (None when neither the plate nor the
+        configuration gives one), flags, and the curves used.
+    """
     standards = [w for w in wells if w.target == target and (w.task or "").upper() == "STANDARD" and w.quantity]
     flags: list[str] = []
     efficiency = config.qpcr_efficiency
@@ -211,13 +345,39 @@ def blank_ct_limit(blank_cts: Sequence[float | None], ct_cutoff: float | None = 
     the few blank wells of one plate (< 20) the non-parametric estimate of that
     percentile is the most extreme blank, here the earliest Ct (highest signal). None
     when no blank amplified: then any amplification is above the blank.
+
+    Parameters
+    ----------
+    blank_cts : sequence of float or None
+        Ct of the blank wells (Undetermined = None), with ``ct_cutoff`` the latest Ct
+        still counted as amplification (optional).
+
+    Returns
+    -------
+    float or None
+        The limit of blank in Ct.
     """
     amplified = [c for c in blank_cts if c is not None and (ct_cutoff is None or c <= ct_cutoff)]
     return min(amplified) if amplified else None
 
 
 def replicates_above_blank(cts: Sequence[float | None], limit: float | None, ct_cutoff: float | None = None) -> int:
-    """Replicate wells that amplified earlier than the blank limit (:func:`blank_ct_limit`)."""
+    """Replicate wells that amplified earlier than the blank limit (:func:`blank_ct_limit`).
+
+    Parameters
+    ----------
+    cts : sequence of float or None
+        Ct of the sample's replicate wells of one marker.
+    limit : float or None
+        :func:`blank_ct_limit` (None: every amplification counts).
+    ct_cutoff : float, optional
+        Highest Ct still counted as amplification.
+
+    Returns
+    -------
+    int
+        How many replicates amplified before the blank limit.
+    """
     return sum(1 for c in cts if c is not None and (ct_cutoff is None or c <= ct_cutoff)
                and (limit is None or c < limit))
 

@@ -5,7 +5,7 @@ Copies from droplets follow the Poisson partition model (Hindson et al., Anal Ch
 dMIQE, Huggett et al., Clin Chem 2013); the ratio CI combines the two targets' exact
 binomial bounds with the MOVER method on the log scale (Donner & Zou, Stat Methods Med
 Res 2012); LoB/LoD follow CLSI EP17-A2 applied to droplet counts (Poisson false-positive
-droplets of the blank wells, :func:`lob_count`, :func:`lod_count`).
+droplets of the blank wells, :mod:`gating.chimerism.droplet_limits`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assays.records import DdpcrWell
+from gating.chimerism.droplet_limits import blank_rate, droplets_to_fraction, lob_count, lod_count, poisson_lod_fraction
 from gating.chimerism.limits import combine_markers
 from gating.chimerism.pairing import (
     Pairing,
     computable_donors,
-    is_reference_target,
     no_reference_results,
-    reference_target,
+    split_targets,
 )
 from gating.chimerism.records import (
     BELOW_LOD,
@@ -40,6 +40,23 @@ def lambda_from_counts(negatives: int, total: int) -> float:
     """Mean copies per droplet: λ = -ln(negatives / total).  (DESIGN.md; Poisson)
 
     ``inf`` when every droplet is positive (saturated well), ``nan`` without droplets.
+
+    Parameters
+    ----------
+    negatives : int
+        Droplets negative for the target.
+    total : int
+        Accepted droplets.
+
+    Returns
+    -------
+    float
+        λ, mean target copies per droplet (Hindson et al. 2011).
+
+    Examples
+    --------
+    >>> round(lambda_from_counts(negatives=9048, total=10000), 4)
+    0.1
     """
     if total <= 0:
         return math.nan
@@ -49,12 +66,31 @@ def lambda_from_counts(negatives: int, total: int) -> float:
 
 
 def copies_from_counts(negatives: int, total: int) -> float:
-    """Copies in the accepted droplets: total x λ."""
+    """Copies in the accepted droplets: total x λ (λ of :func:`lambda_from_counts`,
+    same parameters); expected target copies, as a float."""
     return total * lambda_from_counts(negatives, total)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial CI of the positive-droplet proportion k/n (Clopper & Pearson 1934)."""
+    """Exact binomial CI of the positive-droplet proportion k/n (Clopper & Pearson 1934).
+
+    Bounds: Beta(α/2; k, n - k + 1) and Beta(1 - α/2; k + 1, n - k), α = 1 - level
+    (0 and 1 at the edges).
+
+    Parameters
+    ----------
+    k : int
+        Positive droplets.
+    n : int
+        Accepted droplets.
+    level : float
+        Two-sided confidence level.
+
+    Returns
+    -------
+    tuple of float
+        ``(p_low, p_high)``.
+    """
     from scipy import stats
 
     alpha = 1.0 - level
@@ -64,7 +100,18 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def lambda_ci(positives: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """CI of λ: the exact bounds of the positive proportion p mapped by λ = -ln(1 - p)."""
+    """CI of λ: the exact bounds of the positive proportion p mapped by λ = -ln(1 - p).
+
+    Parameters
+    ----------
+    positives, total, level
+        As ``k``, ``n`` and ``level`` of :func:`clopper_pearson`.
+
+    Returns
+    -------
+    tuple of float
+        ``(λ_low, λ_high)``; ``λ_high`` is ``inf`` when every droplet may be positive.
+    """
     lo, hi = clopper_pearson(positives, total, level)
     return -math.log1p(-lo), (math.inf if hi >= 1.0 else -math.log1p(-hi))
 
@@ -79,6 +126,27 @@ def donor_fraction(
 
     DESIGN.md: e.g. 2 x marker/ref for a heterozygous InDel or a Y marker against a
     diploid reference. Droplet volume cancels, so λ ratios are copy ratios.
+
+    Parameters
+    ----------
+    lam_marker : float
+        λ of the donor-specific marker (copies per droplet).
+    lam_reference : float
+        λ of the reference gene in the same sample.
+    reference_copies_per_genome : float
+        Reference copies per genome (2 for a diploid autosomal gene).
+    marker_copies_per_donor_genome : float
+        Marker copies per donor genome (1 for a heterozygous InDel or a Y marker).
+
+    Returns
+    -------
+    float
+        Donor fraction (0..1, not clipped); NaN without a usable reference λ.
+
+    Examples
+    --------
+    >>> donor_fraction(0.001, 0.5)
+    0.004
     """
     if not lam_reference or not math.isfinite(lam_reference):
         return math.nan
@@ -96,6 +164,18 @@ def ratio_ci_mover(
     ln L = ln(n/d) - sqrt((ln n - ln n_lo)² + (ln d_hi - ln d)²) and symmetrically for
     the upper bound: each bound borrows the far side of the other quantity's interval.
     A zero numerator (no marker droplet) gives L = 0 and U = n_hi / d_lo.
+
+    Parameters
+    ----------
+    est_num, est_den : float
+        Estimates of the numerator and the denominator.
+    ci_num, ci_den : tuple of float
+        Their own confidence intervals.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` of num/den; NaN, NaN without a usable denominator.
     """
     if est_den <= 0 or not math.isfinite(est_den):
         return math.nan, math.nan
@@ -119,6 +199,16 @@ def merged_lambda(wells: Sequence[tuple[int, int]]) -> float:
     ``wells`` are (positives, accepted) per well. Summing copies well by well avoids the
     downward bias of pooling droplets first (-ln of an average of e^-λ) when λ differs
     between wells (droplet counts 15-20k, pipetting).
+
+    Parameters
+    ----------
+    wells : sequence of (int, int)
+        ``(positives, accepted droplets)`` of each replicate well.
+
+    Returns
+    -------
+    float
+        λ = sum_i N_i λ_i / sum_i N_i; NaN without droplets.
     """
     copies = 0.0
     droplets = 0
@@ -144,6 +234,24 @@ def fraction_ci(
     target's λ gets exact bounds at ``level``; MOVER combines them (see above). When
     the merged-well λ of :func:`merged_lambda` is given, it is the estimate and the
     pooled-count bounds are rescaled to it (same relative width).
+
+    Parameters
+    ----------
+    marker_positives, marker_total : int
+        Marker-positive and accepted droplets (pooled over the sample's wells).
+    reference_positives, reference_total : int
+        The same for the reference gene.
+    factor : float
+        Reference copies per genome / marker copies per donor genome.
+    level : float
+        Two-sided confidence level.
+    lam_marker, lam_reference : float, optional
+        Merged-well λ (:func:`merged_lambda`) to use as the estimates.
+
+    Returns
+    -------
+    tuple of float
+        ``(f, f_low, f_high)``, donor fractions (0..1).
     """
     pooled_m = lambda_from_counts(marker_total - marker_positives, marker_total)
     pooled_r = lambda_from_counts(reference_total - reference_positives, reference_total)
@@ -158,93 +266,6 @@ def fraction_ci(
     f = donor_fraction(lam_m, lam_r, factor, 1.0)
     lo, hi = ratio_ci_mover(lam_m, ci_m, lam_r, ci_r)
     return f, lo * factor, hi * factor
-
-
-def blank_rate(blank_positives: int, blank_droplets: int) -> float:
-    """False-positive rate per droplet of the blank wells: r = x / N_b.
-
-    ``x`` = marker-positive droplets pooled over the blank wells (the recipient's
-    pre-transplant wells: no donor DNA), ``N_b`` = their accepted droplets. The point
-    estimate, as CLSI EP17-A2 takes the LoB from the observed blank distribution; the
-    minimum call count of :func:`lob_count` guards the case x = 0 (see there). 0 without
-    blank droplets.
-    """
-    return blank_positives / blank_droplets if blank_droplets > 0 else 0.0
-
-
-def lob_count(mu_blank: float, alpha: float = 0.05, min_call: int = 1) -> int:
-    """Limit of blank in droplets: smallest k with P(Poisson(mu_b) <= k) >= 1 - alpha.
-
-    CLSI EP17-A2 (LoB = the 95th percentile of blank results; Armbruster & Pry, Clin
-    Biochem Rev 2008;29 Suppl 1:S49-52) applied to droplet counts, whose blank count
-    in a sample of N_s droplets is Poisson(mu_b = r x N_s) (false-positive droplets
-    modelled as Poisson, Milbury et al., Biomol Detect Quantif 2014;1:8-22). A result is
-    *detected* when its marker-positive droplets exceed this k (EP17: measured > LoB),
-    so at most ``alpha`` of blank samples are called detected.
-
-    ``min_call`` (>= 1) is the fewest positive droplets that make a call: the LoB is at
-    least ``min_call - 1``. It matters when the blanks show no false positive (x = 0,
-    mu_b = 0, LoB 0): blank wells hold fewer droplets than a merged post sample (e.g. 4
-    against 8 wells), so x = 0 often hides a rate that gives the post a stray droplet
-    (simulated at 0.05 per well: 27 % of 0 % samples would be "detected" on one droplet).
-    With ``min_call`` = 3, a clean blank keeps the old Poisson-floor rule (a call needs
-    >= 3 droplets), false positives ~1 % at that rate. The one-sided 95 % upper bound of
-    r (3 / N_b for x = 0) was not used: it makes the clean-blank LoB ~10 droplets and
-    the LoD ~3.7x the Poisson floor (detection at 0.005 % donor ~17 %).
-    """
-    if not (mu_blank > 0) or not math.isfinite(mu_blank):
-        k = 0
-    else:
-        from scipy import stats
-
-        k = int(stats.poisson.ppf(1.0 - alpha, mu_blank))
-        while k > 0 and stats.poisson.cdf(k - 1, mu_blank) >= 1.0 - alpha:  # ppf rounding guard
-            k -= 1
-    return max(k, int(min_call) - 1, 0)
-
-
-def lod_count(lob: int, mu_blank: float, beta: float = 0.05) -> float:
-    """Limit of detection in expected donor droplets: mu_d with P(Poisson(mu_b + mu_d) > LoB) = 1 - beta.
-
-    CLSI EP17-A2: the LoD is the level detected (result > LoB) with probability
-    1 - beta = 95 %. With P(Poisson(λ) <= k) = P(χ²(2k + 2) > 2λ), the total mean is
-    λ = χ²_{1-beta}(2 LoB + 2) / 2 exactly, and mu_d = λ - mu_b. For LoB = 0 and a
-    clean blank this is -ln 0.05 = 3.0 droplets, the Poisson floor of
-    :func:`poisson_lod_fraction`; for LoB = 2 it is 6.3 droplets.
-    """
-    from scipy import stats
-
-    lam = float(stats.chi2.ppf(1.0 - beta, 2 * int(lob) + 2)) / 2.0
-    return max(lam - max(mu_blank, 0.0), 0.0)
-
-
-def droplets_to_fraction(droplets: float, total_droplets: int, lam_reference: float, factor: float = 2.0) -> float:
-    """Donor fraction of ``droplets`` expected marker droplets among ``total_droplets``.
-
-    Same conversion as :func:`donor_fraction` and :func:`poisson_lod_fraction`:
-    (droplets / N_s) / λ_reference x factor, the marker λ being droplets / N_s when
-    λ_marker << 1 (microchimerism, where the LoD lies).
-    """
-    if total_droplets <= 0 or not lam_reference or not math.isfinite(lam_reference):
-        return math.nan
-    return (droplets / total_droplets) / lam_reference * factor
-
-
-def poisson_lod_fraction(
-    total_droplets: int,
-    lam_reference: float,
-    factor: float = 2.0,
-    min_positives: float = 3.0,
-) -> float:
-    """Smallest donor fraction expected to give a positive droplet with 95 % probability.
-
-    With ``min_positives`` = 3 expected marker copies, P(no copy) = e^-3 = 5 %; as a
-    fraction: (3 / droplets) / λ_reference x factor. The count-based LoD of
-    :func:`lod_count` with a clean blank and LoB = 0; kept as the LoD's floor.
-    """
-    if total_droplets <= 0 or not lam_reference or not math.isfinite(lam_reference):
-        return math.nan
-    return (min_positives / total_droplets) / lam_reference * factor
 
 
 # ---------------------------------------------------------------- per post sample
@@ -337,7 +358,7 @@ def quantify_post_sample(
     2012;21:347-359; CLSI EP17-A2 (2012).
     """
     sid = pairing.post.sample_id
-    ref = reference_target(index[sid], config.reference_genes)
+    ref, marker_targets = split_targets(index[sid], config.reference_genes)
     if ref is None:
         return [], no_reference_results(pairing, "ddpcr", config)
     results, pairs = computable_donors(pairing, "ddpcr")
@@ -352,7 +373,6 @@ def quantify_post_sample(
                                      "(no positives, or every droplet positive): repeat with suitable DNA input.")
                               for d, _ in pairs]
     base_factor = config.ddpcr_reference_copies_per_genome / config.ddpcr_marker_copies_per_donor_genome
-    marker_targets = sorted(t for t in index[sid] if not is_reference_target(t, config.reference_genes))
     markers: list[ChimerismMarkerResult] = []
     for donor_id, donor_sample in pairs:
         donor_ref = pooled_counts(index, donor_sample, ref)

@@ -60,6 +60,24 @@ def below_lod_interval(ci_low: float | None, ci_high: float | None, lod: float |
     CI alone is not valid there: below the LOD the signal is censored (STR peaks under
     the analytical threshold count as 0, qPCR averages only the replicates that
     amplified) or dominated by blank signal (ddPCR false-positive droplets at 0 % donor).
+
+    Parameters
+    ----------
+    ci_low, ci_high : float or None
+        The measurement's own interval (percent); ``ci_low`` is replaced by 0.
+    lod : float or None
+        The result's LOD in percent; None when none is established.
+
+    Returns
+    -------
+    tuple
+        ``(0.0, high)`` with high = max(ci_high, lod), the LOD alone when the CI has no
+        finite upper bound, None when neither gives one.
+
+    Examples
+    --------
+    >>> below_lod_interval(0.01, 0.05, 0.1)
+    (0.0, 0.1)
     """
     if lod is None:  # no LOD established: the measurement's own upper bound, if any
         return 0.0, ci_high if ci_high is not None and math.isfinite(ci_high) else None

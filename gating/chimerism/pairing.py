@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from assays.names import name_key
 from assays.records import PatientCycle, SampleSheetRow
 from gating.chimerism.records import (
     NO_DONOR_LISTED,
@@ -23,28 +24,34 @@ from gating.chimerism.records import (
 )
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.casefold())
-
-
 def is_reference_target(target: str, reference_genes: Iterable[str]) -> bool:
     """True when ``target`` names a reference gene (case/punctuation-blind).
 
     ``RNase P``, ``rnasep`` and ``RPP30_HEX`` match; ``ACTBL2`` does not match ``ACTB``:
     the gene must be a whole leading run of the target's words.
     """
-    words = [w for w in re.split(r"[^0-9A-Za-z]+", target.casefold()) if w]
+    words = [k for k in map(name_key, re.split(r"[\W_]+", target)) if k]
     prefixes = {"".join(words[: k + 1]) for k in range(len(words))}
-    return any(_norm(g) in prefixes for g in reference_genes)
+    return any(name_key(g) in prefixes for g in reference_genes)
 
 def reference_target(targets: Iterable[str], genes: Sequence[str]) -> str | None:
     """The reference-gene target among ``targets`` (first in ``genes`` order), None without one."""
     found = [t for t in targets if is_reference_target(t, genes)]
     if not found:
         return None
-    order = {_norm(g): i for i, g in enumerate(genes)}
+    order = {name_key(g): i for i, g in enumerate(genes)}
     # the configured order decides when a plate carries two reference genes
-    return min(found, key=lambda t: min((i for g, i in order.items() if _norm(t).startswith(g)), default=99))
+    return min(found, key=lambda t: min((i for g, i in order.items() if name_key(t).startswith(g)), default=99))
+
+
+def split_targets(targets: Iterable[str], genes: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The reference-gene target of a sample (:func:`reference_target`) and its marker targets.
+
+    Every target whose name is not in the reference-gene list is a chimerism marker
+    (DESIGN.md, qPCR/ddPCR exports); markers are sorted by name.
+    """
+    targets = list(targets)
+    return reference_target(targets, genes), sorted(t for t in targets if not is_reference_target(t, genes))
 
 
 def no_reference_results(pairing, method: str, config) -> list:

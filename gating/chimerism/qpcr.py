@@ -25,9 +25,8 @@ from gating.chimerism.limits import combine_markers
 from gating.chimerism.pairing import (
     Pairing,
     computable_donors,
-    is_reference_target,
     no_reference_results,
-    reference_target,
+    split_targets,
 )
 from gating.chimerism.records import (
     REFERENCE_FAILED,
@@ -41,7 +40,19 @@ from gating.chimerism.replicates import CtSummary, replicate_sd_flag, satterthwa
 
 
 def delta_ct(ct_marker: float, ct_reference: float) -> float:
-    """ΔCt = Ct_marker - Ct_reference."""
+    """ΔCt = Ct_marker - Ct_reference.
+
+    Parameters
+    ----------
+    ct_marker, ct_reference : float
+        Mean Ct of the donor-specific marker and of the reference gene in one sample
+        (:func:`gating.chimerism.replicates.summarize_ct`).
+
+    Returns
+    -------
+    float
+        ΔCt in cycles (Livak & Schmittgen, Methods 2001).
+    """
     return ct_marker - ct_reference
 
 
@@ -50,12 +61,46 @@ def donor_pct_ddct(dct_sample: float, dct_donor100: float, efficiency: float = 2
 
     ΔCt_donor100 is the pure donor sample's ΔCt: it calibrates the marker's copy
     number per donor genome (heterozygous InDel, Y marker) and the primer efficiencies.
+
+    Reference: Livak & Schmittgen, Methods 2001 (2^-ΔΔCt), with the efficiency E of
+    Pfaffl, Nucleic Acids Res 2001; Alizadeh et al., Blood 2002 for chimerism.
+
+    Parameters
+    ----------
+    dct_sample : float
+        ΔCt of the post-transplant sample (:func:`delta_ct`).
+    dct_donor100 : float
+        ΔCt of the pure donor sample.
+    efficiency : float
+        Amplification factor per cycle E: 2 (perfect doubling) or 10^(-1/slope) from a
+        standard curve (:func:`gating.chimerism.calibration.efficiency_from_slope`).
+
+    Returns
+    -------
+    float
+        Donor share in percent (not clipped to 100).
+
+    Examples
+    --------
+    >>> donor_pct_ddct(dct_sample=10.0, dct_donor100=0.0)
+    0.09765625
     """
     return 100.0 * efficiency ** (-(dct_sample - dct_donor100))
 
 
 def is_informative(donor: CtSummary, recipient: CtSummary) -> bool:
-    """Marker informative: positive in the donor, negative in the recipient's pre sample.  (DESIGN.md)"""
+    """Marker informative: positive in the donor, negative in the recipient's pre sample.  (DESIGN.md)
+
+    Parameters
+    ----------
+    donor, recipient : CtSummary
+        The marker's replicates in the donor's and in the recipient's pre-transplant sample.
+
+    Returns
+    -------
+    bool
+        True when some donor replicate amplified and no recipient replicate did.
+    """
     return donor.detected and not recipient.detected
 
 
@@ -83,6 +128,28 @@ def ddct_ci(
     are pct x exp(-+q x sqrt(Var)), q the Student t quantile at ``level`` with the
     Welch-Satterthwaite degrees of freedom of the two variance parts (replicate SDs
     from 2-4 wells have few df; a normal 1.96 under-covers). ``z`` forces a quantile.
+
+    Parameters
+    ----------
+    pct : float
+        The donor % of :func:`donor_pct_ddct`.
+    summaries : sequence of CtSummary
+        The four Ct means the ΔΔCt is built from.
+    efficiency : float
+        E used for ``pct``.
+    default_sd : float
+        Ct SD assumed for a mean of a single replicate.
+    z : float, optional
+        A fixed quantile instead of Student's t.
+    curve : StandardCurve, optional
+        The standard curve E came from; adds the slope's error.
+    level : float
+        Two-sided confidence level.
+
+    Returns
+    -------
+    tuple of float
+        ``(ci_low, ci_high)`` in percent.
     """
     var_d, df_d = se_and_df(summaries, default_sd)
     dd = -math.log(pct / 100.0) / math.log(efficiency) if pct > 0 else 0.0
@@ -164,7 +231,7 @@ def quantify_post_sample(
     """
     sid = pairing.post.sample_id
     post = index[sid]
-    ref = reference_target(post, config.reference_genes)
+    ref, marker_targets = split_targets(post, config.reference_genes)
     if ref is None:
         return [], no_reference_results(pairing, "qpcr", config)
     results, pairs = computable_donors(pairing, "qpcr")
@@ -178,7 +245,6 @@ def quantify_post_sample(
         return [], results + [empty_result(sid, "qpcr", d, REFERENCE_FAILED,
                                      f"The reference gene {ref} was Undetermined in the {which} sample: the DNA "
                                      "input or the reaction failed; repeat the sample.") for d, _ in pairs]
-    marker_targets = sorted(t for t in post if t != ref and not is_reference_target(t, config.reference_genes))
     markers: list[ChimerismMarkerResult] = []
     calibrations = {t: calibrate_target(t, ref, all_wells, config) for t in marker_targets}
     ntc: dict[str, list[float | None]] = defaultdict(list)

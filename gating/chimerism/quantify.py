@@ -33,6 +33,26 @@ def quantify_chimerism(
     that donor's sample. Returns per-marker rows (``chimerism_markers``) and per
     sample x method x donor rows (``chimerism``); with several donors also the
     recipient's share (:func:`gating.chimerism.shares.with_recipient_share`).
+
+    The formulas are in the method modules: STR peak areas (:mod:`.str`), calibrated ΔΔCt or
+    a dilution readout (:mod:`.qpcr`, :mod:`.calibration`), droplet counts (:mod:`.ddpcr`,
+    :mod:`.droplet_limits`); the detection call and the mean over markers in :mod:`.limits`.
+
+    Parameters
+    ----------
+    sheet : list of SampleSheetRow
+        Sample-sheet rows (the latest row per sample_id is used).
+    registry : list of PatientCycle
+        Patient registry rows (MST cycles and their donors).
+    str_peaks, qpcr_wells, ddpcr_wells : list
+        The stored measurements of each method.
+    config : ChimerismConfig
+        Reference genes, LOD floors, outlier and artefact rules.
+
+    Returns
+    -------
+    tuple of list
+        ``(marker results, results)``; donor % in percent with CI, LOD and detection.
     """
     rows = latest_rows(sheet)
     posts = [r for r in rows if role_of(r) == "post"]

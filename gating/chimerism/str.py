@@ -14,13 +14,13 @@ allele's signal is proportional to the number of copies that carry it.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from assays.names import name_key
 from assays.records import StrPeak
 from gating.chimerism.limits import below_lod_interval, classify
 from gating.chimerism.pairing import Pairing, computable_donors
@@ -63,7 +63,7 @@ def is_sex_locus(marker: str) -> bool:
 
     Their copy number differs between sexes, so the diploid formulas do not hold.
     """
-    key = re.sub(r"[^a-z0-9]", "", marker.casefold())
+    key = name_key(marker)
     return key.startswith("amel") or key.startswith("dys") or key in {"y", "yindel", "yin"}
 
 
@@ -93,23 +93,75 @@ def classify_locus(recipient: frozenset[str], donor: frozenset[str]) -> str:
 
 
 def f_no_shared(donor_only: Sequence[float], recipient_only: Sequence[float]) -> float:
-    """No shared allele: f = sum A(D only) / (sum A(D only) + sum A(R only)).  (DESIGN.md)"""
+    """No shared allele: f = sum A(D only) / (sum A(D only) + sum A(R only)).  (DESIGN.md)
+
+    Parameters
+    ----------
+    donor_only, recipient_only : sequence of float
+        Post-sample peak areas of the alleles only the donor / only the recipient carries.
+
+    Returns
+    -------
+    float
+        Donor fraction (0..1); NaN when both sums are 0.
+
+    Examples
+    --------
+    >>> f_no_shared([300.0, 100.0], [600.0])
+    0.4
+    """
     d, r = float(np.sum(donor_only)), float(np.sum(recipient_only))
     return d / (d + r) if d + r > 0 else math.nan
 
 
 def f_shared_both_het(a_d: float, a_r: float) -> float:
-    """One shared allele, both heterozygous: f = A(d) / (A(d) + A(r)) over the unique alleles.  (DESIGN.md)"""
+    """One shared allele, both heterozygous: f = A(d) / (A(d) + A(r)) over the unique alleles.  (DESIGN.md)
+
+    Parameters
+    ----------
+    a_d, a_r : float
+        Post-sample peak areas of the donor's and the recipient's unique allele.
+
+    Returns
+    -------
+    float
+        Donor fraction (0..1); NaN when both areas are 0.
+    """
     return a_d / (a_d + a_r) if a_d + a_r > 0 else math.nan
 
 
 def f_donor_het_recipient_hom(a_d: float, a_shared: float) -> float:
-    """Donor heterozygous, recipient homozygous for the shared allele: f = 2 A(d) / (A(d) + A(shared)).  (DESIGN.md)"""
+    """Donor heterozygous, recipient homozygous for the shared allele: f = 2 A(d) / (A(d) + A(shared)).  (DESIGN.md)
+
+    Parameters
+    ----------
+    a_d : float
+        Post-sample peak area of the donor's unique allele.
+    a_shared : float
+        Peak area of the shared allele (two recipient copies, one donor copy).
+
+    Returns
+    -------
+    float
+        Donor fraction (0..1 for consistent areas); NaN when both areas are 0.
+    """
     return 2.0 * a_d / (a_d + a_shared) if a_d + a_shared > 0 else math.nan
 
 
 def f_donor_hom_recipient_het(a_r: float, a_shared: float) -> float:
-    """Donor homozygous, recipient heterozygous: f = 1 - 2 A(r) / (A(r) + A(shared)).  (DESIGN.md)"""
+    """Donor homozygous, recipient heterozygous: f = 1 - 2 A(r) / (A(r) + A(shared)).  (DESIGN.md)
+
+    Parameters
+    ----------
+    a_r, a_shared : float
+        Post-sample peak areas of the recipient's unique allele and of the shared allele
+        (two donor copies, one recipient copy).
+
+    Returns
+    -------
+    float
+        Donor fraction, NaN when both areas are 0.
+    """
     return 1.0 - 2.0 * a_r / (a_r + a_shared) if a_r + a_shared > 0 else math.nan
 
 
@@ -120,6 +172,20 @@ def f_donor_unique(a_unique: float, unique_copies: int, a_total: float) -> float
     of those alleles in donor k's genome (1 per heterozygous allele, 2 if homozygous).
     Derived from the same two-copies-per-genome mixture model as the DESIGN.md
     formulas; with one donor and no shared allele it reduces to :func:`f_no_shared`.
+
+    Parameters
+    ----------
+    a_unique : float
+        Post-sample peak area summed over donor k's unique alleles U_k.
+    unique_copies : int
+        c_k, copies of those alleles in donor k's genome.
+    a_total : float
+        Peak area summed over every contributor's alleles.
+
+    Returns
+    -------
+    float
+        Donor k's fraction (0..1); NaN without signal or unique copies.
     """
     if a_total <= 0 or unique_copies <= 0:
         return math.nan
@@ -148,6 +214,19 @@ def locus_fraction(
 
     Dispatches to the DESIGN.md formula of the class; alleles missing from the post
     sample count as signal 0 (a donor allele not seen means no donor signal).
+
+    Parameters
+    ----------
+    recipient, donor : frozenset of str
+        Pre-transplant alleles of the recipient and of the donor at this locus.
+    post : mapping of str to float
+        Post-sample peak area per allele.
+
+    Returns
+    -------
+    tuple
+        ``(informativity class, donor fraction 0..1 or None, stutter flag)``; the
+        fraction is None for a non-informative or unclassifiable locus.
     """
     kind = classify_locus(recipient, donor)
     if kind in (NON_INFORMATIVE, NOT_CLASSIFIABLE):
@@ -179,6 +258,20 @@ def locus_fraction_multi(
 
     Informative when the donor has an allele found in no other contributor (DESIGN.md,
     several donors); the fraction is :func:`f_donor_unique` over all contributors' alleles.
+
+    Parameters
+    ----------
+    donor : frozenset of str
+        This donor's alleles at the locus.
+    others : sequence of frozenset of str
+        The recipient's and the other donors' alleles.
+    post : mapping of str to float
+        Post-sample peak area per allele.
+
+    Returns
+    -------
+    tuple
+        ``(class, donor fraction 0..1 or None, stutter flag)``.
     """
     if not donor or len(donor) > 2 or any(not o or len(o) > 2 for o in others):
         return NOT_CLASSIFIABLE, None, False
@@ -207,6 +300,22 @@ def outlier_mask(
     has an unbounded modified z-score. ``min_spread`` floors MAD / 0.6745 (in the units
     of ``values``) so loci agreeing to a tenth of a point do not turn a one-point
     difference into an outlier. Returns a boolean mask, True = kept.
+
+    Parameters
+    ----------
+    values : sequence of float
+        Per-locus donor fractions of one sample and donor.
+    z : float
+        Largest |M_i| kept.
+    min_remaining : int
+        The rule applies only if at least this many loci stay.
+    min_spread : float
+        Floor of MAD / 0.6745, in the units of ``values``.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True = locus kept (all True with fewer than 3 loci).
     """
     x = np.asarray(values, dtype=float)
     keep = np.ones(x.size, dtype=bool)
@@ -220,7 +329,24 @@ def outlier_mask(
     return candidate if candidate.sum() >= min_remaining else keep
 
 def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
-    """Mean, sample SD (None for one locus) and n of the per-locus donor fractions."""
+    """Mean, sample SD (None for one locus) and n of the per-locus donor fractions.
+
+    Parameters
+    ----------
+    values : sequence of float
+        Donor fractions of the loci kept.
+
+    Returns
+    -------
+    tuple
+        ``(mean, SD with ddof = 1 or None, n)``; mean NaN without loci.
+
+    Examples
+    --------
+    >>> mean, sd, n = summarize([0.1, 0.2, 0.3])
+    >>> round(mean, 6), round(sd, 6), n
+    (0.2, 0.1, 3)
+    """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return math.nan, None, 0
@@ -229,7 +355,22 @@ def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
 
 
 def mean_ci(mean: float, sd: float | None, n: int, level: float = 0.95) -> tuple[float, float] | None:
-    """Confidence interval of the mean over loci: mean +- t(level, n-1) x SD / sqrt(n)."""
+    """Confidence interval of the mean over loci: mean +- t(level, n-1) x SD / sqrt(n).
+
+    Parameters
+    ----------
+    mean, sd : float
+        Mean and sample SD over the loci (:func:`summarize`).
+    n : int
+        Number of loci.
+    level : float
+        Two-sided confidence level.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(low, high)``, same units as ``mean``; None for fewer than 2 loci.
+    """
     if sd is None or n < 2:
         return None
     from scipy import stats

@@ -174,6 +174,20 @@ def degradation_slope(sample: ScreenedSample, loci: Sequence[str], min_loci: int
     (Tvedebrink et al., Forensic Sci Int Genet 2012;6:97-101). k is the least-squares
     slope of ln(locus total signal) against the locus' signal-weighted mean size over
     ``loci``; 0 with fewer than ``min_loci`` sized loci or a negative slope.
+
+    Parameters
+    ----------
+    sample : ScreenedSample
+        A post sample's screened peaks (signal and size per allele).
+    loci : sequence of str
+        The loci to fit (sex loci left out by the caller).
+    min_loci : int
+        Fewest sized loci for a fit.
+
+    Returns
+    -------
+    float
+        k >= 0 per bp.
     """
     xs, ys = [], []
     for marker in loci:
@@ -189,7 +203,20 @@ def degradation_slope(sample: ScreenedSample, loci: Sequence[str], min_loci: int
 
 
 def undo_degradation(signal: Mapping[str, float], size: Mapping[str, float], k: float) -> dict[str, float]:
-    """A'(x) = A(x) x exp(k (size_x - mean size)): alleles of one locus back on an equal footing."""
+    """A'(x) = A(x) x exp(k (size_x - mean size)): alleles of one locus back on an equal footing.
+
+    Parameters
+    ----------
+    signal, size : mapping of str to float
+        Peak signal and fragment size (bp) per allele of one locus.
+    k : float
+        :func:`degradation_slope`.
+
+    Returns
+    -------
+    dict of str to float
+        Corrected signal per allele (unchanged for k <= 0).
+    """
     if k <= 0 or not size:
         return dict(signal)
     centre = float(np.mean([size[a] for a in signal if a in size])) if any(a in size for a in signal) else 0.0
@@ -263,6 +290,18 @@ def stutter_ratios(references: Sequence[ScreenedSample], calls: Sequence[Mapping
     locus ratio is the median over all such observations (stutter ratios are locus- and
     allele-length dependent and stable within a run; Butler 2012, ch. 6.2). Loci with
     no observation are absent (no stutter peak above the analytical threshold).
+
+    Parameters
+    ----------
+    references : sequence of ScreenedSample
+        The pure reference samples (recipient pre, donors).
+    calls : sequence of mapping of str to LocusCall
+        Their called genotypes, in the same order.
+
+    Returns
+    -------
+    dict of str to float
+        Median back-stutter ratio s per locus.
     """
     seen: dict[str, list[float]] = defaultdict(list)
     for sample, sample_calls in zip(references, calls):
@@ -283,6 +322,18 @@ def subtract_stutter(signal: Mapping[str, float], ratio: float) -> dict[str, flo
     above lands on x and would be read as x's own signal, inflating a minor
     contributor whose unique allele sits there (DESIGN.md, stutter position). Every
     allele loses its own stutter share alike, which cancels in the ratio formulas.
+
+    Parameters
+    ----------
+    signal : mapping of str to float
+        Post-sample signal per allele of one locus.
+    ratio : float
+        The locus' back-stutter ratio s (:func:`stutter_ratios`).
+
+    Returns
+    -------
+    dict of str to float
+        Signal per allele with the expected stutter removed (never below 0).
     """
     out = dict(signal)
     for allele in signal:
