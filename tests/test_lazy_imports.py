@@ -37,7 +37,7 @@ def test_gatingml_templates_load_without_the_plotting_stack(shared_data):
     code = f"""
 import json, sys
 from pathlib import Path
-from gating.evaluator import compile_strategy
+from gating.compiled_strategy import compile_strategy
 from gating.templates import load_template
 out = {{}}
 for p in {[str(p) for p in files]!r}:
