@@ -22,7 +22,7 @@ from simulators.tcell import CD8_SECOND_DETECTOR, DETECTORS, simulate_tube
 
 @pytest.mark.parametrize("second_first", [False, True], ids=["poor_channel_second", "poor_channel_first"])
 def test_the_better_separated_cd8_channel_is_gated_and_recorded(tmp_path, second_first):
-    truth = simulate_tube(tmp_path / "t.fcs", seed=11, n_events=20_000, cd8_second=400.0,
+    truth = simulate_tube(tmp_path / "t.fcs", seed=11, n_events=10_000, cd8_second=400.0,
                           cd8_second_first=second_first)
     sample = read_fcs(tmp_path / "t.fcs")
     order = [c.pnn for c in sample.channels if c.pnn in (DETECTORS["CD8"], CD8_SECOND_DETECTOR)]

@@ -41,11 +41,18 @@ Placement methods (each function's docstring gives its failure mode):
   marker's expected minority (panel key ``majority``).
 * a quadrant (four populations of one parent gated on the four sign combinations of two
   ``valley`` markers: CD4/CD8 inside CD3+) - each axis as above; an axis whose cut is not a
-  valley or resolved 1-D mixture, or leaves less than ``QUADRANT_MIN_SHARE`` of the parent
-  on one side, takes its cut from :func:`quadrant_mixture` (2-D Gaussian mixture on both
-  markers). If that does not resolve the pair either, the 1-D cut stays and the quadrant QC
-  row fails. The ``quadrant_<x>_<y>@<parent>:<method>`` row of ``flow_qc`` says which method
-  placed the cuts (``valley_1d``, ``mixture_2d`` or ``unresolved``).
+  valley or resolved 1-D mixture, is a valley inside a single population (Ashman's D of
+  its two-component mixture < ``QUADRANT_MIN_D``), or leaves less than
+  ``QUADRANT_MIN_SHARE`` of the parent on one side, takes its cut from
+  :func:`quadrant_mixture` (2-D Gaussian mixture on both markers). If that does not
+  resolve the pair either, or its cuts keep less than ``QUADRANT_MIN_RECOVERY`` of the
+  events with their population, the quadrant QC row fails and the populations inside the
+  parent are unresolved (values NULL, the row's message as the reason). The
+  ``quadrant_<x>_<y>@<parent>:<method>`` row of ``flow_qc`` says which method placed the
+  cuts (``valley_1d``, ``mixture_2d`` or ``unresolved``).
+* a marker named by several channels (CD8a and CD8b) - the channel best separated in the
+  parent it is first gated in (:mod:`~gating.adaptive.channel_choice`), recorded in the
+  ``channel_<marker>@<parent>`` row of ``flow_qc``.
 * cytokines - :func:`control_threshold` on the unstimulated control tube when given, else
   :func:`cytokine_threshold` on the negative population.
 
