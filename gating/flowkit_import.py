@@ -42,26 +42,32 @@ def _public_names(package: str, init_source: str) -> dict[str, tuple[str, str | 
 
 
 # flowkit itself (its Sample pulls bokeh and scipy.stats) and its transforms package (the
-# FlowJo WSP transforms pull scipy.interpolate, ~0.5-2 s; Gating-ML needs none of them).
-LAZY_PACKAGES = ("flowkit", "flowkit._models.transforms")
+# FlowJo WSP transforms pull scipy.interpolate, ~0.5-2 s; Gating-ML needs none of them),
+# each with the module its first name resolution imports before anything else:
+# _utils.xml_utils and _models.gates._gml_gates import each other, and only the import
+# that starts from xml_utils succeeds (flowkit's own __init__ imports it before any
+# module reaching _gml_gates; fk.Workspace first would fail with an ImportError
+# naming GMLBooleanGate).
+LAZY_PACKAGES = (("flowkit", "flowkit._utils.xml_utils"), ("flowkit._models.transforms", None))
 
 
 def install() -> None:
-    """Make ``import flowkit`` lazy for the rest of the process (no-op once flowkit is imported)."""
+    """Make ``import flowkit`` lazy for the rest of the process (no-op once flowkit is imported).
+
+    Importing ``gating`` stays cheap (an empty ``graftwatch run`` imports it but gates
+    nothing): flowkit's modules load when a flowkit name is first used.
+    """
     if "flowkit" in sys.modules:
         return
-    for package in LAZY_PACKAGES:
-        if not _install_lazy(package):
+    for package, first in LAZY_PACKAGES:
+        if not _install_lazy(package, first):
             return
-    # flowkit's own __init__ imports _utils.xml_utils before the gate classes; a first
-    # import through _models.workspace (fk.Workspace: FlowJo templates) otherwise enters the
-    # gates <-> xml_utils import cycle from the side that fails (ImportError GMLBooleanGate).
-    importlib.import_module("flowkit._utils.xml_utils")
 
 
-def _install_lazy(package: str) -> bool:
+def _install_lazy(package: str, first: str | None) -> bool:
     """Put a lazy ``package`` in ``sys.modules``; False (nothing done) when it cannot be.
 
+    ``first``: a module imported before the first of the package's names is resolved.
     It cannot when the package's ``__init__`` holds anything but relative imports,
     ``__all__`` and its docstring: this module would not know what that code does, so
     the ordinary eager import stays.
@@ -84,6 +90,8 @@ def _install_lazy(package: str) -> bool:
     def __getattr__(name: str):
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if first is not None:
+            importlib.import_module(first)
         target, attr = names[name]
         sub = importlib.import_module(target)
         if attr is None:

@@ -72,6 +72,22 @@ print(sorted(set(fk.__all__) - set(dir(fk))), fk.__version__ == fk._version.__ve
     ]
 
 
+def test_importing_gating_loads_no_flowkit_and_any_first_name_works():
+    # An empty `graftwatch run` imports gating but gates nothing: no pandas, no flowkit
+    # modules. The FlowJo readers as the first name used enter flowkit's
+    # xml_utils <-> _gml_gates import cycle from its failing side unless xml_utils is
+    # loaded first (an ImportError naming GMLBooleanGate made every .wsp "unreadable").
+    code = """
+import sys
+import gating
+import flowkit as fk
+lazy = ('flowkit._models', 'flowkit._models.transforms')  # empty package objects, nothing run
+print(sorted(m for m in sys.modules if m.startswith(('flowkit.', 'pandas', 'networkx')) and m not in lazy))
+print(fk.parse_wsp.__module__, fk.extract_wsp_sample_data.__module__)
+"""
+    assert _python(code) == ["[]", "flowkit._utils.wsp_utils flowkit._utils.wsp_utils"]
+
+
 def test_query_command_imports_no_pyarrow(tmp_path):
     from test_views import _gates, _write
 
