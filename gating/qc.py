@@ -29,7 +29,8 @@ class QcCheck:
     ``threshold``: the value the check is held to (None when it has none); ``message``: what
     the check found, in one sentence; ``unresolved_in``: the gate id inside which the data
     could not place the cuts (every population below it is unresolved: see
-    ``gating.statistics.population_stats``), else None.
+    ``gating.statistics.population_stats``), else None; ``unresolved_gates``: gate ids
+    that are themselves unresolved (with everything below them), their siblings not.
     """
 
     check: str
@@ -38,6 +39,7 @@ class QcCheck:
     threshold: float | None = None
     message: str = ""
     unresolved_in: str | None = None
+    unresolved_gates: tuple[str, ...] = ()
 
     def row(self) -> dict:
         """The ``flow_qc`` columns of this check."""
@@ -265,6 +267,24 @@ def too_few_to_place(parent_id: str, parent_name: str, count: int, minimum: int)
     return QcCheck(f"placement_events@{parent_id}", float(count), False, float(minimum),
                    f"Only {_n(count)} events in {parent_name}: too few to place the gates inside it "
                    f"(needs >= {_n(minimum)}), so their values are left empty.", parent_id)
+
+
+def producers_not_separated(marker: str, parent_id: str, parent_name: str, hidden_pct: float,
+                            allowed_pct: float, gate_ids: tuple[str, ...], names: list[str]) -> QcCheck:
+    """``resolved_<marker>@<parent>``: cytokine producers overlap the negatives (fails).
+
+    ``hidden_pct``: producers estimated on the negative side of the cut, % of the parent
+    (:class:`gating.adaptive.thresholds.CytokineCut`); ``allowed_pct``: what a value may
+    absorb. The populations ``gate_ids`` (named ``names``) are unresolved: a share read
+    from such a cut would miss these producers, so it is left empty.
+    """
+    which = ", ".join(names) or "its populations"
+    return QcCheck(f"resolved_{marker}@{parent_id}", float(hidden_pct), False, float(allowed_pct),
+                   f"{marker} producers in {parent_name} are not separated from the negative cells: about "
+                   f"{hidden_pct:.2g} % of {parent_name} sit in the overlap (at most {allowed_pct:.2g} % "
+                   f"allowed), so {which} {'is' if len(names) == 1 else 'are'} left empty; an unstimulated "
+                   f"control tube (sample sheet control_of) or a brighter {marker} stain resolves it.",
+                   unresolved_gates=tuple(gate_ids))
 
 
 def singlet_share(share: float, minimum: float) -> QcCheck:

@@ -99,12 +99,14 @@ def population_stats(
     """One row per population; ``names`` maps gate ids to display names (adaptive panel).
 
     ``qc``: the gating's checks; a check with ``unresolved_in`` (a gate id) marks every
-    population below that gate unresolved, with the check's message as the reason.
+    population below that gate unresolved, with the check's message as the reason; one
+    with ``unresolved_gates`` marks those gates and the populations below them.
     """
     names = names or {}
     by_path = {m.path: m for m in memberships}
     counts = {m.path: int(m.mask.sum()) for m in memberships}
     unresolved = {c.unresolved_in: c.message for c in qc if c.unresolved_in is not None}
+    unresolved_gates = {g: c.message for c in qc for g in c.unresolved_gates}
     out = []
     shown_paths = []
     for m in memberships:
@@ -116,7 +118,8 @@ def population_stats(
         if base_idx is not None:
             base_count = counts[m.path[: base_idx + 1]]
             pct_lymph = 100.0 * counts[m.path] / base_count if base_count else None
-        reason = next((unresolved[g] for g in m.path[:-1] if g in unresolved), None)
+        reason = next((unresolved[g] for g in m.path[:-1] if g in unresolved),
+                      next((unresolved_gates[g] for g in m.path if g in unresolved_gates), None))
         out.append(
             PopulationStat(
                 population=shown[-1],

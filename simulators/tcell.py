@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TubeTruth", "simulate_tube", "random_truth", "LABEL_VARIANTS", "DETECTORS", "CD8_SECOND_DETECTOR"]
+__all__ = ["TubeTruth", "simulate_tube", "random_truth", "LABEL_VARIANTS", "DETECTORS", "CD8_SECOND_DETECTOR",
+           "CATEGORIES"]
 
 # Marker -> ($PnN detector, spelling variants seen in real $PnS values).
 DETECTORS: dict[str, str] = {
@@ -76,8 +77,9 @@ _SPILL_PAIRS: dict[tuple[str, str], float] = {
 _PNR = 262144.0
 _SATURATION = _PNR - 1.0
 
-# Event categories.
-_DEBRIS, _MONO, _DEAD, _DOUBLET, _LYMPH = 0, 1, 2, 3, 4
+# Event categories (``TubeTruth.category`` holds one per event, in file order).
+_DEBRIS, _MONO, _DEAD, _DOUBLET, _LYMPH, _GRAN = 0, 1, 2, 3, 4, 5
+CATEGORIES = ("debris", "monocyte", "dead", "doublet", "lymphocyte", "granulocyte")
 # Lymphocyte kinds.
 _T4, _T8, _TDP, _TDN, _B, _NK = 0, 1, 2, 3, 4, 5
 # CD4+CD8- T-cell subsets (the class of the cell, expressed or not in a control tube).
@@ -110,9 +112,12 @@ class TubeTruth:
     n_cd8: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     drift: dict[str, float] = field(default_factory=dict)
+    # Per event, in file order: an index into CATEGORIES (live singlet lymphocytes are
+    # "lymphocyte"); the truth of a scatter gate event by event. Not part of as_dict().
+    category: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "category"}
 
 
 def random_truth(rng: np.random.Generator) -> TubeTruth:
@@ -161,8 +166,9 @@ def _draw_drift(rng: np.random.Generator, markers: list[str]) -> dict[str, float
     return drift
 
 
-def _cells(rng, n, kind, subset, dead, control, markers):
-    """True (pre-spillover) fluorescence of ``n`` single cells, one column per marker."""
+def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0):
+    """True (pre-spillover) fluorescence of ``n`` single cells, one column per marker;
+    cytokine producers at ``brightness`` times their usual level."""
     out = np.empty((n, len(markers)))
     t = (kind == _T4) | (kind == _T8) | (kind == _TDP) | (kind == _TDN)
     cd4 = (kind == _T4) | (kind == _TDP)
@@ -187,11 +193,11 @@ def _cells(rng, n, kind, subset, dead, control, markers):
         elif m == "CD8":
             col = np.where(cd8, _lognormal(rng, 1.0, 0.3, n) * cd8_level, neg)
         elif m == "IFN-γ":
-            col = np.where(ifng, _lognormal(rng, 6000.0, 0.45, n), neg)
+            col = np.where(ifng, _lognormal(rng, 6000.0 * brightness, 0.45, n), neg)
         elif m == "IL-4":
-            col = np.where(il4, _lognormal(rng, 3500.0, 0.4, n), neg)
+            col = np.where(il4, _lognormal(rng, 3500.0 * brightness, 0.4, n), neg)
         elif m == "IL-17A":
-            col = np.where(il17, _lognormal(rng, 4000.0, 0.4, n), neg)
+            col = np.where(il17, _lognormal(rng, 4000.0 * brightness, 0.4, n), neg)
         elif m == "CD25":
             # Activated conventional T cells are CD25 dim: Treg sit clearly above them.
             dim = _lognormal(rng, 350.0, 0.5, n)
@@ -227,6 +233,8 @@ def simulate_tube(
     acquired_at: dt.datetime | None = None,
     cd8_second: float | None = None,
     cd8_second_first: bool = False,
+    producer_brightness: float = 1.0,
+    granulocytes: float = 0.0,
 ) -> TubeTruth:
     """Write one simulated T-cell tube to ``path`` (FCS 3.1) and return its true percentages.
 
@@ -249,6 +257,11 @@ def simulate_tube(
         channel's at 15,000; e.g. 400 for a poorly separated second stain). The CD8 truth is
         the same on both channels: the better separated one is known by construction.
     cd8_second_first : write that second CD8 channel before the first in the file.
+    producer_brightness : cytokine producers' signal relative to the usual (IFN-γ median
+        6000, IL-4 3500, IL-17A 4000 against negatives at 120): 0.1 gives dim producers that
+        touch the negatives, 0.03 producers inside them.
+    granulocytes : share of events that are granulocytes (lysed whole blood: high side
+        scatter, no T-cell marker); 0 (PBMC) leaves every other draw as before.
 
     Returns the truth computed from the event labels.
     """
@@ -260,7 +273,9 @@ def simulate_tube(
 
     # Category mix of acquired events.
     p_cat = np.array([0.06, 0.18, 0.06, 0.05, 0.65])
-    cat = rng.choice(5, size=n_events, p=p_cat / p_cat.sum())
+    if granulocytes > 0:
+        p_cat = np.append(p_cat / p_cat.sum() * (1 - granulocytes), granulocytes)
+    cat = rng.choice(p_cat.size, size=n_events, p=p_cat / p_cat.sum())
 
     cd3 = target.cd3_pct_lymph / 100
     cd4 = target.cd4_pct_lymph / 100
@@ -276,7 +291,9 @@ def simulate_tube(
     n = n_events
     kind, subset = _draw_kinds(rng, n, p_kind, p_subset)
     dead = cat == _DEAD
-    fl = _cells(rng, n, kind, subset, dead, control, markers)
+    gran = cat == _GRAN
+    kind[gran], subset[gran] = _B, _CONV  # no T-cell marker, no cytokine
+    fl = _cells(rng, n, kind, subset, dead, control, markers, producer_brightness)
 
     # Scatter of single events by category.
     fsc = np.empty(n)
@@ -287,6 +304,7 @@ def simulate_tube(
         _DEAD: (42000, 7000, 22000, 0.3),
         _DEBRIS: (14000, 6000, 6000, 0.7),
         _DOUBLET: (60000, 5500, 14000, 0.2),
+        _GRAN: (95000, 12000, 110000, 0.25),
     }.items():
         sel = cat == c
         k = int(sel.sum())
@@ -305,7 +323,7 @@ def simulate_tube(
     dbl = np.flatnonzero(cat == _DOUBLET)
     if dbl.size:
         k2, s2 = _draw_kinds(rng, dbl.size, p_kind, p_subset)
-        fl2 = _cells(rng, dbl.size, k2, s2, np.zeros(dbl.size, bool), control, markers)
+        fl2 = _cells(rng, dbl.size, k2, s2, np.zeros(dbl.size, bool), control, markers, producer_brightness)
         mono2 = rng.random(dbl.size) < 0.2
         f2 = np.where(mono2, rng.normal(105000, 14000, dbl.size), rng.normal(60000, 5500, dbl.size))
         s2s = np.where(mono2, _lognormal(rng, 55000, 0.3, dbl.size), _lognormal(rng, 14000, 0.2, dbl.size))
@@ -409,6 +427,7 @@ def simulate_tube(
     counts.update(events=n, lymph=n_lymph, cd3=n_cd3, cd4=n_cd4, cd8=n_cd8,
                   dp=int((k == _TDP).sum()), dn=int((k == _TDN).sum()),
                   dead=int(dead.sum()), doublets=int(dbl.size), debris=int((cat == _DEBRIS).sum()),
+                  monocytes=int((cat == _MONO).sum()), granulocytes=int((cat == _GRAN).sum()),
                   margin=int(sat.size))
     return TubeTruth(
         cd3_pct_lymph=100.0 * n_cd3 / n_lymph,
@@ -427,6 +446,7 @@ def simulate_tube(
         n_cd8=n_cd8,
         counts=counts,
         drift=drift,
+        category=cat.astype(np.int8),
     )
 
 

@@ -54,7 +54,9 @@ Placement methods (each function's docstring gives its failure mode):
   parent it is first gated in (:mod:`~gating.adaptive.channel_choice`), recorded in the
   ``channel_<marker>@<parent>`` row of ``flow_qc``.
 * cytokines - :func:`control_threshold` on the unstimulated control tube when given, else
-  :func:`cytokine_threshold` on the negative population.
+  :func:`cytokine_threshold` on the negative population (mode + 3.5 upper-flank SD, or the
+  valley above it); either way NULL with a `resolved_<marker>@<parent>` reason when the
+  producers overlap the negatives.
 
 Gate positions are computed on at most ``max_events`` randomly chosen events (seeded):
 the positions of a 1M-event tube are as good from 100k events and cost a tenth.
