@@ -60,8 +60,9 @@ def write_files(workdir: Path, n_files: int, n_events: int) -> tuple[list[Path],
 
 
 def run_cli(args: list[str], env: dict) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MB) of that graftwatch process (GNU time), stderr tail."""
-    timer = ["/usr/bin/time", "-f", "MAXRSS_KB %M"] if Path("/usr/bin/time").exists() else []
+    """Wall seconds, peak RSS (MB) of that graftwatch process (GNU time), stderr tail
+    (which ends with the process's CPU seconds, ``CPU_S user+system``)."""
+    timer = ["/usr/bin/time", "-f", "MAXRSS_KB %M\nCPU_S %U+%S"] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
     r = subprocess.run([*timer, str(ROOT / ".venv/bin/graftwatch"), *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -83,16 +84,16 @@ def main() -> None:
 
     import flowkit as fk
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     session = fk.Session(gating_strategy=str(tmpl), fcs_samples=[str(p) for p in files])
     session.analyze_samples(use_mp=False)
-    t_fk = time.perf_counter() - t0
+    t_fk, c_fk = time.perf_counter() - t0, time.process_time() - c0
     fk_counts = {}
     for sid in session.get_sample_ids():
         res = session.get_gating_results(sid)
         for gid, gpath in session.get_gate_ids():
             fk_counts[(sid, gid)] = res.get_gate_count(gid, gate_path=gpath)
-    print(f"flowkit Session.analyze_samples: {t_fk:.2f} s")
+    print(f"flowkit Session.analyze_samples: {t_fk:.2f} s ({c_fk:.2f} s CPU)")
 
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=str(work / "prefect"))
     env.pop("PREFECT_API_URL", None)  # the one-shot path: no server
@@ -124,7 +125,7 @@ def main() -> None:
     inbox.mkdir()
     for p in files:
         os.link(p, inbox / p.name) if os.stat(p).st_dev == os.stat(work).st_dev else shutil.copy(p, inbox)
-    t_run, rss, _ = run_cli(["run", "--inbox", str(inbox), "--store", str(store), "--template", str(tmpl)], env)
+    t_run, rss, tail = run_cli(["run", "--inbox", str(inbox), "--store", str(store), "--template", str(tmpl)], env)
 
     from storage.store import Store
     from storage.views import connect
@@ -141,7 +142,7 @@ def main() -> None:
     print(f"graftwatch --help: {t_help:.2f} s; run on empty inbox (fixed cost): {t_empty:.2f} s; "
           f"run on one 20k-event file: {t_tiny:.2f} s")
     print(f"graftwatch run --template on {len(files)} files: {t_run:.2f} s total, {files_time:.2f} s for the files "
-          f"(total minus the empty-inbox run); peak RSS {rss} MB")
+          f"(total minus the empty-inbox run); peak RSS {rss} MB; {tail.strip().splitlines()[-1]}")
     print(f"ratio flowkit / graftwatch, whole run (fixed cost included): {t_fk / t_run:.2f}x")
     print(f"ratio flowkit / graftwatch (files): {t_fk / files_time:.2f}x; counts identical: {not mismatches} "
           f"({len(fk_counts)} populations compared, {len(mismatches)} differ)")
