@@ -11,8 +11,10 @@ import copy
 import dataclasses
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from assays.errors import ConfigError
 
@@ -31,6 +33,9 @@ class Template:
     # (Gating-ML 2.0 text or None, {Gating-ML id: population}): the same for every file
     # gated by this template, so exported once per run
     exported: tuple[str | None, dict[str, str]] | None = None
+    # Gating-ML per acquisition-defined matrix (files of one instrument set-up share one):
+    # matrix key -> (text, ids); shared by the per-file copies of :meth:`for_sample`.
+    matrix_exports: dict = field(default_factory=dict, repr=False)
 
     def for_sample(self, sample) -> Template:
         """This template as it gates ``sample`` (an ``assays.records.FcsSample``).
@@ -39,9 +44,11 @@ class Template:
         "each file's own $SPILLOVER": the workspace only keeps a copy of the matrix of the
         file it was made on. For a file with a $SPILLOVER, that reference is bound to the
         file's matrix (detectors named from its $PnN as FlowJo spells them, '/' -> '_'), in
-        the strategy, the compiled plan and hence in the exported Gating-ML (``exported``
-        is left to be made per file). Otherwise the template itself.
+        the strategy, the compiled plan and the exported Gating-ML (made once per distinct
+        matrix; None when it fails, for the caller to report). Otherwise the template itself.
         """
+        from gating.gatingml_export import GatingMLExportError, export_gatingml
+
         matrices = acquisition_matrices(self, sample)
         if not matrices:
             return self
@@ -50,7 +57,14 @@ class Template:
         compiled = self.compiled
         if compiled is not None:
             compiled = dataclasses.replace(compiled, comp_matrices={**compiled.comp_matrices, **matrices})
-        return dataclasses.replace(self, strategy=strategy, compiled=compiled, exported=None)
+        m = matrices[ACQUISITION_DEFINED]
+        key = ("|".join(m.detectors), m.matrix.tobytes())
+        if key not in self.matrix_exports:
+            try:
+                self.matrix_exports[key] = export_gatingml(strategy)
+            except GatingMLExportError:
+                self.matrix_exports[key] = None
+        return dataclasses.replace(self, strategy=strategy, compiled=compiled, exported=self.matrix_exports[key])
 
 
 def acquisition_matrices(template: Template, sample) -> dict:
@@ -64,7 +78,8 @@ def acquisition_matrices(template: Template, sample) -> dict:
     if spill is None or ACQUISITION_DEFINED not in template.strategy.comp_matrices:
         return {}
     detectors = [d.replace("/", "_") for d in spill.detectors] if template.kind == "flowjo" else list(spill.detectors)
-    return {ACQUISITION_DEFINED: fk.Matrix(spill.matrix, detectors, list(detectors))}
+    return {ACQUISITION_DEFINED: fk.Matrix(np.ascontiguousarray(spill.matrix, dtype=float), detectors,
+                                           list(detectors))}
 
 
 def _screen_xml(path: Path) -> bytes:

@@ -5,6 +5,8 @@ Truth: FlowJo's own counts in the workspaces (``count`` of the sample's Populati
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
 import shutil
@@ -72,6 +74,19 @@ def test_stored_gatingml_reapplied_by_flowkit_gives_flowjo_counts(shared_data, t
         assert by_name[name] == n, name
 
 
+@functools.lru_cache(maxsize=1)
+def _loaded(wsp: Path):
+    return load_template(wsp)
+
+
+@pytest.fixture
+def ics_wsp(shared_data):
+    """The 8-colour ICS workspace (FlowJo acquisition-defined compensation) and its template,
+    loaded once per test process."""
+    wsp = shared_data / "fcs/flowkit/8_color_ics_no_events/8_color_ICS.wsp"
+    return wsp, _loaded(wsp)
+
+
 def _eight_colour_tube(path: Path, strategy, seed: int = 3, n: int = 20_000) -> np.ndarray:
     """A seeded FCS file with the channels of the 8-colour ICS workspace (its FCS files are
     not shipped) and a $SPILLOVER unlike the workspace's copy of it (off-diagonals x 1.5).
@@ -107,7 +122,7 @@ def _eight_colour_tube(path: Path, strategy, seed: int = 3, n: int = 20_000) -> 
 
 
 @pytest.mark.reference
-def test_acquisition_defined_compensation_is_exported_and_reapplied(shared_data, tmp_path):
+def test_acquisition_defined_compensation_is_exported_and_reapplied(ics_wsp, tmp_path):
     """The 8-colour ICS workspace compensates with FlowJo's acquisition-defined matrix (no
     fluorochrome names; it means each file's own $SPILLOVER). On a seeded tube with that
     panel's channels and a $SPILLOVER of its own, the stored Gating-ML is schema-valid,
@@ -115,10 +130,10 @@ def test_acquisition_defined_compensation_is_exported_and_reapplied(shared_data,
     re-applying it to the file counts exactly what graftwatch stored, gate by gate."""
     from lxml import etree
 
-    wsp = shared_data / "fcs/flowkit/8_color_ics_no_events/8_color_ICS.wsp"
+    wsp, template = ics_wsp
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    spill = _eight_colour_tube(inbox / "ics.fcs", load_template(wsp).strategy)
+    spill = _eight_colour_tube(inbox / "ics.fcs", template.strategy)
     fcs = tmp_path / "ics.fcs"
     shutil.copy(inbox / "ics.fcs", fcs)
     run_pipeline(inbox, tmp_path / "store", template=wsp)
@@ -131,6 +146,31 @@ def test_acquisition_defined_compensation_is_exported_and_reapplied(shared_data,
     name = "{%s}name" % ns["d"]
     fluoros = [e.get(name) for e in matrix.findall("t:fluorochromes/d:fcs-dimension", ns)]
     assert fluoros == [e.get(name) for e in matrix.findall("t:detectors/d:fcs-dimension", ns)]
-    assert fluoros == list(load_template(wsp).strategy.comp_matrices["Acquisition-defined"].detectors)
+    assert fluoros == list(template.strategy.comp_matrices["Acquisition-defined"].detectors)
     coeffs = [float(c.get("{%s}value" % ns["t"])) for c in matrix.iter("{%s}coefficient" % ns["t"])]
     assert np.allclose(coeffs, spill.ravel())  # the file's matrix, not the workspace's copy
+
+
+@pytest.mark.reference
+def test_acquisition_defined_matrix_follows_each_file(ics_wsp):
+    """Two files of one run with different $SPILLOVER each get their own matrix in the gates
+    and the Gating-ML; files sharing a matrix share one export (made once)."""
+    from types import SimpleNamespace
+
+    from assays.records import Spillover
+
+    t = dataclasses.replace(ics_wsp[1], matrix_exports={})
+    wsp = t.strategy.comp_matrices["Acquisition-defined"]
+    dets = list(wsp.detectors)
+
+    def tube(scale):
+        m = np.eye(len(dets)) + scale * (np.asarray(wsp.matrix) - np.eye(len(dets)))
+        return SimpleNamespace(spillover=Spillover(dets, m, "$SPILLOVER"))
+
+    a, b, a2 = t.for_sample(tube(1.5)), t.for_sample(tube(0.5)), t.for_sample(tube(1.5))
+    assert t.for_sample(SimpleNamespace(spillover=None)) is t
+    for bound, scale in ((a, 1.5), (b, 0.5)):
+        m = bound.strategy.comp_matrices["Acquisition-defined"]
+        assert np.allclose(m.matrix, np.eye(len(dets)) + scale * (np.asarray(wsp.matrix) - np.eye(len(dets))))
+    assert a.exported[0] != b.exported[0] and a2.exported is a.exported
+    assert t.strategy.comp_matrices["Acquisition-defined"] is wsp  # the template itself is untouched
