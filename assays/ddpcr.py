@@ -74,6 +74,7 @@ def _no_records(path: Path) -> InputError:
         expected="at least one well with droplet (partition) counts",
         found=f"no such row in {path.name}",
         action="check that the plate was analysed before exporting, then export the well table again",
+        problem="This digital-PCR export has no wells with droplet counts.",
     )
 
 
@@ -182,6 +183,7 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
             ),
             found=f"no such header row in {path.name} (starts with {head.strip()[:120]!r})",
             action="export the well/target results table from the instrument software as CSV",
+            problem="This file is no digital-PCR well table graftwatch knows (QX Manager, QuantaSoft or Absolute Q).",
         )
     table = tabular.load_table(path, layout.required, what="digital-PCR well table", fixed_width=True)
     reader = {

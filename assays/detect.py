@@ -34,6 +34,7 @@ def detect_kind(path: Path) -> str:
             "an FCS file, an STR/qPCR/ddPCR export, a sample sheet or a patient registry",
             f"an empty file ({path.name}, 0 bytes)",
             "copy the file again once the instrument or export has finished writing it",
+            problem="This file is empty.",
         )
     if fcs.sniff(raw):
         return "fcs"
@@ -53,4 +54,6 @@ def detect_kind(path: Path) -> str:
         f"({', '.join(sheets.REGISTRY_COLUMNS)})",
         f"a file of another kind ({path.name}, first line {first!r})",
         "drop only instrument exports and sheets here; if this is a sheet, check its header row",
+        problem="This file is none of the kinds graftwatch reads (FCS file, STR/qPCR/ddPCR export, sample sheet, "
+                "patient registry).",
     )

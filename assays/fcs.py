@@ -15,7 +15,7 @@ import numpy as np
 from assays.errors import InputError
 from assays.fcs_flowio import (check_float_values, check_flowio_reads_text, check_integer_values, load_float_events,
                                read_flowio_text)
-from assays.fcs_validate import ACTION_REEXPORT, FCS_VERSIONS, sniff, validate_structure
+from assays.fcs_validate import ACTION_REEXPORT, DAMAGED, FCS_VERSIONS, sniff, validate_structure
 from assays.hashing import sha256_of
 from assays.records import Channel, FcsSample, Spillover
 
@@ -31,17 +31,20 @@ def parse_spillover(value: str, source: str) -> Spillover:
     try:
         n = int(parts[0])
     except (ValueError, IndexError):
-        raise InputError(f"{source} starting with the number of detectors", f"{value[:40]!r}", ACTION_REEXPORT) from None
+        raise InputError(f"{source} starting with the number of detectors", f"{value[:40]!r}", ACTION_REEXPORT,
+                         problem="The compensation (spillover) matrix stored in this FCS file is malformed.") from None
     if len(parts) != 1 + n + n * n:
         raise InputError(
             f"{source} with 1 + n + n² = {1 + n + n * n} values for n = {n}",
             f"{len(parts)} values",
             "fix the compensation in the acquisition software and re-export",
+            problem="The compensation (spillover) matrix stored in this FCS file is malformed.",
         )
     try:
         matrix = np.array([float(v) for v in parts[1 + n:]], dtype=np.float64).reshape(n, n)
     except ValueError:
-        raise InputError(f"numeric values in {source}", f"{value[:60]!r}", ACTION_REEXPORT) from None
+        raise InputError(f"numeric values in {source}", f"{value[:60]!r}", ACTION_REEXPORT,
+                         problem="The compensation (spillover) matrix stored in this FCS file is malformed.") from None
     return Spillover(detectors=parts[1:1 + n], matrix=matrix, source=source)
 
 
@@ -121,6 +124,7 @@ def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | No
             "an FCS file flowio can read",
             f"{type(exc).__name__}: {exc} in {name}",
             ACTION_REEXPORT,
+            problem=DAMAGED,
         ) from None
     channels = [
         Channel(index=i, pnn=data.pnn_labels[i], pns=(data.pns_labels[i] or None))

@@ -101,6 +101,7 @@ def read_flowio_text(path: Path, name: str) -> dict[str, str] | None:
             "a TEXT delimiter flowkit can split on ('/', '|', '*', '\\' or a control character)",
             f"delimiter {decoded[:1]!r} in {name} ({type(exc).__name__}: {exc})",
             ACTION_REEXPORT,
+            problem="This FCS file's keyword section is written in a way that cannot be read reliably.",
         ) from None
 
 
@@ -146,6 +147,7 @@ def check_flowio_reads_text(theirs: dict[str, str], text: dict[str, str], name: 
                 " (padded or lower-case-only differences in keyword names, an escaped delimiter next to"
                 " a separator, or a TEXT segment not ending with its delimiter)",
                 ACTION_REEXPORT + "; flowkit would compute wrong events from this copy",
+                problem="This FCS file's keyword section is written in a way that cannot be read reliably.",
             )
 
 
@@ -171,6 +173,7 @@ def check_float_values(data, text: dict[str, str], name: str) -> None:
             f"{share:.0%} of the non-zero values in the first events are subnormal (< 1e-37) in {name}: "
             "the DATA looks like integers labelled as floating point",
             ACTION_REEXPORT,
+            problem="This FCS file's event values do not match the data type it declares: they would be read wrong.",
         )
 
 
@@ -203,4 +206,5 @@ def check_integer_values(data, path: Path, text: dict[str, str], offset: int, na
             f"numbers in {name}: the DATA looks like floats labelled $DATATYPE I (flowkit would read "
             "garbage)",
             ACTION_REEXPORT,
+            problem="This FCS file's event values do not match the data type it declares: they would be read wrong.",
         )

@@ -35,6 +35,13 @@ ACTION_REEXPORT = (
     "re-export the file from the acquisition software (or copy it again from the "
     "instrument PC), then drop the new copy into the inbox"
 )
+# The lab's words for the structural faults below (offsets, keywords, byte counts): what a
+# technician can act on is that the copy is damaged, not which keyword is off.
+MISCOUNTED = "This FCS file holds a different number of events than it declares (cut short, or its header is wrong)."
+DAMAGED = "This FCS file is damaged or incomplete (cut short while copying, or changed by another program)."
+BAD_SETTING = "This FCS file has a malformed channel setting (range, amplification or gain)."
+BAD_RANGE = "This FCS file's channel ranges do not fit its integer event data."
+CUT_SHORT = "This FCS file is cut short: its event data end beyond the end of the file."
 
 
 def sniff(head: bytes) -> bool:
@@ -51,6 +58,7 @@ def _int_field(raw: bytes, what: str, name: str) -> int:
             f"an FCS HEADER whose {what} is a byte offset (digits)",
             f"{text!r} in {name}",
             ACTION_REEXPORT,
+            problem=DAMAGED,
         )
     return int(text)
 
@@ -62,7 +70,7 @@ def parse_text_segment(raw: bytes) -> dict[str, str]:
     stands for one literal delimiter (FCS 3.1, section 3.2.7).
     """
     if len(raw) < 2:
-        raise InputError("a TEXT segment with keywords", "an empty TEXT segment", ACTION_REEXPORT)
+        raise InputError("a TEXT segment with keywords", "an empty TEXT segment", ACTION_REEXPORT, problem=DAMAGED)
     delim = raw[:1]
     body = raw[1:]
     if body.endswith(delim):
@@ -94,6 +102,7 @@ def _refuse_empty_values(keys: list[str], delim: str) -> None:
                 f"an empty value for {head.strip()!r} followed by {tail.strip()!r}",
                 "re-export the file with the keyword filled in (a space is allowed), or remove "
                 "the empty keyword with the acquisition software",
+                problem="This FCS file has an empty keyword value, which the FCS standard does not allow.",
             )
 
 
@@ -112,6 +121,7 @@ def _bytes_per_event(text: dict[str, str], n_par: int, name: str) -> int | None:
                     f"$P{i}B (bits per value) as a multiple of 8 for integer data",
                     f"{pnb!r} in {name}",
                     ACTION_REEXPORT,
+                    problem=DAMAGED,
                 )
             bits += int(pnb)
         return bits // 8
@@ -121,11 +131,13 @@ def _bytes_per_event(text: dict[str, str], n_par: int, name: str) -> int | None:
             "binary event data ($DATATYPE F, D or I)",
             f"$DATATYPE A (ASCII numbers, deprecated in FCS 3.1) in {name}",
             "export the file again as FCS 3.0/3.1 with float (F) data",
+            problem="This FCS file stores its events as text numbers, an old format graftwatch does not read.",
         )
     raise InputError(
         "$DATATYPE F, D or I",
         f"{datatype or 'no $DATATYPE'} in {name}",
         ACTION_REEXPORT,
+        problem="This FCS file declares an event data type graftwatch does not read.",
     )
 
 
@@ -142,6 +154,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
             f"an FCS file of at least {HEADER_LEN} bytes (HEADER)",
             f"{size} bytes in {name}" + (" (the file is empty)" if size == 0 else ""),
             "check that the instrument finished writing the file, then copy it again",
+            problem="This FCS file is empty or cut short.",
         )
     with open(path, "rb") as fh:
         header = fh.read(HEADER_LEN)
@@ -151,6 +164,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                 "an FCS file starting with FCS2.0, FCS3.0 or FCS3.1",
                 f"{header[:6]!r} at the start of {name}",
                 "drop only FCS files exported by the cytometer software",
+                problem="This file does not start like an FCS file.",
             )
         text_start = _int_field(header[10:18], "TEXT start", name)
         text_end = _int_field(header[18:26], "TEXT end", name)
@@ -161,12 +175,14 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                 f"TEXT segment offsets inside the file (file size {size} bytes)",
                 f"TEXT at bytes {text_start}-{text_end} in {name}",
                 "the file is truncated or damaged; " + ACTION_REEXPORT,
+                problem=CUT_SHORT,
             )
         if text_end - text_start > _MAX_TEXT_BYTES:
             raise InputError(
                 f"a TEXT segment under {_MAX_TEXT_BYTES // 2**20} MB",
                 f"{(text_end - text_start) // 2**20} MB in {name}",
                 ACTION_REEXPORT,
+                problem="This FCS file's keyword section is implausibly large: the file is probably damaged.",
             )
         fh.seek(text_start)
         text = parse_text_segment(fh.read(text_end - text_start + 1))
@@ -179,10 +195,12 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
             "the required FCS keywords $BYTEORD, $DATATYPE, $PAR and $TOT",
             f"{', '.join(missing)} missing in {name}",
             ACTION_REEXPORT,
+            problem="This FCS file lacks keywords every FCS file must have.",
         )
     n_par_s = text["$PAR"]
     if not n_par_s.isdigit() or not (1 <= int(n_par_s) <= 10_000):
-        raise InputError("$PAR (number of parameters) between 1 and 10000", f"{n_par_s!r} in {name}", ACTION_REEXPORT)
+        raise InputError("$PAR (number of parameters) between 1 and 10000", f"{n_par_s!r} in {name}", ACTION_REEXPORT,
+                         problem=DAMAGED)
     n_par = int(n_par_s)
     absent = [f"$P{i}N" for i in range(1, n_par + 1) if f"$P{i}N" not in text]
     if absent:
@@ -190,6 +208,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
             f"a name ($PnN) for each of the {n_par} parameters",
             f"{', '.join(absent[:5])} missing in {name}",
             ACTION_REEXPORT,
+            problem="This FCS file does not name all its channels.",
         )
     _check_mode(text, name)
     byteord = _check_byteord(text, n_par, name)
@@ -200,6 +219,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
             f"a $BYTEORD of {width} bytes for $DATATYPE {text['$DATATYPE']}",
             f"{text.get('$BYTEORD')!r} in {name}",
             ACTION_REEXPORT,
+            problem=DAMAGED,
         )
 
     if version == "FCS2.0":
@@ -212,6 +232,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                 "the FCS 3.x keywords $BEGINDATA and $ENDDATA (DATA offsets)",
                 f"{', '.join(absent)} missing in {name}",
                 ACTION_REEXPORT,
+                problem=DAMAGED,
             )
         try:
             data_start = int(text.get("$BEGINDATA", hdr_data_start) or 0)
@@ -221,6 +242,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                 "$BEGINDATA/$ENDDATA as byte offsets",
                 f"{text.get('$BEGINDATA')!r}/{text.get('$ENDDATA')!r} in {name}",
                 ACTION_REEXPORT,
+                problem=DAMAGED,
             ) from None
         for which, hdr, txt in (("start", hdr_data_start, data_start), ("end", hdr_data_end, data_end)):
             # HEADER offsets are 0 when a segment passes 99,999,999 bytes (FCS 3.1, 3.1.1).
@@ -231,25 +253,29 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                     f"{hdr} (HEADER) vs {txt} (TEXT) in {name}: the file is internally inconsistent",
                     "re-export the file from the acquisition software; files edited by other tools "
                     "often break these offsets",
+                    problem=DAMAGED,
                 )
     if not (0 < data_start <= data_end < size + 1):
         raise InputError(
             f"a DATA segment inside the file (file size {size} bytes)",
             f"DATA at bytes {data_start}-{data_end} in {name}",
             "the file is truncated or damaged; " + ACTION_REEXPORT,
+            problem=CUT_SHORT,
         )
     if data_end >= size:
         raise InputError(
             f"a DATA segment ending inside the file (file size {size} bytes)",
             f"DATA ending at byte {data_end} in {name}: the file is truncated",
             "check that the copy finished, then " + ACTION_REEXPORT,
+            problem=CUT_SHORT,
         )
     tot_s = text.get("$TOT")
     bpe = _bytes_per_event(text, n_par, name)
     _check_channel_keywords(text, n_par, name)
     if tot_s is not None and bpe is not None:
         if not tot_s.isdigit():
-            raise InputError("$TOT (number of events) as a whole number", f"{tot_s!r} in {name}", ACTION_REEXPORT)
+            raise InputError("$TOT (number of events) as a whole number", f"{tot_s!r} in {name}", ACTION_REEXPORT,
+                             problem=MISCOUNTED)
         expected = int(tot_s) * bpe
         actual = data_end - data_start + 1
         # One byte over is a common writer bug (end offset exclusive); flowio tolerates it too.
@@ -259,6 +285,7 @@ def validate_structure(path: Path) -> tuple[str, dict[str, str]]:
                 f"{actual} bytes in {name}"
                 + (" (the file is truncated or $TOT is wrong)" if actual < expected else ""),
                 ACTION_REEXPORT,
+                problem=MISCOUNTED,
             )
     return version, text
 
@@ -287,6 +314,7 @@ def _check_byteord(text: dict[str, str], n_par: int, name: str) -> str:
         "$BYTEORD 1,2,3,4 or 4,3,2,1",
         f"{byteord!r}{hint} in {name}: flowkit would read these bytes in the wrong order",
         ACTION_REEXPORT,
+        problem="This FCS file declares a byte order graftwatch cannot read safely.",
     )
 
 
@@ -299,6 +327,7 @@ def _check_mode(text: dict[str, str], name: str) -> None:
             "list-mode data ($MODE L)",
             (f"$MODE {mode} (histogram data)" if mode else "no $MODE keyword") + f" in {name}",
             "export list-mode FCS files (one row per event) from the acquisition software",
+            problem="This FCS file holds histograms, not one row per cell (list mode).",
         )
 
 
@@ -318,23 +347,28 @@ def _check_channel_keywords(text: dict[str, str], n_par: int, name: str) -> None
         pnr = text.get(f"$P{i}R", "")
         if not _is_number(pnr):
             raise InputError(f"$P{i}R (range of {label}) as a number",
-                             f"{pnr or 'no $P%dR' % i!r} in {name}", ACTION_REEXPORT)
+                             f"{pnr or 'no $P%dR' % i!r} in {name}", ACTION_REEXPORT,
+                             problem=BAD_SETTING)
         pne = text.get(f"$P{i}E")
         if pne is not None and (len(pne.split(",")) != 2 or not all(map(_is_number, pne.split(",")))):
             raise InputError(f"$P{i}E (amplification of {label}) as two numbers 'decades,offset'",
-                             f"{pne!r} in {name}", ACTION_REEXPORT)
+                             f"{pne!r} in {name}", ACTION_REEXPORT,
+                             problem=BAD_SETTING)
         png = text.get(f"$P{i}G")
         if png is not None and not _is_number(png):
-            raise InputError(f"$P{i}G (gain of {label}) as a number", f"{png!r} in {name}", ACTION_REEXPORT)
+            raise InputError(f"$P{i}G (gain of {label}) as a number", f"{png!r} in {name}", ACTION_REEXPORT,
+                             problem=BAD_SETTING)
     timestep = text.get("$TIMESTEP", "")
     # flowio reads $TIMESTEP only for a channel named "Time"; other files may carry junk there.
     has_time = any(text[f"$P{i}N"].lower() == "time" for i in range(1, n_par + 1))
     if has_time and timestep and not _is_number(timestep):
         raise InputError("$TIMESTEP as a number (seconds per time unit)", f"{timestep!r} in {name}",
-                         ACTION_REEXPORT)
+                         ACTION_REEXPORT,
+                         problem="This FCS file has a malformed time step, so its time channel cannot be read.")
     nextdata = text.get("$NEXTDATA", "0") or "0"
     if not nextdata.isdigit():
-        raise InputError("$NEXTDATA as a byte offset (digits)", f"{nextdata!r} in {name}", ACTION_REEXPORT)
+        raise InputError("$NEXTDATA as a byte offset (digits)", f"{nextdata!r} in {name}", ACTION_REEXPORT,
+                         problem=DAMAGED)
     if text.get("$DATATYPE", "").upper() == "I":
         _check_integer_ranges(text, n_par, name)
 
@@ -357,7 +391,8 @@ def _check_integer_ranges(text: dict[str, str], n_par: int, name: str) -> None:
     for i in range(1, n_par + 1):
         if not text[f"$P{i}R"].isdigit():  # flowio int()s it for integer data
             raise InputError(f"$P{i}R (range of {text[f'$P{i}N']}) as a whole number for integer data",
-                             f"{text[f'$P{i}R']!r} in {name}", ACTION_REEXPORT)
+                             f"{text[f'$P{i}R']!r} in {name}", ACTION_REEXPORT,
+                             problem=BAD_RANGE)
     bits = widths[0]
     ranges = [_next_power_of_2(int(text[f"$P{i}R"])) for i in range(1, n_par + 1)]
     if not any(r < 2**bits for r in ranges):
@@ -368,4 +403,5 @@ def _check_integer_ranges(text: dict[str, str], n_par: int, name: str) -> None:
                 f"$P{i}R (range of {text[f'$P{i}N']}) at most 2^{bits} = {2**bits} for {bits}-bit integer data",
                 f"$P{i}R = {text[f'$P{i}R']} in {name}",
                 ACTION_REEXPORT,
+                problem=BAD_RANGE,
             )

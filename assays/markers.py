@@ -114,5 +114,6 @@ def match_markers(
             f"none among the channels {listed}",
             "check the marker labels ($PnS) in the acquisition template, or add the lab's "
             "spelling as an alias in the panel config",
+            problem="This FCS file has no channel for a marker the panel needs.",
         )
     return found

@@ -137,6 +137,7 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
             expected="at least one well with a target name in the qPCR results",
             found=f"no such well in {path.name}",
             action="check that the plate was analysed before exporting, then export the results again",
+            problem="This qPCR export has no wells with a target name.",
         )
     if classic:
         instrument = table.meta("Instrument Type", "Instrument Name")

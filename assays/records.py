@@ -130,15 +130,17 @@ class DdpcrWell:
 
 # Wells and lanes every run carries that are no patient sample: their names repeat on
 # every plate ("NTC", "Ladder", kit control DNA 2800M / 9947A / 007), so they are never
-# checked for identity conflicts and never counted as samples.
+# checked for identity conflicts, never rows of `samples` and never counted as samples
+# (their wells and peaks stay in the export's table, where the calibration reads them).
 _CONTROL_TASKS = frozenset({"STANDARD", "NTC", "NAC", "NEGATIVE", "NEGATIVE CONTROL", "POSITIVE CONTROL", "BLANK",
                             "NEG", "POS", "IPC"})
 # Optionally after a lane/well number ("01-Pos.ktr.__", "16-Ladder__"); "ktr"/"kon"/"kontroll":
-# Scandinavian and German spellings of control seen in real GeneMapper exports.
+# Scandinavian and German spellings of control seen in real GeneMapper exports; "(-)" and
+# "(+)": the negative and positive control wells of QuantStudio's example plates.
 _CONTROL_NAME = re.compile(
     r"^(?:\d+[ _.-]+)?(?:(?:ntc|nac|blank|water|h2o|neg(?:ative)?(?:[ _.-]*(?:ctrl|control|ktr|kon|kontroll?e?))?"
     r"|pos(?:itive)?[ _.-]*(?:ctrl|control|ktr|kon|kontroll?e?)|(?:allelic[ _-]?)?ladder|std[ _-]?\d*"
-    r"|standard[ _-]?\d*)(?:[ _.-]\S*)?|2800m|9947a|007)$", re.IGNORECASE)
+    r"|standard[ _-]?\d*)(?:[ _.-]\S*)?|2800m|9947a|007|\(\s*[-+]\s*\))$", re.IGNORECASE)
 
 
 # Words that name a control wherever they stand in a sample name ("Run2 Allelic Ladder",

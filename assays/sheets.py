@@ -69,11 +69,13 @@ def parse_iso_date(value: str, column: str, row_no: int, name: str) -> dt.date:
                 f"{value!r} in row {row_no} of {name}, which is written as YYYY-MM-DD but is no day of the "
                 "calendar (check the month and the day)",
                 "correct the date; " + _FIX_SHEET,
+                problem=f"Row {row_no} of this sheet has a date that does not exist.",
             ) from None
     raise InputError(
         f"{column} as an ISO date YYYY-MM-DD (e.g. 2026-03-15)",
         f"{value!r} in row {row_no} of {name}",
         "write the date as YYYY-MM-DD; " + _FIX_SHEET,
+        problem=f"Row {row_no} of this sheet has a date not written as YYYY-MM-DD.",
     )
 
 
@@ -104,7 +106,8 @@ class _RowProblems:
             raise self.problems[0]
         found = "; ".join(f"({k}) {p.found}, expected {p.expected}" for k, p in enumerate(self.problems, 1))
         raise InputError(f"every row of {self.name} complete and valid",
-                         f"{len(self.problems)} problems: {found}", "correct every row listed; " + _FIX_SHEET)
+                         f"{len(self.problems)} problems: {found}", "correct every row listed; " + _FIX_SHEET,
+                         problem=f"{len(self.problems)} rows of this sheet need correcting; each is listed below.")
 
 
 def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
@@ -122,22 +125,27 @@ def read_sample_sheet(path: Path) -> list[SampleSheetRow]:
     problems.raise_any()
     if not by_id:
         raise InputError("a sample sheet with at least one sample row", f"only a header row in {path.name}",
-                         "fill in the samples and drop the sheet again")
+                         "fill in the samples and drop the sheet again",
+                         problem="This sample sheet has no sample rows, only its header.")
     return list(by_id.values())
 
 
 def _sheet_row(c: dict[str, str], i: int, name: str) -> SampleSheetRow:
     """One sample-sheet row (``c``: its cells by column), or the InputError naming row ``i``."""
     if not c["sample_id"]:
-        raise InputError("a sample_id on every row", f"an empty sample_id in row {i} of {name}", _FIX_SHEET)
+        raise InputError("a sample_id on every row", f"an empty sample_id in row {i} of {name}", _FIX_SHEET,
+                         problem=f"Row {i} of this sheet has no sample_id.")
     if not c["patient_id"]:
-        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET)
+        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET,
+                         problem=f"Row {i} of this sheet has no patient_id.")
     role = column_key(c["role"])
     if role not in ROLES:
-        raise InputError(f"role one of {', '.join(ROLES)}", f"{c['role']!r} in row {i} of {name}", _FIX_SHEET)
+        raise InputError(f"role one of {', '.join(ROLES)}", f"{c['role']!r} in row {i} of {name}", _FIX_SHEET,
+                         problem=f"Row {i} of this sheet has a role graftwatch does not know.")
     if role == "donor" and not c["donor_id"]:
         raise InputError("a donor_id on every donor reference row",
-                         f"role donor without donor_id in row {i} of {name}", _FIX_SHEET)
+                         f"role donor without donor_id in row {i} of {name}", _FIX_SHEET,
+                         problem=f"Row {i} of this sheet is a donor reference without a donor_id.")
     return SampleSheetRow(
         sample_id=c["sample_id"],
         patient_id=c["patient_id"],
@@ -162,17 +170,20 @@ def read_registry(path: Path) -> list[PatientCycle]:
     problems.raise_any()
     if not by_key:
         raise InputError("a patient registry with at least one row", f"only a header row in {path.name}",
-                         "fill in the patients' MST cycles and drop the registry again")
+                         "fill in the patients' MST cycles and drop the registry again",
+                         problem="This patient registry has no rows, only its header.")
     return list(by_key.values())
 
 
 def _registry_row(c: dict[str, str], i: int, name: str) -> PatientCycle:
     if not c["patient_id"]:
-        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET)
+        raise InputError("a patient_id on every row", f"an empty patient_id in row {i} of {name}", _FIX_SHEET,
+                         problem=f"Row {i} of this registry has no patient_id.")
     try:
         cycle = int(float(c["cycle"]))
     except ValueError:
         raise InputError("cycle as a whole number (1, 2, ...)", f"{c['cycle']!r} in row {i} of {name}",
-                         _FIX_SHEET) from None
+                         _FIX_SHEET,
+                         problem=f"Row {i} of this registry has a cycle that is not a whole number.") from None
     return PatientCycle(patient_id=c["patient_id"], cycle=cycle,
                         mst_date=parse_iso_date(c["mst_date"], "mst_date", i, name), donor_id=c["donor_id"] or None)

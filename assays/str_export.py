@@ -179,6 +179,7 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
             expected="at least one called allele (sample, marker, allele) in the STR export",
             found=f"no called allele in {path.name}",
             action="check that the run was sized and genotyped in GeneMapper before exporting",
+            problem="This STR export has no called alleles.",
         )
     shared = _shared_names(peaks)
     if shared:
@@ -189,7 +190,7 @@ def read(path: Path, source_sha256: str) -> InstrumentExport:
                   + (f", and {len(shared) - 1} more such name(s)" if len(shared) > 1 else ""),
             action="export again from GeneMapper with each sample's own Sample Name (recipient, donor and "
                    "post-transplant samples must be told apart); nothing from this file was stored",
-        )
+                   problem="Several samples in this STR export share one sample name, so they cannot be told apart.")
     return InstrumentExport(
         assay="str",
         source_name=path.name,

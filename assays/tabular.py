@@ -81,6 +81,7 @@ class Table:
                 expected=f"a column {' or '.join(repr(n) for n in names)} ({what})",
                 found=f"only the columns {', '.join(repr(c) for c in self.header if c)}",
                 action="export the table again with that column included",
+                problem=f"This file lacks a column graftwatch needs ({' or '.join(names)}).",
             )
         return idx
 
@@ -110,6 +111,7 @@ class Table:
                 expected=f"a number in column {self.header[idx]!r}",
                 found=f"{row[idx].strip()!r} on line {self.line_numbers[row_pos]} of {self.source_name}",
                 action="correct or re-export the file; leave the cell empty if there is no value",
+                problem="This file has text where a number belongs.",
             ) from None
 
     def decimal_mark(self, idx: int | None = None) -> str | None:
@@ -177,6 +179,7 @@ class Table:
                 "export the table again straight from the instrument software (do not re-save it "
                 "in Excel), or save it with decimal points and no thousands separators"
             ),
+            problem="A number in this file reads two ways (decimal point or decimal comma), so its value is uncertain.",
         )
 
     def integer(self, row_pos: int, idx: int | None) -> int | None:
@@ -254,6 +257,7 @@ def _split(line: str, delimiter: str) -> list[str]:
             expected="a delimited export with ordinary cells",
             found=f"a line csv cannot split ({exc}): {line[:80]!r}...",
             action="export the table again from the instrument software; do not edit it in a text editor",
+            problem="This file has a line that cannot be split into cells (often a stray quote from editing).",
         ) from None
 
 
@@ -319,6 +323,7 @@ def empty_file_error(path: Path, what: str) -> InputError:
         expected=f"a {what}",
         found=f"an empty file ({Path(path).name})",
         action="export the data again; the file was probably saved before the export finished",
+        problem="This file is empty.",
     )
 
 
@@ -358,6 +363,7 @@ def load_table(
                 expected=f"a [{section}] section in this {what}",
                 found=f"no [{section}] section in {path.name}",
                 action=f"export again with the {section} section included",
+                problem=f"This file lacks its {section} section.",
             )
     else:
         numbered = [(i + 1, line) for i, line in enumerate(lines)]
@@ -369,6 +375,7 @@ def load_table(
             expected=f"a {what} with a header row naming the columns {names}",
             found=f"no such header in {path.name} (first table line: {first[:160]!r})",
             action="export the complete table with its header row, without renaming or removing columns",
+            problem="This file has no header row naming its columns.",
         )
     pos, delimiter = located
     header = [c.strip().strip('"').strip() for c in _split(numbered[pos][1], delimiter)]
@@ -416,6 +423,7 @@ def _refuse_cut_off(raw: bytes, rows: list[list[str]], line_numbers: list[int], 
             found=f"line {line_numbers[-1]} of {name} stops after {last} columns and the file has no final "
                   "line break: it was cut off while being written or copied",
             action="export or copy the file again once the instrument software has finished writing it",
+            problem="This file was cut off while being written or copied: its last row is incomplete.",
         )
 
 
@@ -448,6 +456,7 @@ def _refuse_overlong(header: list[str], rows: list[list[str]], line_numbers: lis
                     "export the table again from the instrument software; if it was re-saved in Excel, "
                     "save it as CSV with ';' as separator or with decimal points"
                 ),
+                problem="A row of this file has its values shifted into the wrong columns.",
             )
 
 

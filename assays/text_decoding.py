@@ -40,4 +40,5 @@ def read_bytes(path: Path) -> bytes:
             expected="a readable export file",
             found=f"the file {Path(path).name!r} could not be opened ({exc.strerror or exc})",
             action="check that the file was copied completely and is not locked, then drop it again",
+            problem="This file could not be opened.",
         ) from None

@@ -26,6 +26,7 @@ def xlsx_rows(raw: bytes, source_name: str) -> list[list[str]]:
             expected="a readable Excel workbook (.xlsx)",
             found=f"{source_name} could not be opened as a workbook ({exc})",
             action="save the export again as .xlsx or as a CSV/text file",
+            problem="This Excel file could not be opened.",
         ) from None
     rows: list[list[str]] = []
     try:

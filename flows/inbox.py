@@ -143,8 +143,9 @@ def quarantine(inbox: Path, f: InboxFile, message: str) -> Path:
     target = _free_name(folder, f.path.name, stamp)
     note = target.with_name(target.name + ERROR_SUFFIX)
     tmp = note.with_name("." + note.name + ".tmp")
+    # what is wrong comes first (the lab reads the first line); which file and when, after
     tmp.write_text(
-        f"File: {f.name}\nQuarantined: {dt.datetime.now().isoformat(timespec='seconds')}\n\n{message}\n",
+        f"{message}\n\nFile: {f.name}\nQuarantined: {dt.datetime.now().isoformat(timespec='seconds')}\n",
         encoding="utf-8",
     )
     os.replace(tmp, note)

@@ -224,16 +224,19 @@ def process_export(out: FileOutcome) -> None:
             f"at least one sample row in this {out.kind.upper()} export",
             f"no usable rows in {Path(out.file.name).name}",
             "export the results table again, including the sample rows",
+            problem=f"This {out.kind.upper()} export has no sample rows.",
         )
     now = utcnow()
     at = export.acquired_at.replace(tzinfo=now.tzinfo) if export.acquired_at and export.acquired_at.tzinfo is None else export.acquired_at
     out.sample_ids = export.patient_sample_ids
     out.identity_ids = export.patient_sample_ids
+    # standards, NTCs, ladders and kit controls are no samples: their wells and peaks stay in
+    # the export's own table (qpcr_wells ...), where the plate's calibration reads them
     out.add("samples", [{
         "sample_id": sid, "assay": export.assay, "source_sha256": out.sha256,
         "source_name": Path(out.file.name).name, "acquired_at": at, "instrument": export.instrument,
         "ingested_at": now, "file_format": export.assay,
-    } for sid in export.sample_ids])
+    } for sid in export.patient_sample_ids])
     out.add(EXPORT_TABLES[out.kind], [dict(dataclasses.asdict(r), source_sha256=out.sha256) for r in export.records])
 
 
@@ -244,7 +247,8 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] 
     try:
         if f.refused:
             raise InputError("a regular file inside the inbox", f"{f.name}: {f.refused}",
-                             "copy the real file into the inbox instead of linking to it")
+                             "copy the real file into the inbox instead of linking to it",
+                             problem="This is a link to a file, not the file itself.")
         out.signature = file_signature(f.path)
         out.sha256 = sha256_of(f.path)
         out.timed("hash", t0)
@@ -264,14 +268,17 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] 
         out.status, out.error, out.rows = "quarantined", str(exc), {}
     except MemoryError:
         out.status, out.rows = "quarantined", {}
-        out.error = ("Expected a file that fits in memory; found one too large to read. What to do: "
-                     "split the acquisition or ask the admin to process it on a larger machine.")
+        out.error = str(InputError("a file that fits in memory", "one too large to read",
+                                   "split the acquisition or ask the admin to process it on a larger machine",
+                                   problem="This file is too large for this computer to read."))
     except Exception as exc:  # a bug or an unforeseen malformation: keep the file, explain, go on
         log.debug("unexpected error on %s", f.name, exc_info=True)
         out.status, out.rows = "quarantined", {}
-        out.error = (f"Expected a file graftwatch can read; found an unexpected problem while reading it "
-                     f"({type(exc).__name__}: {exc}). What to do: check the file opens in the instrument "
-                     "software; if it does, send it to the graftwatch admin (it is kept here unchanged).")
+        out.error = str(InputError(
+            "a file graftwatch can read", f"an unexpected problem while reading it ({type(exc).__name__}: {exc})",
+            "check the file opens in the instrument software; if it does, send it to the graftwatch admin "
+            "(it is kept here unchanged)",
+            problem="This file could not be read, for a reason graftwatch does not recognise."))
     finally:
         out.seconds = time.perf_counter() - t0
     return out

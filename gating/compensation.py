@@ -47,6 +47,7 @@ def compensate_array(events: np.ndarray, pnn: list[str], spill: Spillover) -> np
             f"every detector of the compensation matrix ({spill.source}) among the file's channels",
             f"{', '.join(missing)} not in {', '.join(pnn)}",
             "use a compensation matrix made for this instrument configuration",
+            problem="The compensation matrix does not fit this file's detectors.",
         ) from None
     out = events.copy()
     # Solving S^T c^T = x^T is better conditioned than forming inv(S) explicitly.

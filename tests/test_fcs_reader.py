@@ -17,6 +17,7 @@ from assays.fcs import parse_spillover, read_fcs, sample_id_from, validate_struc
 from assays.markers import match_markers, normalize_marker
 from assays.records import Channel
 from simulators.tcell import simulate_tube
+from note_checks import assert_lab_first
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +339,7 @@ def test_truncated_float_data_is_quarantined(float_variants, tmp_path):
             with pytest.raises(InputError) as err:
                 read_fcs(cut)
             msg = str(err.value)
-            assert msg.startswith("Expected ") and "; found " in msg and ". What to do: " in msg, msg
+            assert_lab_first(msg)
             assert "truncated" in msg and cut.name in msg, msg
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from note_checks import assert_lab_first
 from assays.errors import InputError
 from assays.fcs import read_fcs, sniff
 
@@ -91,7 +92,7 @@ def _quarantined(path: Path) -> str:
     with pytest.raises(InputError) as err:
         read_fcs(path)
     msg = str(err.value)
-    assert msg.startswith("Expected ") and "; found " in msg and ". What to do: " in msg, msg
+    assert_lab_first(msg)
     return msg
 
 

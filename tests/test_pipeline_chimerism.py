@@ -69,3 +69,58 @@ def test_a_later_plate_does_not_recalibrate_earlier_samples(tmp_path):
     after = query(store, "SELECT sample_id, donor_pct, analysis_id FROM chimerism_timeline ORDER BY 1")
     assert [r for r in after if r[0].startswith("P05")] == before
     assert any(r[0].startswith("P06") for r in after)
+
+
+def _stored_ids(store):
+    samples = {r[0] for r in query(store, "SELECT sample_id FROM samples")}
+    unlinked = {r[0] for r in query(store, "SELECT sample_id FROM unlinked_samples")}
+    return samples, unlinked
+
+
+def test_controls_are_no_samples_but_still_calibrate(tmp_path):
+    """Issue 18: qPCR standards and NTCs, ddPCR NTCs are no rows of `samples`, never in
+    `unlinked_samples`, not counted in the run summary; the plate's LoB (NTC, recipient
+    wells) and dilution series still serve the quantification (seeds 31 and 32)."""
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    q_case = write_qpcr_case(inbox, seed=31, donor_pcts=(1.0, 0.1), patient_id="P09", dilution_series=True)
+    d_case = write_ddpcr_case(inbox, seed=32, donor_pcts=(1.0,), patient_id="P09")
+    write_sample_sheet(inbox / "sheet.csv", q_case.sheet)
+    write_registry(inbox / "registry.csv", q_case.registry)
+    summary = run_pipeline(inbox, store)
+    samples, unlinked = _stored_ids(store)
+    patients = {r.sample_id for r in q_case.sheet}
+    assert samples == patients and not unlinked
+    on_ddpcr = {d_case.case.recipient_sample, *d_case.case.donor_samples.values(), *(p.sample_id for p in d_case.posts)}
+    assert summary.samples == len(patients) + len(on_ddpcr)  # patient samples per plate, no control
+    wells = {r[0] for r in query(store, "SELECT DISTINCT sample_id FROM qpcr_wells")}
+    assert {"NTC"} | {w for w in wells if w.startswith("STD")} <= wells - samples and len(wells - samples) > 1
+    assert "NTC" in {r[0] for r in query(store, "SELECT DISTINCT sample_id FROM ddpcr_wells")}
+    rows = query(store, f"SELECT method, detected, lod_pct FROM chimerism_timeline WHERE sample_id = '{q_case.posts[0].sample_id}'")
+    assert {r[0] for r in rows} == {"qpcr", "ddpcr"} and all(r[1] and r[2] is not None for r in rows)
+    assert d_case.posts[0].sample_id == q_case.posts[0].sample_id
+
+
+@pytest.mark.reference
+def test_controls_of_real_exports_are_no_samples(tmp_path, shared_data):
+    """Real exports (shared data): QuantStudio NTC/standard/NAC/(+)/(-) wells, the QX NTC and
+    the GeneMapper ladders and positive controls never become samples or unlinked samples."""
+    from assays.records import is_control_record
+
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    files = [shared_data / "qpcr" / "quantstudio_classic" / f"appbio_quantstudio_example0{i}.txt" for i in (2, 4, 5, 7)]
+    files += [shared_data / "qpcr" / "quantstudio_classic" / "example_quantsudio_results_only.txt",
+              shared_data / "ddpcr" / "ddpcr_daattali_QXManager_SMN2v2_20220630.csv",
+              shared_data / "str" / "genemapper_idx_wide_set3.txt"]
+    for f in files:
+        (inbox / f.name).write_bytes(f.read_bytes())
+    summary = run_pipeline(inbox, store)
+    assert summary.stored == len(files) and not summary.quarantined
+    samples, unlinked = _stored_ids(store)
+    controls = set()
+    for table in ("qpcr_wells", "ddpcr_wells", "str_peaks"):
+        controls |= {r[0] for r in query(store, f"SELECT DISTINCT sample_id FROM {table}")} - samples
+    assert {"NTC", "NAC", "(+)", "(-)", "16-Ladder__", "01-Pos.ktr.__", "Standard 1 (1e8)"} <= controls
+    assert not controls & (samples | unlinked) and unlinked == samples  # no sheet: every patient sample unlinked
+    assert summary.samples == len(samples) and not any(is_control_record(type("R", (), {"sample_id": s})) for s in samples)

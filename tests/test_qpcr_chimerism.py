@@ -14,7 +14,7 @@ from gating.chimerism import calibration as cal
 from gating.chimerism import qpcr as qp
 from gating.chimerism import replicates as rep
 from gating.chimerism import ChimerismConfig, is_reference_target, quantify_chimerism
-from sweep_helpers import tally
+from simulators.chimerism_sweeps import by_truth, qpcr_shares
 
 SEED = 7
 
@@ -142,66 +142,58 @@ def test_microchimerism_detected_from_the_blanks_not_rounded():
 
 # ---------------------------------------------------------------- CI coverage over a seed sweep
 
-SWEEP_SEEDS = range(62_000, 62_300)  # fresh seeds, used nowhere else
+SWEEP_SEEDS = range(62_000, 62_100)  # fresh seeds, used nowhere else
 SWEEP_TRUTHS = (0.0, 0.05, 0.1, 1.0, 20.0, 95.0)
 
 
 @pytest.mark.parametrize("dilution_readout", [True, False])
-def test_ci_coverage_and_false_positives_over_seed_sweep(tmp_path, dilution_readout):
-    """95 % CI coverage and the 0 % false-positive rate over 300 simulated plates.
+def test_ci_coverage_and_false_positives_over_seed_sweep(dilution_readout):
+    """95 % CI coverage and the 0 % false-positive rate over 100 simulated plates.
 
     Truth comes from the seeded simulator (simulators.qpcr_sim, seeds
-    62000-62299): the donor % each post sample was made with. Whether % is read off
+    62000-62099): the donor % each post sample was made with. Whether % is read off
     the dilution series (classical calibration interval) or by ΔΔCt with the fitted
     efficiency (delta method incl. the slope's SE), the CI must contain the truth as
     often as a 95 % interval does, within a 99.8 % binomial acceptance region, and not
     every time. At 0 % donor no plate may call the donor detected beyond the binomial
     tolerance of a 5 % false-positive rate; the non-detection is reported as 0 with [0, LOD].
+    The full sweep: ``python -m simulators.chimerism_sweeps``.
     """
     from scipy import stats
 
-    config = ChimerismConfig(qpcr_dilution_readout=dilution_readout)
-    covered = {t: 0 for t in SWEEP_TRUTHS}
-    detected = {t: 0 for t in SWEEP_TRUTHS}
-    for seed in SWEEP_SEEDS:
-        case = write_qpcr_case(tmp_path, seed=seed, donor_pcts=SWEEP_TRUTHS, file_name="sweep.txt")
-        wells = qpcr.read(case.path, "sha").records
-        _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], config)
-        tally(results, case.posts, covered, detected)
+    shares = qpcr_shares(SWEEP_SEEDS, SWEEP_TRUTHS, ChimerismConfig(qpcr_dilution_readout=dilution_readout))
+    assert all(s.pct is not None and s.ci_low is not None and s.ci_high is not None for s in shares)
+    groups = by_truth(shares)
+    covered = {t: sum(s.covered for s in v) for t, v in groups.items()}
+    detected = {t: sum(bool(s.detected) for s in v) for t, v in groups.items()}
     n = len(SWEEP_SEEDS)
     positive = [t for t in SWEEP_TRUTHS if t > 0]
     for t in positive:  # per level: a looser 99.98 % region (several levels are checked)
-        assert stats.binom.ppf(0.0001, n, 0.95) <= covered[t] <= min(stats.binom.ppf(0.9999, n, 0.95), n - 1), (t, covered[t])
+        assert stats.binom.ppf(0.0001, n, 0.95) <= covered[t] <= stats.binom.ppf(0.9999, n, 0.95), (t, covered[t])
     pooled = sum(covered[t] for t in positive)
     m = n * len(positive)
-    assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= stats.binom.ppf(0.999, m, 0.95), pooled / m
+    assert stats.binom.ppf(0.001, m, 0.95) <= pooled <= min(stats.binom.ppf(0.999, m, 0.95), m - 1), pooled / m
     assert detected[0.0] <= stats.binom.ppf(0.999, n, 0.05), detected[0.0]
     assert covered[0.0] >= n - detected[0.0]
 
 
-DETECTION_SEEDS = range(65_000, 65_200)  # fresh seeds, used nowhere else
+DETECTION_SEEDS = range(65_000, 65_100)  # fresh seeds, used nowhere else
 DETECTION_TRUTHS = (0.0, 0.01, 0.05, 0.1, 1.0)
 
 
 @pytest.mark.parametrize("dilution_series", [False, True])
-def test_detection_from_the_blanks_over_seed_sweep(tmp_path, dilution_series):
+def test_detection_from_the_blanks_over_seed_sweep(dilution_series):
     """Issue 14: detection from the plate's blanks, not from a fixed LOD.
 
-    200 seeded plates (simulators.qpcr_sim, seeds 65000-65199), 3 replicates, with
+    100 seeded plates (simulators.qpcr_sim, seeds 65000-65099), 3 replicates, with
     late non-specific amplification in 10 % of recipient and 5 % of NTC marker wells
     (``Background``): 0.05 % donor is detected on >= 95 % of plates and 0 % donor on
-    <= 5 %, with and without a dilution series on the plate.
+    <= 5 %, with and without a dilution series on the plate. The full sweep (200 plates
+    per arm): ``python -m simulators.chimerism_sweeps``.
     """
-    detected = {t: 0 for t in DETECTION_TRUTHS}
-    for seed in DETECTION_SEEDS:
-        case = write_qpcr_case(tmp_path, seed=seed, donor_pcts=DETECTION_TRUTHS, file_name="det.txt", replicates=3,
-                               dilution_series=dilution_series, background=Background())
-        wells = qpcr.read(case.path, "sha").records
-        _, results = quantify_chimerism(case.sheet, case.registry, [], wells, [], ChimerismConfig())
-        by_sample = {r.sample_id: r for r in results}
-        for post in case.posts:
-            (truth,) = post.donor_pct.values()
-            detected[truth] += bool(by_sample[post.sample_id].detected)
+    shares = qpcr_shares(DETECTION_SEEDS, DETECTION_TRUTHS, replicates=3, dilution_series=dilution_series,
+                         background=Background())
+    detected = {t: sum(bool(s.detected) for s in v) for t, v in by_truth(shares).items()}
     n = len(DETECTION_SEEDS)
     assert detected[0.05] >= 0.95 * n and detected[0.1] >= 0.95 * n and detected[1.0] == n, detected
     assert detected[0.0] <= 0.05 * n, detected

@@ -134,7 +134,8 @@ def place(spec: PopulationSpec, parent: str, walk: Walk):
         raise InputError(f"{lacking} for the {spec.name} gate",
                          "channels " + ", ".join(prep.pnn),
                          "export the file with its forward and side scatter parameters "
-                         "(any of the names listed), or gate it with a Gating-ML or FlowJo template")
+                         "(any of the names listed), or gate it with a Gating-ML or FlowJo template",
+                         problem="This FCS file has no forward and side scatter channels to find the lymphocytes by.")
     fsc, ssc = (prep.scatter[c] for c in axes)
     sel = pmask & unsaturated(fsc) & unsaturated(ssc)  # saturated events distort the mixture
     n_fit = int(np.count_nonzero(sel))

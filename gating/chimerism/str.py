@@ -287,6 +287,76 @@ def locus_fraction_multi(
     return DONOR_UNIQUE, (None if math.isnan(f) else f), flagged
 
 
+def locus_fraction_joint(
+    donor: frozenset[str],
+    others: Sequence[frozenset[str]],
+    post: Mapping[str, float],
+    floor: float = 0.02,
+    iterations: int = 4,
+) -> tuple[str, float | None, bool, float | None]:
+    """One contributor among several, one locus: every allele's signal fitted at once.
+
+    Same informativity rule as :func:`locus_fraction_multi` (the contributor needs an
+    allele no other contributor carries), but the fraction uses all contributors'
+    alleles, shared ones included: each allele's signal is the sum over contributors
+    of their copies of it times their share, A(a) = sum_k b_k c_k(a) (c_k(a) = 0, 1,
+    or 2 for a homozygote), and the shares b_k are fitted by non-negative weighted
+    least squares with weights 1 / A_hat(a)^2, iterated (peak signals scatter in
+    proportion to their size; ``floor`` x the locus' largest signal bounds the weight
+    of absent alleles). f = b_donor / sum_k b_k. On exact mixtures it equals
+    :func:`f_donor_unique`; on real peaks a shared allele adds what it says about the
+    shares (least-squares deconvolution of STR mixtures: Wang, Xue & Birdwell, J Forensic
+    Sci 2006;51:1284-1297).
+
+    Returns
+    -------
+    (kind, f, stutter flag, variance)
+        ``variance`` is Var(f) from the fit's covariance (delta method), up to the common
+        factor of the peak-signal scatter: relative weights of loci, not an interval.
+    """
+    from scipy.optimize import nnls
+
+    kind, f_unique, flagged = locus_fraction_multi(donor, others, post)
+    if kind != DONOR_UNIQUE or f_unique is None:
+        return kind, f_unique, flagged, None
+    genotypes = [donor, *others]
+    alleles = sorted(frozenset().union(*genotypes))
+    copies = np.array([[(2 if len(g) == 1 else 1) if a in g else 0 for g in genotypes] for a in alleles], float)
+    signal = np.array([post.get(a, 0.0) for a in alleles], float)
+    signal = signal / signal.sum()
+    fitted, low = signal.copy(), floor * signal.max()
+    for _ in range(iterations):
+        scale = np.maximum(fitted, low)
+        shares, _ = nnls(copies / scale[:, None], signal / scale)
+        fitted = copies @ shares
+    total = float(shares.sum())
+    if total <= 0:
+        return kind, f_unique, flagged, None
+    f = float(shares[0]) / total
+    grad = -shares / total**2
+    grad[0] += 1.0 / total
+    cov = np.linalg.pinv(copies.T @ (copies / np.maximum(fitted, low)[:, None] ** 2))
+    return kind, f, flagged, float(grad @ cov @ grad)
+
+
+def weighted_summary(values: Sequence[float], weights: Sequence[float]) -> tuple[float, float | None, int]:
+    """Inverse-variance weighted mean of per-locus values, with an SD that :func:`mean_ci` can use.
+
+    m = sum w x / sum w; its standard error from the loci's own scatter,
+    SE^2 = sum w (x - m)^2 / ((n - 1) sum w) (the weights fix only the loci's relative
+    precision); the returned SD is SE x sqrt(n), so SD / sqrt(n) is that SE and equal
+    weights give the plain mean and sample SD of :func:`summarize`.
+    """
+    x, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    if x.size == 0:
+        return math.nan, None, 0
+    mean = float(np.sum(w * x) / np.sum(w))
+    if x.size < 2:
+        return mean, None, 1
+    se2 = float(np.sum(w * (x - mean) ** 2) / ((x.size - 1) * np.sum(w)))
+    return mean, math.sqrt(se2 * x.size), int(x.size)
+
+
 def outlier_mask(
     values: Sequence[float], z: float = 3.5, min_remaining: int = 3, min_spread: float = 0.0
 ) -> np.ndarray:
@@ -400,6 +470,7 @@ class _Locus:
     artefact: bool  # an artefact sits on a contributor allele of the post sample
     flags: list[str]
     record: dict
+    weight: float = 1.0  # relative precision among the loci (several donors: 1 / Var f)
 
 
 def _alleles(call: LocusCall | None) -> str | None:
@@ -418,8 +489,9 @@ def quantify_post_sample(
     pull-up, spikes, dye blobs and off-ladder peaks removed, alleles at >= half the
     locus maximum height), and the donor fraction f is computed from the post sample's
     allele signals with the DESIGN.md formula of the locus' informativity class
-    (:func:`locus_fraction`; with several donors the unique-allele formula
-    :func:`locus_fraction_multi`). Before that, the back-stutter ratio measured on the
+    (:func:`locus_fraction`; with several donors, at loci where the contributor has an
+    allele no other contributor carries, the joint fit of every allele
+    :func:`locus_fraction_joint`). Before that, the back-stutter ratio measured on the
     reference samples is subtracted from the post signals
     (:func:`~gating.chimerism.str_calling.subtract_stutter`) and the post sample's
     degradation slope undone (:func:`~gating.chimerism.str_calling.degradation_slope`:
@@ -431,7 +503,10 @@ def quantify_post_sample(
     are outliers (:func:`outlier_mask`, median/MAD; it still works with 4-6 loci).
 
     donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over loci;
-    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). Detected when
+    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). With several donors the
+    mean is weighted by each locus' precision (1 / Var f of the joint fit:
+    :func:`weighted_summary`), since one unique allele of a heterozygote says less than
+    two, or than a homozygote's. Detected when
     donor % >= ``config.str_lod_pct``; below it the CI is [0, max(CI high, LOD)]
     (:func:`gating.chimerism.limits.below_lod_interval`).
 
@@ -493,6 +568,7 @@ def quantify_post_sample(
                 sid, "str", x.marker, x.kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
                 **x.record))
         kept = [v for v, k in zip(values, keep) if k]
+        weights = [x.weight for x, k in zip(pool, keep) if k]
         if not kept and donor_id == RECIPIENT:
             continue  # the recipient's share then follows from the donors' (shares.py)
         if not kept:
@@ -501,7 +577,7 @@ def quantify_post_sample(
                                         "at every locus typed in both (or the post sample has no peaks there). "
                                         "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
             continue
-        mean, sd, n = summarize(kept)
+        mean, sd, n = weighted_summary(kept, weights) if multi else summarize(kept)
         ci = mean_ci(mean, sd, n)
         pct = min(max(mean, 0.0), 100.0)
         detected, status = classify(pct, config.str_lod_pct)
@@ -544,9 +620,11 @@ def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, d
         signal = subtract_stutter(signal, ratios[marker])
     if multi:
         others = [c[marker].alleles if marker in c else frozenset() for w, c in calls.items() if w != donor_id]
-        kind, f, stutter = locus_fraction_multi(don_call.alleles, others, signal)
+        kind, f, stutter, variance = locus_fraction_joint(don_call.alleles, others, signal)
+        weight = 1.0 / variance if variance and variance > 0 else 1.0
     else:
         kind, f, stutter = locus_fraction(rec_call.alleles, don_call.alleles, signal)
+        weight = 1.0
     flags += ["stutter_corrected" if stutter and corrected else "stutter_position" if stutter else None,
               "artefact_on_allele" if on_allele else None]
-    return _Locus(marker, kind, f, stutter, corrected, bool(on_allele), flags, record)
+    return _Locus(marker, kind, f, stutter, corrected, bool(on_allele), flags, record, weight)
