@@ -419,7 +419,7 @@ def run_in_process(inbox: str, store: str, config_path: str | None = None, templ
         def submit(files, setup_, known) -> Future:
             nonlocal limited
             if not limited:
-                limits.enter_context(blas_threads_per_worker(n))
+                limits.enter_context(blas_threads_per_worker(n, scipy_blas=setup.template is None))
                 limited = True
             return pool.submit(process_files, files, setup_, known)
 

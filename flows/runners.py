@@ -300,7 +300,7 @@ def check_api(url: str) -> None:
 
 
 @contextlib.contextmanager
-def blas_threads_per_worker(workers: int):
+def blas_threads_per_worker(workers: int, scipy_blas: bool = True):
     """Limit BLAS (OpenBLAS/MKL) to ``cores // workers`` threads while the block runs.
 
     numpy's OpenBLAS starts one thread per core for each large call (the compensation
@@ -309,18 +309,22 @@ def blas_threads_per_worker(workers: int):
     for work, taking the core from the other worker. Measured on 12 x 1M-event files
     with two workers: 3.7-4.2 s limited vs 4.5-5.8 s not. Results are unchanged: the
     threads split right-hand-side columns, never one column's arithmetic (tested).
-    Process-wide (the library's own setting), restored on exit.
+    Process-wide (the library's own setting), restored on exit. ``scipy_blas``: also
+    SciPy's own OpenBLAS (loaded first; the adaptive panel's scikit-learn uses it). A
+    template run never calls it, and loading scipy.linalg costs it ~0.25-0.5 s.
     """
-    with _blas_controller().limit(limits=max(1, (os.cpu_count() or 1) // max(1, workers)), user_api="blas"):
+    with _blas_controller(scipy_blas).limit(limits=max(1, (os.cpu_count() or 1) // max(1, workers)), user_api="blas"):
         yield
 
 
 @functools.cache
-def _blas_controller():
+def _blas_controller(scipy_blas: bool = True):
     """threadpoolctl's view of the loaded BLAS libraries, built once per process (it scans
     every loaded shared library: ~8 ms with Prefect, pyarrow and DuckDB loaded)."""
     import numpy  # noqa: F401  (its OpenBLAS must be loaded before the scan)
-    import scipy.linalg  # noqa: F401
+
+    if scipy_blas:
+        import scipy.linalg  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
