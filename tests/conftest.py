@@ -16,6 +16,11 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Prefect's default profile lets a client with no API URL start a temporary server that must
+# answer within 20 s; on a loaded CI machine it does not. Tests that need a server use the
+# shared one (the `prefect_server` fixture), waited for without a deadline; anything else
+# reaching for a server fails at once, naming the missing URL.
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -55,6 +55,53 @@ def simulate(folder: Path, n: int, n_events: int = 3000, prefix: str = "T", seed
     return out
 
 
+def migrated_prefect_db() -> Path:
+    """A Prefect database with every migration applied, built once per installed Prefect.
+
+    A Prefect server on a fresh PREFECT_HOME first migrates its SQLite database (about
+    16 s of CPU, more than the rest of its start); the suite starts several servers, each
+    on its own home. They all start from a copy of this one, kept beside the environment
+    (``.venv``) and built under a lock, so the two pytest-xdist workers build it once.
+    """
+    import fcntl
+    import shutil
+    import sqlite3
+    from importlib.metadata import version
+
+    seed = Path(sys.prefix) / f".graftwatch-test-prefect-db-{version('prefect')}"
+    db = seed / "prefect.db"
+    seed.mkdir(exist_ok=True)
+    with open(seed / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            build = seed / "build"
+            shutil.rmtree(build, ignore_errors=True)
+            build.mkdir()
+            env = {k: v for k, v in os.environ.items() if "DATABASE_CONNECTION_URL" not in k}
+            subprocess.run([PYTHON, "-c", "import asyncio; from prefect.server.database import "
+                            "provide_database_interface as db; asyncio.run(db().create_db())"],
+                           env={**env, "PREFECT_HOME": str(build)}, check=True, capture_output=True)
+            # One consistent file (the WAL folded in), published by rename.
+            src, dst = sqlite3.connect(build / "prefect.db"), sqlite3.connect(seed / "prefect.db.tmp")
+            src.backup(dst)
+            src.close()
+            dst.close()
+            os.replace(seed / "prefect.db.tmp", db)
+            shutil.rmtree(build, ignore_errors=True)
+    return db
+
+
+def seeded_prefect_home(home: Path) -> Path:
+    """``home`` as a PREFECT_HOME whose database is already migrated (see :func:`migrated_prefect_db`)."""
+    import shutil
+
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "prefect.db").exists():
+        shutil.copyfile(migrated_prefect_db(), home / "prefect.db")
+    return home
+
+
 _SERVER = None
 
 
@@ -69,6 +116,7 @@ def shared_api_url() -> str:
     if _SERVER is None:
         from flows.runners import LocalServer
 
+        seeded_prefect_home(Path(os.environ["PREFECT_HOME"]))
         server = LocalServer(port=None, full=False)
         server.start()
         atexit.register(server.stop)

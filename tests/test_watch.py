@@ -1,6 +1,6 @@
 """The folder watcher (flows/watch.py), end to end and in pieces.
 
-End to end: one watcher subprocess (``flows.watch.watch``) on Prefect's default temporary
+End to end: one watcher subprocess (``flows.watch.watch``) with its own local Prefect
 server, fed like a lab would: a file written slowly, a duplicate under another name,
 five broken FCS files; SIGINT to its process group (a terminal's Ctrl-C) in the middle
 of a batch must let the batch finish and exit 0. The pieces (stability rule,
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ops_helpers import REPO, PYTHON, broken_fcs_kinds, cli_env, query, simulate, wait_for, write_template
+from ops_helpers import (REPO, PYTHON, broken_fcs_kinds, cli_env, query, seeded_prefect_home, simulate, wait_for,
+                         write_template)
 
 STABLE = 1.5
 LATENCY_LIMIT = 15.0
@@ -41,7 +42,9 @@ def lab(tmp_path_factory):
     code = ("import sys; from pathlib import Path; from flows.watch import watch; "
             f"sys.exit(watch(Path({str(inbox)!r}), {str(store)!r}, {str(config)!r}, template_path={str(template)!r}))")
     log = root / "watch.log"
-    env = cli_env(None)
+    # Its own PREFECT_HOME: the server's SQLite database must not be the one this pytest
+    # process's shared test server opens (two servers on one file: "database is locked").
+    env = cli_env(None, PREFECT_HOME=str(seeded_prefect_home(root / "prefect")))
     env.pop("PREFECT_API_URL", None)  # the default: the watcher starts its own local Prefect server
     proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
