@@ -96,11 +96,35 @@ def population_stats(
     memberships: list[GateMembership], n_events: int, names: dict[str, str] | None = None,
     qc: list[QcCheck] = (),
 ) -> list[PopulationStat]:
-    """One row per population; ``names`` maps gate ids to display names (adaptive panel).
+    """One row per population: its count and its percentages of parent and of lymphocytes.
 
-    ``qc``: the gating's checks; a check with ``unresolved_in`` (a gate id) marks every
-    population below that gate unresolved, with the check's message as the reason; one
-    with ``unresolved_gates`` marks those gates and the populations below them.
+    Formulas (flowkit's ``Session.get_gating_results`` and FlowJo's "Freq. of Parent"
+    and "Freq. of ..." columns define the same quantities)::
+
+        count          = number of events inside the gate and all its ancestors
+        pct_of_parent  = 100 * count / count(parent)      (parent = all events at the root)
+        pct_of_lymph   = 100 * count / count(Lymphocytes) (populations under Lymphocytes only)
+
+    A percentage whose denominator is 0 is None (no events: no percentage).
+
+    Parameters
+    ----------
+    memberships : list of GateMembership
+        Every gate's boolean event mask and gate path, in strategy order.
+    n_events : int
+        Events in the file (the root's count).
+    names : dict, optional
+        Gate id -> display name (the adaptive panel's readable names); ids are shown otherwise.
+    qc : sequence of QcCheck
+        The gating's checks. A check with ``unresolved_in`` (a gate id) marks every
+        population below that gate unresolved, with the check's message as the reason; one
+        with ``unresolved_gates`` marks those gates and the populations below them.
+
+    Returns
+    -------
+    list of PopulationStat
+        One per membership, in the same order; ``unresolved`` rows keep their counts for
+        audit, and the views report their percentages as NULL with ``unresolved_reason``.
     """
     names = names or {}
     by_path = {m.path: m for m in memberships}
