@@ -116,7 +116,7 @@ def _start_watch(tmp_path: Path, port: int, log: str = "watch.log") -> subproces
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
     config = tmp_path / "graftwatch.toml"
-    config.write_text(f"[prefect]\nport = {port}\n\n[inbox]\nstable_seconds = 0.5\n")
+    config.write_text(f"[prefect]\nport = {port}\nstart_timeout_seconds = {NO_DEADLINE}\n\n[inbox]\nstable_seconds = 0.5\n")
     return start_cli(["watch", "--inbox", str(inbox), "--store", str(tmp_path / "store"), "--config", str(config)],
                      _env(tmp_path), tmp_path / log)
 
@@ -135,13 +135,13 @@ def test_watch_serves_the_ui_for_its_lifetime_and_stops_it_on_ctrl_c(tmp_path):
     assert f"Prefect UI: http://127.0.0.1:{port}" in _log(tmp_path, "watch.log")
     servers = _servers_of(proc.pid)
     assert len(servers) == 1
-    assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=30).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=300).status_code == 200
     simulate(tmp_path / "inbox", 1, n_events=3_000, prefix="WU")
     assert wait_for(lambda: "1 stored" in _log(tmp_path, "watch.log") or proc.poll() is not None, NO_DEADLINE)
     assert "1 stored" in _log(tmp_path, "watch.log"), _log(tmp_path, "watch.log")[-3000:]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(NO_DEADLINE) == 0
-    assert wait_for(lambda: not any(_alive(p) for p in servers), 30), "the watcher's Prefect server outlived it"
+    assert wait_for(lambda: not any(_alive(p) for p in servers), NO_DEADLINE), "the watcher's Prefect server outlived it"
 
 
 def test_watch_server_dies_with_a_killed_watcher(tmp_path):
@@ -150,8 +150,8 @@ def test_watch_server_dies_with_a_killed_watcher(tmp_path):
     servers = _servers_of(proc.pid)
     assert servers
     kill_group(proc, signal.SIGKILL)  # the server is in its own session: this does not reach it
-    proc.wait(30)
-    assert wait_for(lambda: not any(_alive(p) for p in servers), 30), "orphan Prefect server after kill -9"
+    proc.wait(NO_DEADLINE)
+    assert wait_for(lambda: not any(_alive(p) for p in servers), NO_DEADLINE), "orphan Prefect server after kill -9"
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess | subprocess.Popen, text: str) -> None:
