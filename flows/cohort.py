@@ -60,12 +60,7 @@ def write_cohort(store_root: str, out: Path, config_path: str | None = None) -> 
     except ConfigError as exc:
         print(f"graftwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    store = Store(store_root)
-    problem = store.not_a_store_reason()
-    if problem:
-        print(f"graftwatch: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    con = connect(store)
+    con = connect(Store(store_root).existing())
     create_cohort_views(con, params)
     text = build_cohort_page(con, params)
     out = Path(out)

@@ -127,14 +127,9 @@ def run_query(sql: str, store_root: str, fmt: str = "table", out: str | None = N
     from storage.store import Store
     from storage.views import connect, relation_names
 
-    store = Store(store_root)
-    problem = store.not_a_store_reason()
-    if problem:
-        print(f"graftwatch: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     # Creates only the relations the SQL names (and what they read): creating all of them
     # costs more than most queries (storage/views.py).
-    con = connect(store)
+    con = connect(Store(store_root).existing())
     try:
         rel, columns, rows = _execute(con, sql)
     except duckdb.Error as exc:

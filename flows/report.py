@@ -49,8 +49,9 @@ def picture_pngs(store_root: str, con, render_missing: bool = True):
 def write_report(patient_id: str, store_root: str, out: Path) -> int:
     """Write the report of ``patient_id`` to ``out``; returns the CLI exit code.
 
-    0: written. 2: the store is missing or the patient is unknown (a one-line reason on
-    stderr naming how many patients the store knows, and their ids only when few).
+    0: written. 2: the patient is unknown (a one-line reason on stderr naming how many
+    patients the store knows, and their ids only when few). A path that is no store raises
+    ``ConfigError`` (:meth:`storage.store.Store.existing`; exit 2 in the CLI).
     Gating pictures missing beside the store are re-drawn from the stored Gating-ML and
     the archived FCS where possible (:func:`flows.gating_plots.render_stored_picture`).
     The file is written to a temporary name and renamed, so a viewer never opens half.
@@ -58,11 +59,7 @@ def write_report(patient_id: str, store_root: str, out: Path) -> int:
     from storage.store import Store
     from storage.views import connect
 
-    store = Store(store_root)
-    problem = store.not_a_store_reason()
-    if problem:
-        return _fail(problem)
-    con = connect(store)
+    con = connect(Store(store_root).existing())
     known = known_patients(con)
     if patient_id not in known:
         listed = f": {', '.join(known)}" if 0 < len(known) <= LIST_KNOWN_MAX else ""

@@ -83,21 +83,22 @@ class Store:
         """The store's folder on this machine, when it is on local disk."""
         return Path(self.base) if self._local else None
 
-    def not_a_store_reason(self) -> str | None:
-        """Why this local folder cannot be read as a store, in words for the analyst; None if it can.
+    def existing(self) -> Store:
+        """This store, once checked to be one: ``ConfigError`` (exit 2) naming what is wrong.
 
-        A store is the ``--store`` folder that ``graftwatch run`` wrote: it holds ``commits/``.
-        Remote stores are not checked here (listing a bucket costs a round trip per call).
+        For the readers (``query``, ``report``, ``cohort``): a mistyped path must not read as
+        an empty store. A store is the ``--store`` folder that ``graftwatch run`` wrote: it
+        holds ``commits/``. Remote stores are not checked (listing a bucket costs a round trip).
         """
+        from assays.errors import ConfigError
+
         root = self.local_root
-        if root is None:
-            return None
         hint = "check the path (the store is the --store folder given to `graftwatch run`)"
-        if not root.is_dir():
-            return f"store {self.uri}: no such folder; {hint}"
-        if not (root / "commits").is_dir():
-            return f"{self.uri} is not a graftwatch store (no commits/ folder in it); {hint}"
-        return None
+        if root is not None and not root.is_dir():
+            raise ConfigError(f"store {self.uri}: no such folder; {hint}")
+        if root is not None and not (root / "commits").is_dir():
+            raise ConfigError(f"{self.uri} is not a graftwatch store (no commits/ folder in it); {hint}")
+        return self
 
     def table_dir(self, table: str) -> str:
         return f"{self.base}/{table}"

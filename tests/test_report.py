@@ -235,6 +235,7 @@ def test_report_qc_flags_match_store(store, report):
 
 
 def test_unknown_patient_and_empty_patient(store, tmp_path, capsys):
+    from assays.errors import ConfigError
     from flows.report import write_report
 
     assert write_report("NOPE-99", str(store), tmp_path / "x.html") == 2
@@ -244,7 +245,9 @@ def test_unknown_patient_and_empty_patient(store, tmp_path, capsys):
     assert write_report("HP02", str(store), tmp_path / "hp02.html") == 0
     text = (tmp_path / "hp02.html").read_text(encoding="utf-8")
     assert "No chimerism results" in text and "No flow cytometry results" in text
-    assert write_report(PATIENT, str(tmp_path / "no-store"), tmp_path / "y.html") == 2
+    with pytest.raises(ConfigError, match="no such folder"):  # exit 2 in the CLI (tests/test_analyst_cli.py)
+        write_report(PATIENT, str(tmp_path / "no-store"), tmp_path / "y.html")
+    assert not (tmp_path / "y.html").exists()
 
 
 def test_cli_report(store, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from assays import str_export
 from assays.records import PatientCycle, SampleSheetRow, StrPeak
 from simulators.str_sim import Artefacts, write_str_case
+from gating.chimerism import locus_statistics as ls
 from gating.chimerism import str as st
 from gating.chimerism import ChimerismConfig, quantify_chimerism
 from gating.chimerism.str_calling import call_reference, screen_sample, subtract_stutter
@@ -62,10 +63,10 @@ def test_stutter_position_flag():
 
 def test_outlier_rule_needs_three_remaining():
     values = [10.0, 10.5, 9.8, 10.2, 10.1, 9.9, 30.0]
-    keep = st.outlier_mask(values)
+    keep = ls.outlier_mask(values)
     assert keep.tolist() == [True] * 6 + [False]
-    assert st.outlier_mask([10.0, 30.0]).all()  # fewer than 3 loci: nothing is left out
-    mean, sd, n = st.summarize(np.array(values)[keep])
+    assert ls.outlier_mask([10.0, 30.0]).all()  # fewer than 3 loci: nothing is left out
+    mean, sd, n = ls.summarize(np.array(values)[keep])
     assert n == 6 and mean == pytest.approx(10.083, abs=1e-3) and sd > 0
 
 
@@ -244,8 +245,8 @@ def test_robust_outlier_rule_fires_with_five_loci():
     values = [50.0, 52.0, 48.0, 0.0, 51.0]
     x = np.array(values)
     assert np.all(np.abs(x - x.mean()) <= 2 * x.std(ddof=1))  # the 2-SD rule keeps every locus
-    assert st.outlier_mask(values).tolist() == [True, True, True, False, True]
-    assert st.outlier_mask([5.0, 5.2, 4.9, 5.1]).all()  # agreement to a tenth: nothing left out
+    assert ls.outlier_mask(values).tolist() == [True, True, True, False, True]
+    assert ls.outlier_mask([5.0, 5.2, 4.9, 5.1]).all()  # agreement to a tenth: nothing left out
 
 
 def test_stutter_subtraction_keeps_a_stutter_position_locus():
@@ -347,11 +348,11 @@ def test_joint_fit_recovers_exact_two_donor_mixtures():
 
 
 def test_weighted_summary():
-    mean, sd, n = st.weighted_summary([10.0, 12.0, 11.0], [1.0, 1.0, 1.0])
+    mean, sd, n = ls.weighted_summary([10.0, 12.0, 11.0], [1.0, 1.0, 1.0])
     assert (mean, n) == (11.0, 3) and sd == pytest.approx(1.0)
-    mean, sd, n = st.weighted_summary([10.0, 20.0], [3.0, 1.0])
+    mean, sd, n = ls.weighted_summary([10.0, 20.0], [3.0, 1.0])
     assert mean == pytest.approx(12.5) and n == 2 and sd > 0
-    assert st.weighted_summary([5.0], [2.0]) == (5.0, None, 1)
+    assert ls.weighted_summary([5.0], [2.0]) == (5.0, None, 1)
 
 
 @pytest.mark.reference
