@@ -364,6 +364,9 @@ class _Locus:
     weight: float = 1.0  # relative precision among the loci (several donors: 1 / Var f)
 
 
+_NO_CALL = LocusCall(frozenset())
+
+
 def _alleles(call: LocusCall | None) -> str | None:
     if call is None or not call.alleles:
         return None
@@ -445,7 +448,7 @@ def quantify_post_sample(
     # alleles, so that the shares can be closed to 100 % (gating.chimerism.shares)
     for donor_id in [d for d, _ in pairs] + ([RECIPIENT] if multi else []):
         loci = [_locus(marker, donor_id, calls, post, ratios, multi, decay)
-                for marker in sorted(set(calls[RECIPIENT]) & set(calls[donor_id]))]
+                for marker in sorted(set().union(*calls.values()) | set(post.signal))]
         informative = [x for x in loci if x.f is not None]
         clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
         pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
@@ -487,7 +490,7 @@ def quantify_post_sample(
 
 def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:
     """One locus of one donor: class, fraction and what to flag and record."""
-    rec_call, don_call = calls[RECIPIENT][marker], calls[donor_id][marker]
+    rec_call, don_call = calls[RECIPIENT].get(marker, _NO_CALL), calls[donor_id].get(marker, _NO_CALL)
     excluded = describe(rec_call.excluded, "recipient") + describe(don_call.excluded, f"donor {donor_id}")
     record = {"recipient_alleles": _alleles(rec_call), "donor_alleles": _alleles(don_call)}
     flags = [f"recipient_{f}" for f in rec_call.flags] + [f"donor_{f}" for f in don_call.flags]
@@ -499,6 +502,12 @@ def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, d
     at_alleles = [(a, r) for a, r in post.excluded.get(marker, ()) if a in contributors]
     excluded += describe(at_alleles, "post")
     record["excluded"] = "; ".join(excluded) or None
+    # a reference without alleles here (failed locus, or every peak an artefact) leaves the
+    # mixture's alleles unassignable: say whose, so the lab sees why the locus is unused
+    uncalled = [w for w, c in calls.items() if not c.get(marker, _NO_CALL).alleles]
+    if uncalled:
+        return _Locus(marker, NOT_CLASSIFIABLE, None, False, False, False,
+                      flags + [f"no_reference_call_{w}" for w in uncalled], record)
     signal = post.signal.get(marker)
     # an artefact beside a clean peak of the allele is simply dropped; when no clean peak
     # is left (a true allele taken for pull-up, or merged with one) the allele is unknown
