@@ -18,6 +18,22 @@ from assays.records import FcsSample, Spillover
 SOLVE_CHUNK = 32_768
 
 
+def _singular(*_args) -> None:
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def _solve_gufunc():
+    """The gufunc behind ``np.linalg.solve`` (it takes ``out=``), or None if this numpy hides it."""
+    try:
+        from numpy.linalg import _umath_linalg
+    except ImportError:  # pragma: no cover - numpy moved its private module
+        return None
+    return getattr(_umath_linalg, "solve", None)
+
+
+_SOLVE = _solve_gufunc()
+
+
 def solve_by_chunks(spill_t: np.ndarray, observed_t: np.ndarray) -> np.ndarray:
     """``np.linalg.solve(spill_t, observed_t)`` for a ``(k, n)`` right-hand side, 32k columns at a time.
 
@@ -26,11 +42,27 @@ def solve_by_chunks(spill_t: np.ndarray, observed_t: np.ndarray) -> np.ndarray:
     changes only memory traffic (tests/test_statistics.py checks bit equality). One call
     on 1M events allocates and faults in ~100 MB working copies, and two such calls in
     parallel threads ran no faster than one; 32k-column chunks stay in cache.
+
+    Each chunk is solved by the gufunc ``np.linalg.solve`` itself calls (same LAPACK
+    ``gesv`` on the same operands, same error on a singular matrix), writing straight
+    into the result: ``np.linalg.solve`` returns a new array per chunk that was then
+    copied, which cost ~40 % of the compensation (1M events x 9 detectors: 175 -> 106 ms).
     """
     k, n = observed_t.shape
-    out = np.empty((k, n), dtype=np.result_type(spill_t, observed_t, np.float64))
-    for start in range(0, n, SOLVE_CHUNK):
-        out[:, start:start + SOLVE_CHUNK] = np.linalg.solve(spill_t, observed_t[:, start:start + SOLVE_CHUNK])
+    dtype = np.result_type(spill_t, observed_t, np.float64)
+    out = np.empty((k, n), dtype=dtype)
+    if _SOLVE is None or dtype != np.float64:
+        for start in range(0, n, SOLVE_CHUNK):
+            out[:, start:start + SOLVE_CHUNK] = np.linalg.solve(spill_t, observed_t[:, start:start + SOLVE_CHUNK])
+        return out
+    spill_t = np.asarray(spill_t)
+    if spill_t.ndim != 2 or spill_t.shape[0] != spill_t.shape[1]:
+        np.linalg.solve(spill_t, observed_t[:, :1])  # raises numpy's own LinAlgError
+    # np.linalg.solve's error state: a singular matrix raises, overflow and underflow do not
+    with np.errstate(call=_singular, invalid="call", over="ignore", divide="ignore", under="ignore"):
+        for start in range(0, n, SOLVE_CHUNK):
+            stop = start + SOLVE_CHUNK
+            _SOLVE(spill_t, observed_t[:, start:stop], out=out[:, start:stop], signature="dd->d")
     return out
 
 

