@@ -8,15 +8,9 @@ built with beside the reported %. The tests run a few seeds; the full sweeps who
 figures go in the notes run by hand::
 
     .venv/bin/python -m simulators.chimerism_sweeps [--mixtures 500] [--plates 200]
+    .venv/bin/python -m simulators.chimerism_sweeps --explain 64089   # one seed, beside the true-genotype fit
 
-Figures at the end of session 4 (two donors: joint least-squares fit per locus, loci
-weighted by precision): fixed levels, seeds 64000-64124 (500 mixtures, 1500 shares): max
-error 2.20 points, 1 share over 2 points, RMS 0.36 (unique-allele mean before: 1.97, 0,
-0.40); seeds 64125-64624 (2000 mixtures): max 1.88, none over 2, RMS 0.36 (before: 2.22,
-3 over, 0.39); random levels, seeds 66000-66124: max 1.49, none over, RMS 0.41 (before
-1.57, 0.44). The remaining miss (seed 64089, recipient 62.2 % of 60 %) sits in the data:
-with the true genotypes and the raw areas its loci read 61.3 % (SD 3.7, n 18), the peak
-scatter of one sample, not a locus class or an artefact.
+Figures and the one miss: see docs/chimerism_sweeps.md (each session's full run).
 """
 
 from __future__ import annotations

@@ -249,6 +249,17 @@ def test_robust_outlier_rule_fires_with_five_loci():
     assert ls.outlier_mask([5.0, 5.2, 4.9, 5.1]).all()  # agreement to a tenth: nothing left out
 
 
+def test_outlier_rule_judges_an_imprecise_locus_by_its_own_scatter():
+    """Recipient loci of a two-donor sample (numbers chosen by hand, after seed 64089): four
+    precise loci near 62 % and one whose only unique allele sits beside a shared one, with
+    twice the SD (weight 1/4), reading 56 %. Unweighted, its 6-point deviation is an outlier;
+    on its own scale it is 3 points, inside the rule, so it stays (and widens the CI as it should)."""
+    values, weights = [62.0, 62.5, 61.8, 62.3, 56.0], [1.0, 1.0, 1.0, 1.0, 0.25]
+    assert ls.outlier_mask(values, min_spread=1.0).tolist() == [True, True, True, True, False]
+    assert ls.outlier_mask(values, min_spread=1.0, weights=weights).all()
+    assert not ls.outlier_mask([62.0, 62.5, 61.8, 62.3, 40.0], min_spread=1.0, weights=weights)[-1]
+
+
 def test_stutter_subtraction_keeps_a_stutter_position_locus():
     """Donor 13 sits one repeat below recipient 14: its area holds 14's stutter (8 %)."""
     f = 0.05

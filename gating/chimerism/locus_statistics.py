@@ -31,7 +31,8 @@ def weighted_summary(values: Sequence[float], weights: Sequence[float]) -> tuple
 
 
 def outlier_mask(
-    values: Sequence[float], z: float = 3.5, min_remaining: int = 3, min_spread: float = 0.0
+    values: Sequence[float], z: float = 3.5, min_remaining: int = 3, min_spread: float = 0.0,
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Loci kept by the robust outlier rule (modified z-score), applied only if >= ``min_remaining`` stay.
 
@@ -42,7 +43,12 @@ def outlier_mask(
     that rule can never fire at n <= 5, while a locus reading 0 % among loci at 50 %
     has an unbounded modified z-score. ``min_spread`` floors MAD / 0.6745 (in the units
     of ``values``) so loci agreeing to a tenth of a point do not turn a one-point
-    difference into an outlier. Returns a boolean mask, True = kept.
+    difference into an outlier. With ``weights`` (each locus' precision, 1 / Var) the
+    deviations are first put on the scale of a typical locus,
+    d_i = (x_i - median) sqrt(w_i / median w), so an imprecise locus (one unique allele
+    beside a shared one) is judged by its own scatter: its expected larger deviation
+    is no outlier, and leaving it out would shrink the SD and the CI below what the
+    loci support. Returns a boolean mask, True = kept.
 
     Parameters
     ----------
@@ -54,6 +60,8 @@ def outlier_mask(
         The rule applies only if at least this many loci stay.
     min_spread : float
         Floor of MAD / 0.6745, in the units of ``values``.
+    weights : sequence of float, optional
+        Relative precision of each locus; None = equal.
 
     Returns
     -------
@@ -64,11 +72,14 @@ def outlier_mask(
     keep = np.ones(x.size, dtype=bool)
     if x.size < 3:
         return keep
-    med = float(np.median(x))
-    spread = max(float(np.median(np.abs(x - med))) / 0.6745, min_spread)
+    deviation = x - float(np.median(x))
+    if weights is not None:
+        w = np.asarray(weights, dtype=float)
+        deviation = deviation * np.sqrt(w / float(np.median(w)))
+    spread = max(float(np.median(np.abs(deviation))) / 0.6745, min_spread)
     if spread <= 0:
         return keep
-    candidate = np.abs(x - med) / spread <= z
+    candidate = np.abs(deviation) / spread <= z
     return candidate if candidate.sum() >= min_remaining else keep
 
 

@@ -394,7 +394,8 @@ def quantify_post_sample(
     while ``config.str_min_loci`` other loci remain, as is a locus with an artefact on a
     contributor allele of the post sample. Amelogenin and Y loci are left out
     (:func:`is_sex_locus`). Loci whose modified z-score exceeds ``config.str_outlier_z``
-    are outliers (:func:`outlier_mask`, median/MAD; it still works with 4-6 loci).
+    are outliers (:func:`outlier_mask`, median/MAD; it still works with 4-6 loci; with
+    several donors each locus' deviation is judged on its own precision).
 
     donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over loci;
     CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). With several donors the
@@ -453,7 +454,8 @@ def quantify_post_sample(
         clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
         pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
         values = [100.0 * x.f for x in pool]
-        keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct)
+        keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct,
+                            [x.weight for x in pool] if multi else None)
         used = {x.marker for x, k in zip(pool, keep) if k}
         outliers = {x.marker for x, k in zip(pool, keep) if not k}
         for x in loci if donor_id != RECIPIENT else ():
