@@ -299,20 +299,24 @@ def too_few_to_place(parent_id: str, parent_name: str, count: int, minimum: int)
 
 
 def producers_not_separated(marker: str, parent_id: str, parent_name: str, hidden_pct: float,
-                            allowed_pct: float, gate_ids: tuple[str, ...], names: list[str]) -> QcCheck:
-    """``resolved_<marker>@<parent>``: cytokine producers overlap the negatives (fails).
+                            allowed_pct: float, gate_ids: tuple[str, ...], names: list[str],
+                            detail: str = "") -> QcCheck:
+    """``resolved_<marker>@<parent>``: cytokine producers are not separated from the negatives (fails).
 
-    ``hidden_pct``: producers estimated on the negative side of the cut, % of the parent
-    (:class:`gating.adaptive.thresholds.CytokineCut`); ``allowed_pct``: what a value may
-    absorb. The populations ``gate_ids`` (named ``names``) are unresolved: a share read
-    from such a cut would miss these producers, so it is left empty.
+    ``hidden_pct``: the estimate that decided, % of the parent (producers the cut misses,
+    or the negatives' unexplained upper flank; :class:`gating.adaptive.producers.CytokineCut`);
+    ``allowed_pct``: what a value may absorb; ``detail``: what the data show, in words
+    (default: producers in the overlap). The populations ``gate_ids`` (named ``names``) are
+    unresolved: a share read from such a cut would miss producers or count negatives, so it
+    is left empty.
     """
     which = ", ".join(names) or "its populations"
+    detail = detail or f"about {hidden_pct:.2g} % of {parent_name} sit in the overlap"
     return QcCheck(f"resolved_{marker}@{parent_id}", float(hidden_pct), False, float(allowed_pct),
-                   f"{marker} producers in {parent_name} are not separated from the negative cells: about "
-                   f"{hidden_pct:.2g} % of {parent_name} sit in the overlap (at most {allowed_pct:.2g} % "
-                   f"allowed), so {which} {'is' if len(names) == 1 else 'are'} left empty; an unstimulated "
-                   f"control tube (sample sheet control_of) or a brighter {marker} stain resolves it.",
+                   f"{marker} producers in {parent_name} are not separated from the negative cells: {detail} "
+                   f"(at most {allowed_pct:.2g} % allowed), so {which} {'is' if len(names) == 1 else 'are'} "
+                   f"left empty; an unstimulated control tube (sample sheet control_of) or a brighter {marker} "
+                   f"stain resolves it.",
                    unresolved_gates=tuple(gate_ids))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["TubeTruth", "simulate_tube", "random_truth", "LABEL_VARIANTS", "DETECTORS", "CD8_SECOND_DETECTOR",
-           "CATEGORIES"]
+           "CATEGORIES", "NEGATIVE_SHAPES"]
 
 # Marker -> ($PnN detector, spelling variants seen in real $PnS values).
 DETECTORS: dict[str, str] = {
@@ -166,9 +166,24 @@ def _draw_drift(rng: np.random.Generator, markers: list[str]) -> dict[str, float
     return drift
 
 
-def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0):
+# Shapes of the cytokine channels' negative population (``simulate_tube(negative_shape=...)``),
+# each a transform of the same standard normal draw z of the usual lognormal (median 120,
+# log-SD 0.5), so every shape keeps the random stream (and the rest of the tube) unchanged.
+NEGATIVE_SHAPES: dict[str, object] = {
+    "lognormal": lambda z: 0.5 * z,
+    # Heavier tails on both sides (log-SD grows with |z|: 2.9 log-SD at z = 2 instead of 2).
+    "heavy": lambda z: 0.5 * z * (1.0 + 0.12 * z * z),
+    # Right-skewed: the upper half 1.6x wider than the lower (a split normal on the log scale).
+    "skewed": lambda z: np.where(z > 0, 0.8 * z, 0.5 * z),
+    # Left-skewed: the lower half 1.6x wider (a mirror of the lower half overstates the upper).
+    "left": lambda z: np.where(z < 0, 0.8 * z, 0.5 * z),
+}
+
+
+def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0, negative_shape="lognormal"):
     """True (pre-spillover) fluorescence of ``n`` single cells, one column per marker;
-    cytokine producers at ``brightness`` times their usual level."""
+    cytokine producers at ``brightness`` times their usual level, cytokine negatives
+    shaped by :data:`NEGATIVE_SHAPES` [``negative_shape``]."""
     out = np.empty((n, len(markers)))
     t = (kind == _T4) | (kind == _T8) | (kind == _TDP) | (kind == _TDN)
     cd4 = (kind == _T4) | (kind == _TDP)
@@ -182,8 +197,12 @@ def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0):
     treg = subset == _TREG
     if control:
         ifng = il4 = il17 = np.zeros(n, bool)
+    shape = NEGATIVE_SHAPES[negative_shape]
     for j, m in enumerate(markers):
-        neg = _lognormal(rng, 120.0, 0.5, n)
+        z = rng.standard_normal(n)
+        neg = 120.0 * np.exp(0.5 * z)
+        if m in ("IFN-γ", "IL-4", "IL-17A") and negative_shape != "lognormal":
+            neg = 120.0 * np.exp(shape(z))
         if m == "viability":
             col = np.where(dead, _lognormal(rng, 25000.0, 0.35, n), _lognormal(rng, 250.0, 0.5, n))
         elif m == "CD3":
@@ -235,6 +254,7 @@ def simulate_tube(
     cd8_second_first: bool = False,
     producer_brightness: float = 1.0,
     granulocytes: float = 0.0,
+    negative_shape: str = "lognormal",
 ) -> TubeTruth:
     """Write one simulated T-cell tube to ``path`` (FCS 3.1) and return its true percentages.
 
@@ -262,6 +282,10 @@ def simulate_tube(
         touch the negatives, 0.03 producers inside them.
     granulocytes : share of events that are granulocytes (lysed whole blood: high side
         scatter, no T-cell marker); 0 (PBMC) leaves every other draw as before.
+    negative_shape : shape of the cytokine channels' negative population, a key of
+        :data:`NEGATIVE_SHAPES` ("lognormal", "heavy", "skewed", "left"): methods that find
+        producers without a control are tested on shapes they did not assume. Every shape
+        leaves every other draw as before.
 
     Returns the truth computed from the event labels.
     """
@@ -293,7 +317,7 @@ def simulate_tube(
     dead = cat == _DEAD
     gran = cat == _GRAN
     kind[gran], subset[gran] = _B, _CONV  # no T-cell marker, no cytokine
-    fl = _cells(rng, n, kind, subset, dead, control, markers, producer_brightness)
+    fl = _cells(rng, n, kind, subset, dead, control, markers, producer_brightness, negative_shape)
 
     # Scatter of single events by category.
     fsc = np.empty(n)
@@ -323,7 +347,8 @@ def simulate_tube(
     dbl = np.flatnonzero(cat == _DOUBLET)
     if dbl.size:
         k2, s2 = _draw_kinds(rng, dbl.size, p_kind, p_subset)
-        fl2 = _cells(rng, dbl.size, k2, s2, np.zeros(dbl.size, bool), control, markers, producer_brightness)
+        fl2 = _cells(rng, dbl.size, k2, s2, np.zeros(dbl.size, bool), control, markers, producer_brightness,
+                     negative_shape)
         mono2 = rng.random(dbl.size) < 0.2
         f2 = np.where(mono2, rng.normal(105000, 14000, dbl.size), rng.normal(60000, 5500, dbl.size))
         s2s = np.where(mono2, _lognormal(rng, 55000, 0.3, dbl.size), _lognormal(rng, 14000, 0.2, dbl.size))

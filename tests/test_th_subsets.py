@@ -5,9 +5,11 @@ Truth: the seeded simulator (``simulators.tcell.simulate_tube``), each subset's 
 CD4+CD8- from the labels of its events (``tests/th_sweep.py``). Every tube draws its own
 drift (0.8-1.25x per detector) and the marker spellings cycle through the label variants.
 Bound: within max(0.5 points, 15 % of truth) of the true share of CD4 (``th_sweep.bound``).
-What must hold: producers of 0.5-8 % of CD4 are found in the stimulated tube itself as
-well as with the control; 0 % producers read about 0 (a value, not NULL); producers
-too dim to separate from the negatives are NULL with a reason, never a confident 0 %.
+What must hold: producers of 0.5-8 % of CD4 that form a population above the negatives are
+found in the stimulated tube itself as well as with the control; without a control every
+value is within the bound or NULL with a reason - for 0 % producers (0 or NULL), dim
+producers and negative populations of other shapes (``simulators.tcell.NEGATIVE_SHAPES``)
+alike, never a confident 0 % where producers exist. With a control, 0 % reads about 0.
 The larger sweep is ``benchmarks/sweep_th_subsets.py``.
 """
 
@@ -31,7 +33,7 @@ WITHIN = [
     Case(seed=402, level="1-8", label_variant=1, control=True, n_events=N_EVENTS),
     Case(seed=403, level="half", label_variant=2, n_events=N_EVENTS),
     Case(seed=404, level="half", label_variant=3, control=True, n_events=N_EVENTS),
-    Case(seed=405, level="1-8", brightness=0.3, n_events=N_EVENTS),
+    Case(seed=405, level="1-8", brightness=0.5, n_events=N_EVENTS),
 ]
 
 
@@ -42,29 +44,38 @@ def test_th_subsets_within_the_bound(tmp_path, panel, case):
     assert not bad, bad
 
 
-@pytest.mark.parametrize("seed,control", [(411, False), (413, True)])
-def test_no_producers_read_zero_not_null(tmp_path, panel, seed, control):
-    out = run(Case(seed=seed, level="none", control=control, n_events=N_EVENTS), tmp_path, panel)
+def test_no_producers_read_zero_with_a_control(tmp_path, panel):
+    out = run(Case(seed=413, level="none", control=True, n_events=N_EVENTS), tmp_path, panel)
     for key in SUBSETS:
         assert out.got[key] is not None, (key, out.reasons[key])
         assert out.got[key] <= bound(0.0), (key, out.got[key])
 
 
-def test_producers_hidden_in_the_negatives_are_mostly_null_with_a_reason(tmp_path, panel):
-    """Producers at 0.12x the usual brightness (IFN-γ median ~720 against negatives at
-    ~120) overlap the negatives: a cut misses most of them. Most subsets are NULL with the
-    reason; the overlap check is not perfect (on the larger sweep ~5 % of such values are
-    confident and wrong, e.g. Th17 0.1 % for 4.3 % on seed 421): at most 2 of these 8."""
-    wrong, nulls = [], 0
-    for seed in (421, 422):
-        out = run(Case(seed=seed, level="1-8", brightness=0.12, n_events=N_EVENTS), tmp_path, panel)
-        for key in SUBSETS:
-            if out.got[key] is None:
-                nulls += 1
-                assert "not separated from the negative cells" in out.reasons[key]
-            elif not out.within(key):
-                wrong.append((seed, key, out.truth[key], out.got[key]))
-    assert nulls >= 4 and len(wrong) <= 2, (nulls, wrong)
+NO_CONTROL = [
+    Case(seed=411, level="none", n_events=N_EVENTS),
+    Case(seed=421, level="1-8", brightness=0.12, n_events=N_EVENTS),
+    Case(seed=422, level="1-8", brightness=0.12, n_events=N_EVENTS, label_variant=1),
+    Case(seed=423, level="half", brightness=0.2, n_events=N_EVENTS),
+    Case(seed=424, level="none", n_events=N_EVENTS, negative_shape="skewed"),
+    Case(seed=425, level="none", n_events=N_EVENTS, negative_shape="heavy"),
+]
+
+
+@pytest.mark.parametrize("case", NO_CONTROL, ids=lambda c: f"{c.level}-x{c.brightness:g}-{c.negative_shape}")
+def test_without_a_control_a_value_is_right_or_null_with_a_reason(tmp_path, panel, case):
+    """0 % producers, producers at 0.12-0.2 of the usual brightness (IFN-γ median ~720-1200
+    against negatives at ~120: a shoulder or tail of the negatives, no population of their
+    own) and negatives with a right-skewed or heavy upper tail: each Th value is within the
+    bound or NULL with the reason (the skewed and heavy tails read as producers that the
+    tube cannot separate, so those are NULL rather than a false positive)."""
+    out = run(case, tmp_path, panel)
+    wrong = {k: (out.truth[k], out.got[k]) for k in SUBSETS if out.got[k] is not None and not out.within(k)}
+    assert not wrong, wrong
+    for key in SUBSETS:
+        if out.got[key] is None:
+            assert "not separated from the negative cells" in out.reasons[key], out.reasons[key]
+    if case.brightness < 0.2 or case.negative_shape != "lognormal":
+        assert all(out.got[k] is None for k in SUBSETS), out.got
 
 
 def test_only_the_populations_of_the_unseparated_marker_are_null(tmp_path, panel):

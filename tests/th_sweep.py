@@ -16,16 +16,18 @@ import numpy as np
 
 from assays.fcs import read_fcs
 from gating.adaptive import build_adaptive_gating
+from gating.adaptive.producers import BOUND_ABS_PCT, BOUND_REL
 from gating.sample_gating import apply_strategy
 from gating.statistics import population_stats
 from simulators.tcell import TubeTruth, random_truth, simulate_tube
 
 SUBSETS = ("th1", "th2", "th0", "th17")
 # The accuracy bound, with and without a control: within max(0.5 points, 15 % of truth)
-# of the true share of CD4+CD8- T cells.
-ABS_BOUND, REL_BOUND = 0.5, 0.15
-# Producer levels of the sweep: name -> (Th1, Th2, Th0, Th17) % of CD4, or None = random 1-8 %.
-LEVELS = {"none": (0.0, 0.0, 0.0, 0.0), "half": (0.5, 0.5, 0.5, 0.5), "1-8": None}
+# of the true share of CD4+CD8- T cells (gating.adaptive.producers.value_bound).
+ABS_BOUND, REL_BOUND = BOUND_ABS_PCT, BOUND_REL
+# Producer levels of the sweep: name -> (Th1, Th2, Th0, Th17) % of CD4, or a range: Th1, Th2
+# and Th17 drawn uniformly in it (Th0 in 1-3 %).
+LEVELS = {"none": (0.0, 0.0, 0.0, 0.0), "half": (0.5, 0.5, 0.5, 0.5), "1-8": (1.0, 8.0), "5-10": (5.0, 10.0)}
 
 
 def bound(truth: float) -> float:
@@ -43,6 +45,7 @@ class Case:
     control: bool = False  # gate with the unstimulated control tube
     n_events: int = 20_000
     label_variant: int | None = None
+    negative_shape: str = "lognormal"  # simulators.tcell.NEGATIVE_SHAPES
 
 
 @dataclass
@@ -66,23 +69,41 @@ def target(case: Case) -> TubeTruth:
     rng = np.random.default_rng(case.seed)
     base = random_truth(rng)
     shares = LEVELS[case.level]
-    if shares is None:
-        shares = (rng.uniform(1, 8), rng.uniform(1, 8), rng.uniform(1, 3), rng.uniform(1, 8))
+    if len(shares) == 2:
+        lo, hi = shares
+        shares = (rng.uniform(lo, hi), rng.uniform(lo, hi), rng.uniform(1, 3), rng.uniform(lo, hi))
     return dataclasses.replace(base, **dict(zip((f"{s}_pct_cd4" for s in SUBSETS), shares)))
 
 
 def run(case: Case, tmp: Path, panel) -> Outcome:
     """Simulate ``case`` (and its control when asked), gate it, read the Th subsets."""
+    truth, sample, control = _simulate(case, tmp)
+    return _gate(case, truth, sample, control, panel)
+
+
+def run_pair(case: Case, tmp: Path, panel) -> tuple[Outcome, Outcome]:
+    """The same simulated tube gated without and with its control: (no control, control)."""
+    with_control = dataclasses.replace(case, control=True)
+    truth, sample, control = _simulate(with_control, tmp)
+    return (_gate(dataclasses.replace(case, control=False), truth, sample, None, panel),
+            _gate(with_control, truth, sample, control, panel))
+
+
+def _simulate(case: Case, tmp: Path):
     path = tmp / f"s{case.seed}.fcs"
     truth = simulate_tube(path, seed=case.seed, n_events=case.n_events, truth=target(case),
-                          label_variant=case.label_variant, producer_brightness=case.brightness)
+                          label_variant=case.label_variant, producer_brightness=case.brightness,
+                          negative_shape=case.negative_shape)
     control = None
     if case.control:
         cpath = tmp / f"c{case.seed}.fcs"
         simulate_tube(cpath, seed=case.seed + 1, n_events=case.n_events, truth=truth, control=True,
-                      label_variant=case.label_variant)
+                      label_variant=case.label_variant, negative_shape=case.negative_shape)
         control = read_fcs(cpath)
-    sample = read_fcs(path)
+    return truth, read_fcs(path), control
+
+
+def _gate(case: Case, truth, sample, control, panel) -> Outcome:
     gating = build_adaptive_gating(sample, panel, control=control)
     stats = population_stats(apply_strategy(gating.strategy, sample), sample.events.shape[0],
                              gating.names, gating.qc)

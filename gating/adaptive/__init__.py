@@ -55,8 +55,10 @@ Placement methods (each function's docstring gives its failure mode):
   ``channel_<marker>@<parent>`` row of ``flow_qc``.
 * cytokines - :func:`control_threshold` on the unstimulated control tube when given, else
   :func:`cytokine_threshold` on the negative population (mode + 3.5 upper-flank SD, or the
-  valley above it); either way NULL with a `resolved_<marker>@<parent>` reason when the
-  producers overlap the negatives.
+  valley above it; :mod:`~gating.adaptive.producers`); either way NULL with a
+  `resolved_<marker>@<parent>` reason when the data do not separate the producers from
+  the negatives (without a control: no producer population above the cut and hidden
+  producers not excluded, a population cut through, or an unexplained upper flank).
 
 Gate positions are computed on at most ``max_events`` randomly chosen events (seeded):
 the positions of a 1M-event tube are as good from 100k events and cost a tenth.
@@ -68,8 +70,8 @@ from gating.adaptive.quadrant import QUADRANT_MODES, QuadrantFit, quadrant_mixtu
 from gating.adaptive.records import AdaptiveGating, GatePlacement
 from gating.adaptive.scatter import lymphocyte_polygon
 from gating.adaptive.singlets import SINGLETS_NOT_GATED, singlet_band
-from gating.adaptive.thresholds import (control_threshold, cytokine_threshold, density_valley, mixture_threshold,
-                                        peak_threshold)
+from gating.adaptive.producers import cytokine_threshold
+from gating.adaptive.thresholds import control_threshold, density_valley, mixture_threshold, peak_threshold
 
 __all__ = [
     "AdaptiveGating",

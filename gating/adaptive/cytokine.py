@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gating.adaptive.state import Walk
-from gating.adaptive.thresholds import control_cytokine_cut, cytokine_threshold
+from gating.adaptive.producers import control_cytokine_cut, cytokine_threshold
 from gating.qc import producers_not_separated
 
 MIN_CONTROL_EVENTS = 200
@@ -38,5 +38,5 @@ def cut(marker: str, parent: str, pmask: np.ndarray, walk: Walk) -> tuple[float,
                       and any(t.marker == marker for t in (*spec.gate, *spec.fallback)))
         names = [spec.name for spec in walk.panel.populations if spec.gate_id in gates]
         walk.qc.append(producers_not_separated(marker, walk.ids[parent], parent, found.hidden_pct,
-                                               found.allowed_pct, gates, names))
+                                               found.allowed_pct, gates, names, found.reason))
     return found.cut, found.how

@@ -8,7 +8,6 @@ then one peak on the side of the expected minority).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,6 +55,14 @@ def density_valley(x: np.ndarray, min_prominence: float = 0.02, min_separation: 
     to :func:`peak_threshold`; three or more populations (dim and bright) put the valley
     between the two largest, which may not be the biologically meaningful one.
     """
+    found = valley_and_peak(x, min_prominence, min_separation, max_dip, bandwidth)
+    return None if found is None else found[0]
+
+
+def valley_and_peak(x: np.ndarray, min_prominence: float = 0.02, min_separation: float = 0.06,
+                    max_dip: float = 0.7, bandwidth: float | None = None) -> tuple[float, float] | None:
+    """:func:`density_valley` and the position of the other peak it lies against (the
+    minority population's mode), or None when there is no valley."""
     from scipy.signal import find_peaks
 
     x = np.asarray(x, dtype=float)
@@ -82,7 +89,7 @@ def density_valley(x: np.ndarray, min_prominence: float = 0.02, min_separation: 
     flat = np.flatnonzero(seg <= low + 0.05 * (min(dens[a], dens[b]) - low))
     runs = np.split(flat, np.flatnonzero(np.diff(flat) > 1) + 1)
     best = min(runs, key=lambda r: seg[r].min())
-    return float(centers[a] + step * (best[0] + best[-1]) / 2)
+    return float(centers[a] + step * (best[0] + best[-1]) / 2), float(centers[other])
 
 
 def mixture_threshold(x: np.ndarray, min_d: float = 2.0, seed: int = 0,
@@ -153,146 +160,6 @@ def peak_threshold(x: np.ndarray, k: float = NEGATIVE_K, side: str = "above") ->
     q = float(np.mean(x > m))
     s = float(np.quantile(x, 1 - q * 0.3173)) - m if q > 0 else 0.0
     return m - k * max(s, 1e-3)
-
-
-CYTOKINE_K = 3.5
-# Producers hidden in the overlap with the negatives that a Th value may absorb before it
-# is left empty: max(1.5 points, 15 % of the value) of the parent. Not the sweep's 0.5
-# point bound: the overlap estimate assumes a normal upper flank, and real negatives (and
-# the simulator's, lognormal on a logicle scale) have heavier tails; on seeded simulated
-# tubes without producers it reached 1-3 points on a few tubes (benchmarks/
-# sweep_th_subsets.py). 1.5 is the trade measured there: 2 of 30 producer-free channels
-# NULL, 6 of 44 wrong values on dim producers not caught (1.0: 3 and 3; 2.0: 1 and 12).
-HIDDEN_MIN_PCT = 1.5
-HIDDEN_REL = 0.15
-
-
-@dataclass(frozen=True)
-class CytokineCut:
-    """A cytokine cut and whether the data separate the producers from the negatives.
-
-    ``cut``: logicle value (events ``>=`` it are producers); ``how``: the method, for
-    ``flow_qc``; ``hidden_pct``: estimated producers between the negatives' upper edge and
-    the cut, % of the parent (negative: fewer events there than the negatives alone explain);
-    ``allowed_pct``: what a value may absorb (:data:`HIDDEN_MIN_PCT`, :data:`HIDDEN_REL`);
-    ``resolved``: ``hidden_pct <= allowed_pct``.
-    """
-
-    cut: float
-    how: str
-    hidden_pct: float
-    allowed_pct: float
-
-    @property
-    def resolved(self) -> bool:
-        return self.hidden_pct <= self.allowed_pct
-
-
-def negative_mode_spread(x: np.ndarray) -> tuple[float, float]:
-    """Mode of the main (negative) population and its SD measured on its upper flank.
-
-    Method: the mode m of the smoothed density (:func:`_smoothed_density`); the spread is
-    the half width at half maximum on the upper side, s = HWHM / sqrt(2 ln 2) (the SD of a
-    normal peak with that half width; e.g. Shapiro, *Practical Flow Cytometry*, 4th ed.,
-    on peak widths). The upper flank, not the lower one: on the logicle scale the negatives
-    are skewed, their lower flank 10-50 % wider than the upper one (compensation spread
-    and electronic noise fold into the linear region), so the mirrored lower half
-    overstated the upper spread and put the cut above dim producers. At half maximum the
-    flank is the negatives' own: producers of a few % of the parent reach that height
-    only when they overlap the negatives, which :func:`producer_overlap` reports.
-    """
-    x = np.asarray(x, dtype=float)
-    iqr = np.subtract(*np.percentile(x, [75, 25]))
-    # Silverman's full bandwidth, not the half used for valleys: the top of a negative
-    # peak of a few thousand events is flat and noisy at the narrower kernel, and its
-    # highest ripple moved the mode by up to one SD and shrank the half width.
-    bw = 1.06 * (min(float(np.std(x)), iqr / 1.349) or float(np.std(x)) or 1e-3) * len(x) ** -0.2
-    centers, dens = _smoothed_density(x, bandwidth=bw)
-    i = int(np.argmax(dens))
-    below = np.flatnonzero(dens[i:] < dens[i] / 2)
-    step = centers[1] - centers[0]
-    if below.size == 0:
-        return float(centers[i]), step
-    j = i + int(below[0])
-    # Linear interpolation between the last bin above half maximum and the first below.
-    frac = (dens[j - 1] - dens[i] / 2) / max(dens[j - 1] - dens[j], 1e-12)
-    sd = (j - 1 - i + frac) * step / math.sqrt(2 * math.log(2))
-    # The kernel widened the peak: s_observed² = s² + bandwidth².
-    return float(centers[i]), max(math.sqrt(max(sd * sd - bw * bw, 0.0)), step)
-
-
-def producer_overlap(x: np.ndarray, cut: float, lower: float, negative_share: float) -> float:
-    """Producers estimated between ``lower`` and ``cut``, as % of the parent.
-
-    Method: the share of the parent in ``[lower, cut)`` minus ``negative_share``, the share
-    the negatives alone put there (from the unstimulated control's own distribution, or
-    from the normal model of :func:`negative_mode_spread`). Producers counted there are
-    called negative by the cut: a Th value is short by about this much.
-    """
-    x = np.asarray(x, dtype=float)
-    inside = float(np.mean((x >= lower) & (x < cut))) if x.size else 0.0
-    return 100.0 * (inside - negative_share)
-
-
-def _allowed(x: np.ndarray, cut: float) -> float:
-    return max(HIDDEN_MIN_PCT, HIDDEN_REL * 100.0 * float(np.mean(x >= cut)))
-
-
-def cytokine_threshold(x: np.ndarray, k: float = CYTOKINE_K, min_k: float = 2.0) -> CytokineCut:
-    """Cytokine cut without a control tube, from the stimulated tube's own negatives.
-
-    Method: the negatives' mode m and upper-flank SD s (:func:`negative_mode_spread`).
-    When the density shows a valley (:func:`density_valley`) at least ``min_k`` s above m
-    (a positive mode: producers as a population), the cut is that valley: it keeps the
-    dimmest producers that a fixed k·s cut loses; else the cut is m + ``k`` s (producers as
-    a tail; k = 3.5 leaves 0.02 % of a normal negative population above it, the role of
-    the 99.9th percentile of a control). Detectability: the producers between m + 2 s and
-    the cut are estimated as the events there minus what a normal negative population puts
-    there (:func:`producer_overlap`, expected share (Φ((cut-m)/s) - Φ(2)) x 2 P(x < m),
-    2 P(x < m) being the negatives' share mirrored from below the mode). When that exceeds
-    max(:data:`HIDDEN_MIN_PCT`, :data:`HIDDEN_REL` x the value) the producers are not
-    separated from the negatives (``resolved`` False): the caller leaves the Th values
-    empty rather than report a share that misses them.
-
-    Measured on seeded simulated tubes (``benchmarks/sweep_th_subsets.py``): producers at
-    >= 0.3 of the simulator's usual brightness are within the Th bound, like the control;
-    at 0.12 most tubes are NULL; producers at 0.08 (median 2-3x the negatives, inside
-    their spread) are neither found nor flagged, nor found with a control.
-
-    Failure mode: producers inside the negatives' spread (a shoulder, no tail) are
-    invisible without a control; a negative population with a heavy upper tail reads as
-    hidden producers (NULL, not a false value). Give the unstimulated control
-    (``control_of``) for such panels.
-    """
-    from scipy.stats import norm
-
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    m, s = negative_mode_spread(x)
-    valley = density_valley(x)
-    if valley is not None and valley >= m + min_k * s:
-        cut, how = valley, "density valley above the negatives"
-    else:
-        cut, how = m + k * s, f"negative mode + {k:g} upper-flank SD"
-    negatives = min(1.0, 2.0 * float(np.mean(x < m)))
-    expected = negatives * max(0.0, float(norm.cdf((cut - m) / s) - norm.cdf(min_k)))
-    hidden = producer_overlap(x, cut, m + min_k * s, expected)
-    return CytokineCut(float(cut), how, hidden, _allowed(x, cut))
-
-
-def control_cytokine_cut(x: np.ndarray, x_control: np.ndarray, percentile: float = CONTROL_PERCENTILE,
-                         lower_percentile: float = 97.72) -> CytokineCut:
-    """Cytokine cut from the unstimulated control (:func:`control_threshold`), with the
-    same detectability check as :func:`cytokine_threshold`: producers of the stimulated
-    tube ``x`` between the control's ``lower_percentile`` (mode + 2 SD of a normal) and the
-    cut, beyond the (percentile - lower_percentile) % the negatives put there."""
-    x = np.asarray(x, dtype=float)
-    xc = np.asarray(x_control, dtype=float)
-    xc = xc[np.isfinite(xc)]
-    cut = control_threshold(xc, percentile)
-    lower = float(np.percentile(xc, lower_percentile))
-    hidden = producer_overlap(x, cut, lower, (percentile - lower_percentile) / 100.0)
-    return CytokineCut(cut, f"control P{percentile:g}", hidden, _allowed(x, cut))
 
 
 def control_threshold(x_control: np.ndarray, percentile: float = CONTROL_PERCENTILE) -> float:
