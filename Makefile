@@ -71,10 +71,11 @@ demo-inbox: setup
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Two workers (pytest-xdist), each taking whole test files (--dist loadfile: a file's module
-# fixtures, such as the running watcher of tests/test_watch.py, stay in one process).
+# Two workers (pytest-xdist). Each takes whole groups: a test file, or all the files that use
+# the suite's shared Prefect server (tests/conftest.py says which and why), heaviest first; a
+# file's module fixtures, such as the running watcher of tests/test_watch.py, stay in one process.
 test: setup chromium
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf data .pytest_cache

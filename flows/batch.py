@@ -353,8 +353,9 @@ def _run_group(run: _Run, group: list[InboxFile]) -> None:
 
 
 # What the flow body imports on first use: ~1.4 s together (flowkit ~1 s, pyarrow's
-# dataset layer ~0.25 s, which loads pandas). `graftwatch run` imports them while its
-# local Prefect server starts (~3 s), when the command would otherwise only wait.
+# dataset layer ~0.25 s, which loads pandas). `graftwatch watch` imports them while its
+# local Prefect server starts, when it would otherwise only wait. A one-shot run does not:
+# it would pay them even on an empty inbox, or for flowkit without a template.
 FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "flowkit", "sklearn.mixture", "gating.panel", "gating.adaptive",
                      "gating.sample_gating", "gating.statistics", "flows.chimerism_update", "flows.controls", "storage.views")
 

@@ -91,13 +91,11 @@ def cmd_run(args) -> int:
 
 def _run_on_server(args, inbox: Path):
     """The batch as a ``process-inbox`` flow run on the configured Prefect server."""
-    from flows.batch import import_first_use
     from flows.pipeline import process_inbox
     from flows.runners import check_api, configured_api_url, make_task_runner, server_errors
 
     check_api(configured_api_url())
     runner = make_task_runner(args.task_runner, args.dask_address)
-    import_first_use()
     with server_errors():
         return process_inbox.with_options(task_runner=runner)(str(inbox), str(args.store), args.config, args.template)
 

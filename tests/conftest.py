@@ -23,6 +23,45 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 
 REPO = Path(__file__).resolve().parents[1]
+
+# How `make test` shares the work between its two pytest-xdist workers (--dist loadfile,
+# --no-loadscope-reorder, and the scheduler below): whole files, so a file's module fixtures
+# are built once, except that the files talking to the suite's shared Prefect server
+# (ops_helpers.shared_api_url) go to one worker together, so one worker starts that server
+# instead of both; and units are handed out heaviest first, because xdist deals them in
+# collection order and a heavy unit dealt last leaves the other worker idle until it ends.
+# (xdist's own --dist loadgroup cannot do this under pytest 9: it renames node ids through
+# an attribute pytest 9 no longer reads.)
+SHARED_SERVER_FILES = ("test_prefect_server.py", "test_local_server.py", "test_faults.py",
+                       "test_config_and_artifacts.py")
+HEAVIEST_FIRST = ("prefect-server", "test_adaptive_panel.py", "test_report.py", "test_watch.py", "test_cohort_report.py",
+                  "test_demo.py", "test_gating_pictures.py", "test_pipeline_foundation.py", "test_identity.py",
+                  "test_str_chimerism.py", "test_qpcr_chimerism.py", "test_export_variants.py")
+
+
+def work_unit(path: str) -> str:
+    """The xdist work unit of a test file: the shared-server group, or the file itself."""
+    name = path.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "prefect-server" if name in SHARED_SERVER_FILES else name
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: file order within a unit
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class WorkUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

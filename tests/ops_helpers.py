@@ -258,3 +258,31 @@ def broken_fcs_kinds(good: Path) -> dict[str, bytes]:
         "datatype_z.fcs": build_fcs(version, replace_kw(pairs, P_DATATYPE="Z"), data),
         "byteorder.fcs": build_fcs(version, replace_kw(pairs, P_BYTEORD="3,1,2,4"), data),
     }
+
+
+PREFECT_SERVER_APP = "prefect.server.api.server:create_app"
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def prefect_servers_of(parent: int) -> list[int]:
+    """Prefect server processes whose parent is ``parent`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and PREFECT_SERVER_APP in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -9,7 +9,11 @@
   exports go through ``flows.process.process_file`` directly (no Prefect): each mutant is
   stored or quarantined with a plain reason, within a time and memory bound.
 
-The subprocesses share one Prefect API server (``ops_helpers.shared_api_url``).
+The runs are one-shot runs as a technician starts them (no PREFECT_API_URL: the batch runs
+in-process and ingest_log is the record). The claim, commit and archive code they exercise
+is the same under a Prefect flow run; that a run with PREFECT_API_URL is a flow run on
+record is ``test_empty_inbox_run_is_on_record`` here and ``test_local_server``'s, and
+Ctrl-C under a Prefect-served watcher is ``test_watch``'s.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def test_kill9_at_several_points_then_rerun_stores_each_sample_once(tmp_path, fc
     for p in fcs_setup["src"]:
         shutil.copy(p, root / "inbox" / p.name)
     names = [p.name for p in fcs_setup["src"]]
-    env = cli_env(shared_api_url())
+    env = cli_env()
     claims = root / ".graftwatch-claims"
     commits = root / "store" / "commits"
 
@@ -136,7 +140,7 @@ def test_run_with_only_a_dead_runs_claims_processes_them(tmp_path, fcs_setup):
     dead = root / ".graftwatch-claims" / "20250101T000000000000-deadbeef"
     dead.mkdir(parents=True)
     shutil.copy(src, dead / src.name)
-    proc = start_cli(_run_args(root, fcs_setup), cli_env(shared_api_url()), root / "run.log")
+    proc = start_cli(_run_args(root, fcs_setup), cli_env(), root / "run.log")
     assert proc.wait(HANG_LIMIT) == 0, (root / "run.log").read_text(errors="replace")[-3000:]
     assert query(root / "store", "SELECT count(*) FROM samples") == [(1,)]
     assert not _files(root / ".graftwatch-claims") and [p.name for p in _files(root / "archive")] == [src.name]
@@ -154,7 +158,7 @@ def test_two_runs_at_once_and_symlinks_refused(tmp_path, fcs_setup):
     shutil.copy(fcs_setup["src"][0], secret)
     (inbox / "link.fcs").symlink_to(secret)
     (inbox / "linked-folder").symlink_to(outside, target_is_directory=True)
-    env = cli_env(shared_api_url())
+    env = cli_env()
     procs = [start_cli(_run_args(root, fcs_setup), env, root / f"run{i}.log") for i in range(2)]
     for i, proc in enumerate(procs):
         assert proc.wait(HANG_LIMIT) == 0, (root / f"run{i}.log").read_text(errors="replace")[-3000:]
@@ -175,7 +179,7 @@ def test_ctrl_c_during_run_loses_no_file(tmp_path, fcs_setup):
     for p in fcs_setup["src"]:
         shutil.copy(p, root / "inbox" / p.name)
     names = [p.name for p in fcs_setup["src"]]
-    proc = start_cli(_run_args(root, fcs_setup), cli_env(shared_api_url()), root / "run.log")
+    proc = start_cli(_run_args(root, fcs_setup), cli_env(), root / "run.log")
     claims = root / ".graftwatch-claims"
     assert wait_for(lambda: any(p.suffix == ".fcs" for p in _files(claims)) or proc.poll() is not None,
                     HANG_LIMIT, 0.01)

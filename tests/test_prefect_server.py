@@ -163,7 +163,7 @@ def test_dask_local_cluster_and_file_uri_store(harness, tubes, tmp_path):
 
     inbox = _inbox_with(tmp_path, tubes["files"])
     uri = (tmp_path / "store").as_uri()  # file:///...
-    runner = make_task_runner("dask", None, workers=2)
+    runner = make_task_runner("dask", None, workers=1)  # one worker process: the path, not the speed-up
     summary = process_inbox.with_options(task_runner=runner)(str(inbox), uri, None, str(tubes["template"]))
     assert summary.stored == 3 and not summary.quarantined
     assert query(tmp_path / "store", "SELECT count(DISTINCT sample_id) FROM flow_populations") == [(3,)]

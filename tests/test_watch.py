@@ -1,7 +1,8 @@
 """The folder watcher (flows/watch.py), end to end and in pieces.
 
 End to end: one watcher subprocess (``flows.watch.watch``) with its own local Prefect
-server, fed like a lab would: a file written slowly, a duplicate under another name,
+server (its UI address printed and answering; the server gone after Ctrl-C), fed like a
+lab would: a file written slowly, a duplicate under another name,
 five broken FCS files; SIGINT to its process group (a terminal's Ctrl-C) in the middle
 of a batch must let the batch finish and exit 0. The pieces (stability rule,
 temporary names, polling fallback, failed batches) run in-process with a stub batch.
@@ -17,10 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from ops_helpers import (HANG_LIMIT, REPO, PYTHON, broken_fcs_kinds, cli_env, query, seeded_prefect_home, simulate, wait_for,
-                         write_template)
+from ops_helpers import (HANG_LIMIT, REPO, PYTHON, alive, broken_fcs_kinds, cli_env, prefect_servers_of, query,
+                         seeded_prefect_home, simulate, wait_for, write_template)
 
 STABLE = 1.5
 
@@ -53,7 +55,12 @@ def lab(tmp_path_factory):
     assert wait_for(lambda: "watching" in log.read_text(errors="replace") or proc.poll() is not None, 3600, 0.2), \
         log.read_text(errors="replace")
     assert proc.poll() is None, log.read_text(errors="replace")
-    ctx = {"root": root, "inbox": inbox, "store": store, "src": src, "log": log, "proc": proc}
+    # The lab lead's view: the watcher serves the Prefect UI for its lifetime, at the address it printed.
+    assert f"Prefect UI: http://127.0.0.1:{port}" in log.read_text(errors="replace")
+    servers = prefect_servers_of(proc.pid)
+    assert len(servers) == 1, servers
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=HANG_LIMIT).status_code == 200
+    ctx = {"root": root, "inbox": inbox, "store": store, "src": src, "log": log, "proc": proc, "servers": servers}
     yield ctx
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -153,6 +160,7 @@ def test_sigint_during_a_batch_finishes_it_and_exits_0(lab):
     assert wait_for(lambda: claims.exists() and any(p.suffix == ".fcs" for p in claims.rglob("*")), HANG_LIMIT, 0.02)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     assert proc.wait(timeout=HANG_LIMIT) == 0
+    assert wait_for(lambda: not any(alive(p) for p in lab["servers"]), HANG_LIMIT), "the watcher's Prefect server outlived it"
     archived = {p.name for p in (lab["root"] / "archive").rglob("*.fcs")}
     assert set(names) <= archived  # the batch in progress was finished, nothing lost
     assert query(lab["store"], "SELECT count(*) FROM samples WHERE sample_id LIKE 'LATE%'") == [(6,)]
