@@ -99,22 +99,23 @@ def export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[s
 
 
 def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None,
-             compensated: dict | None = None, seconds: dict | None = None):
+             compensated: dict | None = None, seconds: dict | None = None, raw_columns: dict | None = None):
     """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships).
 
-    ``compensated``, ``seconds``: see ``gating.sample_gating.apply_strategy``.
+    ``compensated``, ``seconds``, ``raw_columns``: see ``gating.sample_gating.apply_strategy``.
     """
     from gating.sample_gating import apply_strategy
 
     if setup.template is not None:
         t = setup.template
         memberships = apply_strategy(t.compiled or t.strategy, sample, flowjo_labels=(t.kind == "flowjo"),
-                                     compensated=compensated, seconds=seconds)
+                                     compensated=compensated, seconds=seconds, raw_columns=raw_columns)
         return t.name, t.strategy, {}, [], memberships
     from gating.adaptive import build_adaptive_gating
 
     adaptive = build_adaptive_gating(sample, setup.panel, control=control)
-    memberships = apply_strategy(adaptive.strategy, sample, compensated=compensated, seconds=seconds)
+    memberships = apply_strategy(adaptive.strategy, sample, compensated=compensated, seconds=seconds,
+                                 raw_columns=raw_columns)
     return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
 
 
@@ -147,9 +148,10 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
         except InputError as exc:
             log.warning("control tube for a sample is unreadable, using the sample's own negatives: %s", exc)
     used: dict = {}
+    raw: dict = {}
     engine_seconds: dict[str, float] = {}
     template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control, compensated=used,
-                                                               seconds=engine_seconds)
+                                                               seconds=engine_seconds, raw_columns=raw)
     t = out.timed("gate", t)
     for stage, sec in engine_seconds.items():  # split out of "gate": compensate, transform
         out.stage_seconds["gate"] -= sec
@@ -159,8 +161,9 @@ def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
     qc = list(qc or template_qc(sample))
     pops = population_stats(memberships, n, names, qc)
     groups = grouped_populations(memberships, n)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used))
-    del used
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used),
+                               raw=raw)
+    del used, raw
     t = out.timed("group", t)  # events grouped by population signature; channel arrays
     markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel

@@ -101,15 +101,18 @@ def gates_compensation(used: dict) -> dict[int, np.ndarray] | None:
 
 
 def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | None = None,
-                  solved: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
+                  solved: dict[int, np.ndarray] | None = None,
+                  raw: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
     """Compensated events of the given channel indices: one contiguous 1-D array per channel.
 
     Statistics scan one channel at a time, and a contiguous array is several times faster
     to scan than a strided column. Solving ``S^T C = X^T`` yields the compensated
     detectors already channel-major, so no full row-major copy is made. ``solved``:
     compensated channels already computed (:func:`gates_compensation`), used as they are
-    instead of ``spill``; other channels are read uncompensated.
+    instead of ``spill``; other channels are read uncompensated, from ``raw`` (contiguous
+    copies already made, e.g. ``apply_strategy(..., raw_columns=)``) where it has them.
     """
+    raw = raw or {}
     if solved is None:
         solved = {}
         spill = spill or sample.spillover
@@ -121,5 +124,5 @@ def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | Non
                 solved = {ch: comp_t[k] for k, ch in enumerate(det_idx)}
             else:
                 compensate_array(sample.events, pnn, spill)  # raises the InputError naming the detectors
-    return [np.ascontiguousarray(solved[ch] if ch in solved else sample.events[:, ch], dtype=np.float64)
+    return [np.ascontiguousarray(solved[ch] if ch in solved else raw.get(ch, sample.events[:, ch]), dtype=np.float64)
             for ch in channels]

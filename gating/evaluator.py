@@ -132,6 +132,9 @@ class SampleState:
         self._columns: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}
         # (ratio transform ref, transform ref) -> 1-D column (raw channels, as flowkit)
         self._ratio_columns: dict[tuple, np.ndarray] = {}
+        # channel index -> its raw values as one contiguous array, where a gate needed
+        # that copy anyway (statistics reuse it instead of copying the column again)
+        self.raw_columns: dict[int, np.ndarray] = {}
         # tree path (with 'root') -> final mask; quadrant gates cache their dict too
         self.masks: dict[tuple[str, ...], np.ndarray] = {}
         self._quad_results: dict[int, dict[str, np.ndarray]] = {}
@@ -195,12 +198,15 @@ class SampleState:
         xform = self.plan.transforms[xform_ref] if xform_ref is not None else None
         if xform is None or not isinstance(xform, _PER_VALUE_TRANSFORMS):
             if xform is None:
-                col = np.ascontiguousarray(arr[:, j])
+                col = raw = np.ascontiguousarray(arr[:, j])
             else:
                 # flowkit applies transforms to events[:, [i]]: a contiguous (n, 1)
                 # copy. Same shape and layout here, so the same code paths run
                 # (numpy's vectorised transcendental loops included).
-                col = self._apply(xform, np.ascontiguousarray(arr[:, [j]]))
+                raw = np.ascontiguousarray(arr[:, [j]])
+                col = self._apply(xform, raw)
+            if arr is self.events:
+                self.raw_columns[j] = raw.reshape(-1)
             self._columns[key] = (col, None)
             return col
         if hit is None:
@@ -434,17 +440,24 @@ class SampleState:
         if isinstance(gate, fk_gates.PolygonGate):
             verts = np.array(gate.vertices, dtype=np.float64)
             # The winding test costs O(events x vertices) and is independent per
-            # point, so only events inside the parent are tested.
-            if parent is not None:
-                sel = np.flatnonzero(parent)
-                pts = np.column_stack([c[sel] for c in cols])
+            # point, so only events that can be inside are tested: those in the parent
+            # and in the vertices' closed bounding box. flowutils gives every point
+            # outside that box a winding count of 0 itself (its C points_in_polygon
+            # checks the same box first), so the result is the same.
+            sel = None if parent is None else np.flatnonzero(parent)
+            if len(cols) == 2 and verts.ndim == 2 and verts.shape[1] == 2 and np.isfinite(verts).all():
+                lo, hi = verts.min(axis=0), verts.max(axis=0)
+                box = (cols[0] >= lo[0]) & (cols[0] <= hi[0]) & (cols[1] >= lo[1]) & (cols[1] <= hi[1])
+                if parent is not None:
+                    box &= parent
+                sel = np.flatnonzero(box)
+            if sel is None:
+                res = fu_gating.points_in_polygon(verts, np.column_stack(cols))
+            else:
                 res = np.zeros(self.n, dtype=bool)
-                res[sel] = fu_gating.points_in_polygon(verts, pts)
-                if gate.use_complement:
-                    # outside-of-polygon, still restricted to the parent by the caller
-                    res[sel] = ~res[sel]
-                return res
-            res = fu_gating.points_in_polygon(verts, np.column_stack(cols))
+                if sel.size:
+                    res[sel] = fu_gating.points_in_polygon(verts, np.column_stack([c[sel] for c in cols]))
+            # outside-of-polygon; a child gate is still restricted to its parent by the caller
             return ~res if gate.use_complement else res
 
         if isinstance(gate, fk_gates.EllipsoidGate):
@@ -467,6 +480,7 @@ def evaluate_strategy(
     sample_id: str | None = None,
     compensated: dict[Any, dict[int, np.ndarray]] | None = None,
     seconds: dict[str, float] | None = None,
+    raw_columns: dict[int, np.ndarray] | None = None,
 ) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``events``; one entry per population.
 
@@ -491,6 +505,8 @@ def evaluate_strategy(
     ``{compensation ref: {channel index: compensated values (1-D)}}``, one entry per
     matrix the gates actually used, so callers can reuse the solve.
     ``seconds``: if given, ``"compensate"`` and ``"transform"`` seconds are added to it.
+    ``raw_columns``: if given, filled with ``{channel index: raw values (contiguous 1-D)}``
+    for the uncompensated channels the gates copied out whole.
 
     Returns ``GateMembership`` items in hierarchy order (parents before children,
     siblings in the strategy's order). QuadrantGates contribute one item per quadrant
@@ -523,6 +539,8 @@ def evaluate_strategy(
         )
     if compensated is not None:
         compensated.update(state.compensated_channels())
+    if raw_columns is not None:
+        raw_columns.update(state.raw_columns)
     if seconds is not None:
         for stage, sec in state.seconds.items():
             seconds[stage] = seconds.get(stage, 0.0) + sec

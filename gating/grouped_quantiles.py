@@ -80,31 +80,42 @@ class EventGroups:
 def event_groups(masks: Sequence[np.ndarray], n: int) -> EventGroups:
     """Group ``n`` events by which of ``masks`` (bool, one per population) contain them.
 
-    Masks are packed 8 at a time into a byte per event; labels are refined by one
-    block at a time (``label = 256 * label + byte``) and renumbered densely after each
-    block, so they stay below the number of distinct signatures instead of growing as
-    ``2**P``.
+    Masks are packed into a key per event, the first 16 in one 16-bit key, then 8 at a
+    time; labels are refined one block at a time (``label = 2**width * label + key``) and
+    renumbered densely after each block, so they stay below the number of distinct
+    signatures instead of growing as ``2**P``. (A first block of 16 covers a usual gate
+    tree in one pass: 14 -> 5 ms for 1M events and 9 populations.) Groups are numbered in
+    the order of their signatures read as bytes, masks 0-7 first (mask ``8b + j`` is bit
+    ``j`` of byte ``b``): the numbering a byte-at-a-time refinement gives, kept because
+    a population's mean adds its groups' sums in group order.
     """
-    label = np.zeros(n, dtype=np.int64)
+    label = np.zeros(n, dtype=np.intp)
     signature = np.zeros((1, 0), dtype=bool)  # row = label, column = population
-    for first in range(0, len(masks), 8):
-        block = masks[first:first + 8]
-        byte = np.zeros(n, dtype=np.uint8)
-        for bit, mask in enumerate(block):
-            byte |= mask.view(np.uint8) << np.uint8(bit)
-        refined = label * 256 + byte if first else byte
-        present = np.flatnonzero(np.bincount(refined, minlength=256 * len(signature)))
-        dense = np.zeros(256 * len(signature), dtype=np.int64)
+    first = 0
+    while first < len(masks):
+        block = masks[first:first + (16 if first == 0 else 8)]
+        width = 16 if len(block) > 8 else 8
+        # bit of each mask in the key: byte 0 (masks 0-7) is the key's high byte
+        position = [(j % 8) + (8 if width == 16 and j < 8 else 0) for j in range(len(block))]
+        dtype = np.uint16 if width == 16 else np.uint8
+        key = np.zeros(n, dtype=dtype)
+        shifted = np.empty(n, dtype=dtype)
+        for pos, mask in zip(position, block):
+            np.left_shift(mask.view(np.uint8), dtype(pos), out=shifted, dtype=dtype)
+            key |= shifted
+        cells = len(signature) << width
+        refined = (label << width) + key if first else key
+        present = np.flatnonzero(np.bincount(refined, minlength=cells))
+        dense = np.zeros(cells, dtype=np.intp)
         dense[present] = np.arange(present.size)
-        label = dense[refined]
-        bits = ((present[:, None] % 256) >> np.arange(len(block))) & 1
-        signature = np.column_stack([signature[present // 256], bits.astype(bool)])
-    k = len(signature)
+        label = np.take(dense, refined)
+        bits = (present[:, None] >> np.array(position)) & 1
+        signature = np.column_stack([signature[present >> width], bits.astype(bool)])
+        first += len(block)
     # intp, the index type bincount and fancy indexing use: an int32 label was converted
     # (a 1M-event copy) by every per-channel bincount
-    label = label.astype(np.intp, copy=False)
     return EventGroups(label=label, members=np.ascontiguousarray(signature.T),
-                       sizes=np.bincount(label, minlength=k))
+                       sizes=np.bincount(label, minlength=len(signature)))
 
 
 def value_codes(values: np.ndarray, bits: int = 16) -> np.ndarray:
@@ -190,32 +201,32 @@ def _coarse_bits(bits: int) -> int:
     return max(1, bits - 8)
 
 
-def _locate(blocks: np.ndarray, coarse: np.ndarray, members: np.ndarray, ranks: np.ndarray,
+def _locate(blocks: np.ndarray, coarse: np.ndarray, weights: np.ndarray, ranks: np.ndarray,
             coarse_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each rank of one population: the code holding it and the population's count below that code.
+    """For each population and rank: the code holding it and the population's count below that code.
 
     ``blocks``: ``(groups, 2**coarse_bits, 2**fine_bits)`` counts by (group, code), the code
     split into its top ``coarse_bits`` and the rest; ``coarse``: ``blocks`` summed over the
-    fine codes; ``members``: the population's groups (bool). The population's histogram is
-    summed over its groups at two levels, so that only small arrays are ordered and
-    accumulated: the coarse codes first (each coarse code is all positive or all negative,
-    so inside it the fine codes ascend or descend with the value), then the fine codes of
-    the coarse codes holding a rank.
+    fine codes; ``weights``: ``(populations, groups)``, 1 where the population holds the
+    group; ``ranks``: ``(populations, r)``. Each population's histogram is summed over its
+    groups at two levels, so that only small arrays are ordered and accumulated: the coarse
+    codes first (each coarse code is all positive or all negative, so inside it the fine
+    codes ascend or descend with the value), then the fine codes of the coarse codes
+    holding a rank. Returns two ``(populations, r)`` arrays.
     """
     n_fine = blocks.shape[2]
-    weights = members.astype(np.int64)
     order = code_order(coarse_bits)
-    cum = (weights @ coarse)[order].cumsum()
-    where = np.searchsorted(cum, ranks, side="right")  # coarse place (value order) of each rank
-    before = np.where(where > 0, cum[np.maximum(where - 1, 0)], 0)
+    cum = (weights @ coarse)[:, order].cumsum(axis=1)
+    # searchsorted(side="right") row by row: the coarse place (value order) of each rank
+    where = (cum[:, None, :] <= ranks[:, :, None]).sum(axis=2)
+    before = np.where(where > 0, np.take_along_axis(cum, np.maximum(where - 1, 0), axis=1), 0)
     block = order[where]
-    fine = np.einsum("k,krf->rf", weights, blocks[:, block, :])  # (ranks, 256) counts in code order
+    fine = np.einsum("pk,kprf->prf", weights, blocks[:, block, :])  # (populations, r, fine) in code order
     negative = block >= (1 << (coarse_bits - 1))
     fine[negative] = fine[negative, ::-1]  # value order
-    fine_cum = fine.cumsum(axis=1)
-    local = ranks - before
-    at = (fine_cum <= local[:, None]).sum(axis=1)  # searchsorted(side="right") row by row
-    before = before + np.where(at > 0, fine_cum[np.arange(at.size), np.maximum(at - 1, 0)], 0)
+    fine_cum = fine.cumsum(axis=2)
+    at = (fine_cum <= (ranks - before)[:, :, None]).sum(axis=2)
+    before = before + np.where(at > 0, np.take_along_axis(fine_cum, np.maximum(at - 1, 0)[:, :, None], axis=2)[:, :, 0], 0)
     at = np.where(negative, n_fine - 1 - at, at)
     return block * n_fine + at, before
 
@@ -236,11 +247,12 @@ def _large_order_statistics(values: np.ndarray, groups: EventGroups, label_base:
     blocks = np.bincount(label_base + code, minlength=groups.sizes.size * n_codes).reshape(
         groups.sizes.size, 1 << coarse_bits, -1)
     coarse = blocks.sum(axis=2)
+    pops = list(ranks_of)
+    codes, below = _locate(blocks, coarse, groups.members[pops].astype(np.int64),
+                           np.stack([ranks_of[p] for p in pops]), coarse_bits)
+    located = {p: (codes[i], below[i]) for i, p in enumerate(pops)}
     wanted = np.zeros(n_codes, dtype=bool)
-    located = {}
-    for p, ranks in ranks_of.items():
-        located[p] = _locate(blocks, coarse, groups.members[p], ranks, coarse_bits)
-        wanted[located[p][0]] = True
+    wanted[codes.ravel()] = True
     pick = np.flatnonzero(np.take(wanted, code))
     # Candidates grouped by code (a radix sort of 16-bit keys): each code is a slice.
     cand_code = code[pick]

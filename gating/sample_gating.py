@@ -43,6 +43,7 @@ def evaluate_sample(
     sample_id: str | None = None,
     compensated: dict[Any, dict[int, np.ndarray]] | None = None,
     seconds: dict[str, float] | None = None,
+    raw_columns: dict[int, np.ndarray] | None = None,
 ) -> list[GateMembership]:
     """``evaluate_strategy`` for an ``assays.records.FcsSample``.
 
@@ -60,6 +61,7 @@ def evaluate_sample(
         sample_id=sample_id,
         compensated=compensated,
         seconds=seconds,
+        raw_columns=raw_columns,
     )
 
 
@@ -75,17 +77,20 @@ def _flowjo_view(sample: Any) -> Any:
 
 
 def apply_strategy(strategy: fk.GatingStrategy | CompiledStrategy, sample: Any, flowjo_labels: bool = False,
-                   compensated: dict | None = None, seconds: dict | None = None) -> list[GateMembership]:
+                   compensated: dict | None = None, seconds: dict | None = None,
+                   raw_columns: dict | None = None) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on an ``assays.records.FcsSample``; parents come before children.
 
     ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
     ``compensated``: filled with the compensated channels the gates used
     (:func:`evaluate_strategy`), for statistics on the same values.
     ``seconds``: compensate / transform seconds are added to it.
+    ``raw_columns``: filled with the raw channels the gates copied out (:func:`evaluate_strategy`).
     """
     if flowjo_labels:
         sample = _flowjo_view(sample)
-    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds)
+    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds,
+                           raw_columns=raw_columns)
 
 
 def sample_columns(

@@ -94,6 +94,10 @@ def test_groups_with_many_populations():
         np.testing.assert_array_equal(groups.members[p][groups.label], m)
     signatures = {tuple(col) for col in np.stack(masks).T}
     assert groups.members.shape == (19, len(signatures))  # one group per distinct signature
+    # numbered in the order of their signatures read as bytes (masks 0-7 first): a
+    # population's mean adds its groups' sums in this order, so it fixes the mean's bits
+    as_bytes = [tuple(row) for row in np.packbits(groups.members.T, axis=1, bitorder="little")]
+    assert as_bytes == sorted(set(as_bytes))
 
 
 @pytest.mark.parametrize("n_masks", [5, 12])
