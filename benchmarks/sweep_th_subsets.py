@@ -11,8 +11,21 @@ simulator's usual brightness; negatives of four shapes (``simulators.tcell.NEGAT
 lognormal, left-skewed, right-skewed, heavy-tailed; comma-separated ``shapes`` to choose);
 each seed draws its own drift (0.8-1.25x) and marker spellings (``label_variant`` cycles).
 
-Figures of 2026-12-01 (5 seeds, 20,000 events, 1,520 values per path; no control / control):
-see the session notes (docs or the issue): the script prints the tables.
+Figures of 2026-12-01 (5 seeds, 20,000 events, 1,520 values per path; "wrong" = a value
+outside the bound; no control / control):
+
+    all values                      wrong 1.1 % / 8.2 %   NULL 75 % / 37 %
+    lognormal negatives x1 / x0.5   wrong 0 / 0           NULL 0 % / 5 %  (control 0 / 0)
+    lognormal x0.3                  wrong 0 / 0           NULL 47 %       (control 0 %)
+    lognormal x0.1-0.2              wrong 0-6.7 %         NULL 90-95 %    (control wrong 5-18 %)
+    lognormal 0 %                   largest value 0.05    NULL 55 %       (control 0.22, NULL 0 %)
+    right-skewed negatives          wrong 0 at every brightness, NULL 68-100 % (control wrong 3-30 %)
+    heavy-tailed negatives          wrong 3.3 % (x0.3), 6.7 % (x0.5), else 0; NULL 85-100 %
+                                    (control wrong 12-15 %)
+
+The no-control wrong values left: 0.5 % producers at x0.1-0.15 (true 0.57-0.69 % read
+0.0-0.1: 0.03-0.14 points beyond the bound), and heavy-tailed negatives whose tail reaches
+a valley cut (+1.0 to +1.7 points on Th2/Th17).
 """
 
 from __future__ import annotations
