@@ -13,7 +13,7 @@ from simulators.str_sim import Artefacts, write_str_case
 from gating.chimerism import locus_statistics as ls
 from gating.chimerism import str as st
 from gating.chimerism import ChimerismConfig, quantify_chimerism
-from gating.chimerism.str_calling import call_reference, screen_sample, subtract_stutter
+from gating.chimerism.str_calling import LocusCall, call_reference, infer_missing_call, screen_sample, subtract_stutter
 from simulators.chimerism_sweeps import TWO_DONOR_LEVELS, by_truth, str_shares
 
 
@@ -391,17 +391,43 @@ def test_real_genemapper_export_reference_calls(shared_data):
     assert any(r == "off_ladder" for v in calls.values() for c in v.values() for _, r in c.excluded)
 
 
-def test_locus_failed_in_a_reference_is_named(tmp_path):
-    """A locus with no peaks in the recipient's pre-transplant sample (failed amplification)
-    still gets its marker row, unused, saying whose reference has no call there."""
+def test_locus_failed_in_a_reference_is_named_or_inferred(tmp_path):
+    """Loci with no peaks in the recipient's pre-transplant sample (failed amplification)
+    keep their marker rows. Where the recipient (seeded truth: str_sim genotypes) has two
+    alleles the donor lacks, the post sample's two unexplained alleles are its genotype:
+    the locus is used, flagged inferred_genotype_recipient. Where an allele is shared,
+    the genotype is not certain: unused, flagged no_reference_call_recipient."""
     case = write_str_case(tmp_path, seed=SEED, donor_pcts=(20.0,))
-    peaks = [p for p in str_export.read(case.path, "sha").records
-             if not (p.sample_id == case.case.recipient_sample and p.marker == "D8S1179")]
+    rec, (don,) = case.case.recipient_sample, case.case.donor_samples.values()
+    truth = {m: frozenset(a) for m, a in case.genotypes[rec].items() if not st.is_sex_locus(m)}
+    disjoint = sorted(m for m, a in truth.items() if len(a) == 2 and not a & set(case.genotypes[don][m]))
+    shared = sorted(m for m, a in truth.items() if a & set(case.genotypes[don][m]))
+    failed = {disjoint[0], shared[0]}
+    peaks = [p for p in str_export.read(case.path, "sha").records if not (p.sample_id == rec and p.marker in failed)]
     markers, results = quantify_chimerism(case.sheet, case.registry, peaks, [], [], ChimerismConfig())
-    (row,) = [m for m in markers if m.marker == "D8S1179"]
-    assert row.flag == "no_reference_call_recipient" and not row.used and row.donor_pct is None
-    assert row.donor_alleles and row.recipient_alleles is None
+    row = {m.marker: m for m in markers}
+    inferred, lost = row[disjoint[0]], row[shared[0]]
+    assert "inferred_genotype_recipient" in inferred.flag and inferred.used
+    assert set(inferred.recipient_alleles.split("/")) == truth[disjoint[0]]
+    assert lost.flag == "no_reference_call_recipient" and not lost.used and lost.donor_pct is None
+    assert lost.donor_alleles and lost.recipient_alleles is None
     assert results[0].donor_pct == pytest.approx(20.0, abs=2.0)
+
+
+def test_missing_genotype_is_inferred_only_when_certain():
+    """infer_missing_call on hand-made loci: two alleles no available reference carries
+    are the missing person's; one such allele (the other may be shared), a candidate that
+    back-stutter explains, or two references without a call infer nothing."""
+    rec, don, none = LocusCall(frozenset({"12", "14"})), LocusCall(frozenset({"15", "16"})), LocusCall(frozenset())
+    post = {"12": 900.0, "14": 850.0, "15": 100.0, "16": 95.0, "9": 300.0, "10": 280.0}
+    who, call = infer_missing_call({"recipient": rec, "d1": don, "d2": none}, post)
+    assert who == "d2" and call.alleles == {"9", "10"}
+    assert infer_missing_call({"recipient": rec, "d1": don, "d2": none}, post | {"10": 0.0}) is None
+    # 11 at 6 % of 12 is 12's stutter (s 0.05): still two candidates, 9 and 10
+    assert infer_missing_call({"recipient": rec, "d1": don, "d2": none}, post | {"11": 54.0}, 0.05)[1].alleles == {"9", "10"}
+    # 11 at 30 % of 12 is an allele: three candidates, an artefact among them
+    assert infer_missing_call({"recipient": rec, "d1": don, "d2": none}, post | {"11": 270.0}, 0.05) is None
+    assert infer_missing_call({"recipient": none, "d1": don, "d2": none}, post) is None
 
 
 def test_true_genotype_fit_recovers_a_clean_two_donor_mixture(tmp_path):

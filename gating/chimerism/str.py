@@ -31,8 +31,10 @@ from gating.chimerism.str_calling import (
     degradation_slope,
     undo_degradation,
     repeat_value,
+    INFERRED,
     ScreenedSample,
     call_reference,
+    infer_missing_call,
     describe,
     screen_sample,
     stutter_ratios,
@@ -381,7 +383,11 @@ def quantify_post_sample(
     Per locus, the recipient's and each donor's genotypes are called from their
     screened pre-transplant peaks (:func:`~gating.chimerism.str_calling.call_reference`:
     pull-up, spikes, dye blobs and off-ladder peaks removed, alleles at >= half the
-    locus maximum height), and the donor fraction f is computed from the post sample's
+    locus maximum height); where exactly one reference has no call at a locus, its
+    genotype is read off the post sample when that is certain (two post alleles no
+    available reference carries, :func:`~gating.chimerism.str_calling.infer_missing_call`;
+    marker flag ``inferred_genotype_<who>``), else the locus stays unused
+    (``no_reference_call_<who>``). The donor fraction f is computed from the post sample's
     allele signals with the DESIGN.md formula of the locus' informativity class
     (:func:`locus_fraction`; with several donors, at loci where the contributor has an
     allele no other contributor carries, the joint fit of every allele
@@ -443,6 +449,12 @@ def quantify_post_sample(
     post = samples[sid]
     decay = degradation_slope(post, [m for m in post.signal if not is_sex_locus(m)]) \
         if config.str_degradation_correction else 0.0
+    for marker, signal in post.signal.items():
+        inferred = None if is_sex_locus(marker) else infer_missing_call(
+            {who: c.get(marker, _NO_CALL) for who, c in calls.items()}, signal, ratios.get(marker),
+            min_balance=config.str_min_het_balance)
+        if inferred is not None:
+            calls[inferred[0]][marker] = inferred[1]
     markers: list[ChimerismMarkerResult] = []
     multi = len(pairs) > 1
     # beside several donors the recipient is estimated like them, on its own unique
@@ -495,7 +507,9 @@ def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, d
     rec_call, don_call = calls[RECIPIENT].get(marker, _NO_CALL), calls[donor_id].get(marker, _NO_CALL)
     excluded = describe(rec_call.excluded, "recipient") + describe(don_call.excluded, f"donor {donor_id}")
     record = {"recipient_alleles": _alleles(rec_call), "donor_alleles": _alleles(don_call)}
-    flags = [f"recipient_{f}" for f in rec_call.flags] + [f"donor_{f}" for f in don_call.flags]
+    flags = [f"{who}_{f}" for who, call in (("recipient", rec_call), ("donor", don_call))
+             for f in call.flags if f != INFERRED]
+    flags += [f"inferred_genotype_{w}" for w, c in calls.items() if INFERRED in c.get(marker, _NO_CALL).flags]
     if is_sex_locus(marker):
         record["excluded"] = "; ".join(excluded) or None
         return _Locus(marker, SEX_LOCUS, None, False, False, False, ["sex_locus"], record)

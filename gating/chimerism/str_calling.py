@@ -77,6 +77,9 @@ class ScreenedSample:
     size: dict[str, dict[str, float]] = field(default_factory=dict)  # bp of each kept allele peak
 
 
+INFERRED = "inferred_from_post"  # a LocusCall read off the post sample (infer_missing_call)
+
+
 @dataclass(frozen=True)
 class LocusCall:
     """A reference genotype at one locus: called alleles, what was left out and why."""
@@ -274,12 +277,17 @@ def repeat_value(allele: str) -> float | None:
         return None
 
 
-def _one_repeat_below(allele: str) -> str | None:
+def _repeats_away(allele: str, step: int) -> str | None:
+    """The allele name ``step`` repeats from ``allele`` (``9.3``, -1 -> ``8.3``), None for X, Y, ..."""
     value = repeat_value(allele)
     if value is None:
         return None
-    below = value - 1
-    return str(int(below)) if below.is_integer() else f"{below:.1f}"
+    other = value + step
+    return str(int(other)) if other.is_integer() else f"{other:.1f}"
+
+
+def _one_repeat_below(allele: str) -> str | None:
+    return _repeats_away(allele, -1)
 
 
 def stutter_ratios(references: Sequence[ScreenedSample], calls: Sequence[Mapping[str, LocusCall]]) -> dict[str, float]:
@@ -346,3 +354,71 @@ def subtract_stutter(signal: Mapping[str, float], ratio: float) -> dict[str, flo
 def describe(excluded: Sequence[tuple[str, str]], who: str) -> list[str]:
     """``who allele: reason`` for each artefact or peak left out of a call (for chimerism_markers)."""
     return [f"{who} {allele}: {reason}" for allele, reason in excluded]
+
+
+
+def infer_missing_call(
+    references: Mapping[str, LocusCall], post_signal: Mapping[str, float], stutter_ratio: float | None = None,
+    forward_ratio: float = 0.05, min_balance: float = 0.6,
+) -> tuple[str, LocusCall] | None:
+    """The genotype of the one reference without a call at a locus, when the post sample fixes it.
+
+    When exactly one contributor's reference (recipient pre-transplant or a donor) has
+    no alleles at a locus (failed amplification, every peak an artefact), every post
+    allele that no available reference carries must be that contributor's: the post
+    sample is a mixture of the contributors' DNA only. A diploid genotype has at most
+    two alleles, so two such alleles *are* its genotype, and the locus can be used as
+    if the reference had been called. With one (or none) the person's other allele may
+    be shared with an available reference, and its copy numbers are unknown: nothing is
+    inferred (a wrong genotype biases every share at the locus; a lost locus only
+    widens the CI). Post peaks that stutter explains are no candidates: one repeat
+    below a peak P with A <= max(2 s, 0.15) A(P) (s the locus' back-stutter ratio: twice
+    the expected share, since stutter ratios scatter, and never below 15 %, the upper end
+    of back stutter in current kits, since a measured s can read low when a reference's
+    stutter peak was screened out), or one repeat
+    above P with A <= ``forward_ratio`` A(P) (forward stutter, 0.5-2 % in practice;
+    Butler 2012, ch. 6.2). Dropping a small true allele there can only leave one
+    candidate (nothing inferred), never a wrong pair; more than two candidates (an
+    artefact among them) infer nothing either. The two candidates carry one copy each of
+    the same genome, so their signals must balance like a heterozygote's: smaller /
+    larger >= ``min_balance`` (the reference rule's Hb, 0.6; Gill et al., Forensic Sci
+    Int 2006;160:90-101); a pair out of balance has an artefact or a dropped-out allele
+    in it, and nothing is inferred.
+
+    Parameters
+    ----------
+    references : mapping of str to LocusCall
+        Each contributor's call at this locus (an empty call = no call).
+    post_signal : mapping of str to float
+        The post sample's screened signal per allele at this locus.
+    stutter_ratio : float, optional
+        The locus' back-stutter ratio (:func:`stutter_ratios`).
+    forward_ratio : float
+        Largest forward-stutter share taken as stutter.
+    min_balance : float
+        Smallest signal ratio of the two candidates.
+
+    Returns
+    -------
+    (who, LocusCall) or None
+        The contributor and its inferred two-allele call (flag :data:`INFERRED`), or None
+        when the genotype is not certain.
+    """
+    missing = [w for w, c in references.items() if not c.alleles]
+    if len(missing) != 1:
+        return None
+    known = frozenset().union(*(c.alleles for c in references.values()))
+    signal = {a: s for a, s in post_signal.items() if s > 0}
+    back = max(2.0 * (stutter_ratio or 0.0), 0.15)
+
+    def stutter(a: str) -> bool:
+        return (signal[a] <= back * signal.get(_repeats_away(a, 1), 0.0)
+                or signal[a] <= forward_ratio * signal.get(_one_repeat_below(a), 0.0))
+
+    candidates = {a for a in signal if a not in known and not stutter(a)}
+    if len(candidates) != 2:
+        return None
+    low, high = sorted(signal[a] for a in candidates)
+    if low < min_balance * high:
+        return None
+    return missing[0], LocusCall(frozenset(candidates), flags=(INFERRED,))
