@@ -432,17 +432,26 @@ def test_fuzz_exports_and_sample_sheets(tmp_path):
 
 
 def test_empty_inbox_run_is_on_record(tmp_path):
-    """`graftwatch run` on an empty inbox exits 0, says so, and is one completed
-    process-inbox flow run on the Prefect server with a 0-file summary artifact: a
-    scheduled check that found nothing is visible like any other run."""
+    """`graftwatch run` on an empty inbox exits 0, says so (without importing flowkit), and
+    is one completed process-inbox flow run on the Prefect server with a 0-file summary
+    artifact: a scheduled check that found nothing is visible like any other run."""
     import httpx
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     api = shared_api_url()
-    proc = start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store")], cli_env(api), tmp_path / "run.log")
-    assert proc.wait(HANG_LIMIT) == 0, (tmp_path / "run.log").read_text(errors="replace")[-3000:]
-    assert "is empty: nothing to do" in " ".join((tmp_path / "run.log").read_text(errors="replace").split())
+    # Python's import profile goes to the log: a run without a template must not load flowkit (issue 15 point 3).
+    proc = start_cli(["run", "--inbox", str(inbox), "--store", str(tmp_path / "store")],
+                     cli_env(api, PYTHONPROFILEIMPORTTIME="1"), tmp_path / "run.log")
+    code = proc.wait(HANG_LIMIT)
+    lines = (tmp_path / "run.log").read_text(errors="replace").splitlines()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    said = "\n".join(line for line in lines if not line.startswith("import time:"))
+    assert code == 0, said[-3000:]
+    # flowkit._models is the empty package gating.flowkit_import looks into to make flowkit lazy.
+    loaded = [m for m in imported if m.split(".")[0] in ("flowkit", "bokeh") and m != "flowkit._models"]
+    assert "prefect" in imported and not loaded, loaded
+    assert "is empty: nothing to do" in " ".join(said.split())
     runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["process-inbox"]}}, "limit": 200},
                       timeout=300).json()
     mine = [r for r in runs if r["parameters"].get("inbox") == str(inbox)]
