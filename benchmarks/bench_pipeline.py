@@ -157,7 +157,7 @@ def main() -> None:
     os.environ.update(env)
     from flows.batch import import_first_use, run_in_process
 
-    import_first_use()  # as the command does before its first file
+    import_first_use(template=True)  # as `graftwatch watch` before its first batch: the stages time the files
     t0 = time.perf_counter()
     summary = run_in_process(str(inbox), str(store), None, str(tmpl))
     t_inproc = time.perf_counter() - t0

@@ -55,7 +55,7 @@ def main() -> None:
 
     empty_inbox = work / "empty_inbox"
     empty_inbox.mkdir()
-    import_first_use()  # as `graftwatch run` before its first file
+    import_first_use(template=True)  # as `graftwatch watch` before its first batch
     floor = []
     for _ in range(3):
         # The fixed cost of a run, as a one-shot `graftwatch run` pays it in-process: set-up,

@@ -355,14 +355,15 @@ def _run_group(run: _Run, group: list[InboxFile]) -> None:
 # What the flow body imports on first use: ~1.4 s together (flowkit ~1 s, pyarrow's
 # dataset layer ~0.25 s, which loads pandas). `graftwatch watch` imports them while its
 # local Prefect server starts, when it would otherwise only wait. A one-shot run does not:
-# it would pay them even on an empty inbox, or for flowkit without a template.
-FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "flowkit", "sklearn.mixture", "gating.panel", "gating.adaptive",
+# it would pay them even on an empty inbox.
+FIRST_USE_IMPORTS = ("pyarrow.dataset", "duckdb", "sklearn.mixture", "gating.panel", "gating.adaptive",
                      "gating.sample_gating", "gating.statistics", "flows.chimerism_update", "flows.controls", "storage.views")
 
 
-def import_first_use() -> None:
-    """Import :data:`FIRST_USE_IMPORTS` now rather than inside the first flow run, then
-    freeze every object allocated so far (``gc.freeze``).
+def import_first_use(template: bool) -> None:
+    """Import :data:`FIRST_USE_IMPORTS` (and flowkit when ``template``: only templates use
+    it) now rather than inside the first flow run, then freeze every object allocated so
+    far (``gc.freeze``).
 
     Without the freeze, the garbage collector's full passes during the run scan the
     millions of objects these modules and Prefect allocate at import: measured on 100
@@ -374,6 +375,8 @@ def import_first_use() -> None:
 
     for name in FIRST_USE_IMPORTS:
         importlib.import_module(name)
+    if template:  # flowkit is a lazy module once gating is imported: a name loads it
+        importlib.import_module("flowkit").Sample  # noqa: B018
     gc.freeze()
 
 

@@ -292,7 +292,7 @@ class Watcher:
 
         settings = self.config.prefect
         stack.enter_context(prefect_api(settings.port, settings.start_timeout_seconds, announce=self._print))
-        import_first_use()  # so the first batch does not pay ~1.4 s of imports
+        import_first_use(template=self.template_path is not None)  # so the first batch does not pay them
 
     def _run_flow(self):
         from flows.pipeline import process_inbox

@@ -263,6 +263,15 @@ def broken_fcs_kinds(good: Path) -> dict[str, bytes]:
 PREFECT_SERVER_APP = "prefect.server.api.server:create_app"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test's own Prefect server)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its reaper counts as gone)."""
     try:

@@ -14,17 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from ops_helpers import (alive, cli_env, kill_group, prefect_servers_of, query, seeded_prefect_home, shared_api_url,
-                         simulate, start_cli, wait_for, write_template)
-
-NO_DEADLINE = 3600.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from ops_helpers import (HANG_LIMIT, alive, cli_env, free_port, kill_group, prefect_servers_of, query,
+                         seeded_prefect_home, shared_api_url, simulate, start_cli, wait_for, write_template)
 
 def _env(tmp_path: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
     env = cli_env(api_url, PREFECT_HOME=str(seeded_prefect_home(tmp_path / "prefect")), **extra)
@@ -91,24 +82,24 @@ def _start_watch(tmp_path: Path, port: int, log: str = "watch.log") -> subproces
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
     config = tmp_path / "graftwatch.toml"
-    config.write_text(f"[prefect]\nport = {port}\nstart_timeout_seconds = {NO_DEADLINE}\n\n[inbox]\nstable_seconds = 0.5\n")
+    config.write_text(f"[prefect]\nport = {port}\nstart_timeout_seconds = {HANG_LIMIT}\n\n[inbox]\nstable_seconds = 0.5\n")
     return start_cli(["watch", "--inbox", str(inbox), "--store", str(tmp_path / "store"), "--config", str(config)],
                      _env(tmp_path), tmp_path / log)
 
 
 def _watching(tmp_path: Path, proc: subprocess.Popen, log: str = "watch.log") -> bool:
-    wait_for(lambda: "watching" in _log(tmp_path, log) or proc.poll() is not None, NO_DEADLINE, interval=0.2)
+    wait_for(lambda: "watching" in _log(tmp_path, log) or proc.poll() is not None, HANG_LIMIT, interval=0.2)
     return "watching" in _log(tmp_path, log)
 
 
 def test_watch_server_dies_with_a_killed_watcher(tmp_path):
-    proc = _start_watch(tmp_path, _free_port())
+    proc = _start_watch(tmp_path, free_port())
     assert _watching(tmp_path, proc), _log(tmp_path, "watch.log")[-3000:]
     servers = prefect_servers_of(proc.pid)
     assert servers
     kill_group(proc, signal.SIGKILL)  # the server is in its own session: this does not reach it
-    proc.wait(NO_DEADLINE)
-    assert wait_for(lambda: not any(alive(p) for p in servers), NO_DEADLINE), "orphan Prefect server after kill -9"
+    proc.wait(HANG_LIMIT)
+    assert wait_for(lambda: not any(alive(p) for p in servers), HANG_LIMIT), "orphan Prefect server after kill -9"
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess | subprocess.Popen, text: str) -> None:
@@ -124,7 +115,7 @@ def test_port_in_use_is_exit_2_and_no_file_moves(tmp_path):
     try:
         simulate(tmp_path / "inbox", 1, n_events=2_000, prefix="PU")
         proc = _start_watch(tmp_path, blocker.getsockname()[1])
-        proc.wait(NO_DEADLINE)
+        proc.wait(HANG_LIMIT)
     finally:
         blocker.close()
     text = _log(tmp_path, "watch.log")
@@ -136,10 +127,10 @@ def test_port_in_use_is_exit_2_and_no_file_moves(tmp_path):
 def test_server_that_cannot_start_is_exit_2(tmp_path):
     """A database the server cannot open (here: a PostgreSQL URL where nothing listens)."""
     simulate(tmp_path / "inbox", 1, n_events=2_000, prefix="DB")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "graftwatch.toml"
     config.write_text(f"[prefect]\nport = {port}\n")
-    env = _env(tmp_path, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://gw:gw@127.0.0.1:{_free_port()}/x")
+    env = _env(tmp_path, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://gw:gw@127.0.0.1:{free_port()}/x")
     proc = subprocess.run([*_cli(), "watch", "--inbox", str(tmp_path / "inbox"), "--store", str(tmp_path / "store"),
                            "--config", str(config)], env=env, capture_output=True, text=True)
     text = proc.stderr
@@ -150,7 +141,7 @@ def test_server_that_cannot_start_is_exit_2(tmp_path):
 
 def test_unreachable_configured_server_is_exit_2_and_files_stay(tmp_path):
     simulate(tmp_path / "inbox", 1, n_events=2_000, prefix="UR")
-    env = _env(tmp_path, f"http://127.0.0.1:{_free_port()}/api", PREFECT_CLIENT_MAX_RETRIES="0")
+    env = _env(tmp_path, f"http://127.0.0.1:{free_port()}/api", PREFECT_CLIENT_MAX_RETRIES="0")
     proc = subprocess.run([*_cli(), "run", "--inbox", str(tmp_path / "inbox"), "--store", str(tmp_path / "store")],
                           env=env, capture_output=True, text=True)
     _one_line_exit_2(proc, proc.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops_helpers import (HANG_LIMIT, REPO, PYTHON, alive, broken_fcs_kinds, cli_env, prefect_servers_of, query,
-                         seeded_prefect_home, simulate, wait_for, write_template)
+from ops_helpers import (HANG_LIMIT, REPO, PYTHON, alive, broken_fcs_kinds, cli_env, free_port, prefect_servers_of,
+                         query, seeded_prefect_home, simulate, wait_for, write_template)
 
 STABLE = 1.5
 
@@ -35,9 +34,7 @@ def lab(tmp_path_factory):
     inbox.mkdir()
     template = write_template(root / "template.xml")
     config = root / "graftwatch.toml"
-    with socket.socket() as sock:  # the watcher's own Prefect server: any free port, not 4200
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # the watcher's own Prefect server, not on 4200
     config.write_text(f"[inbox]\nstable_seconds = {STABLE}\npoll_seconds = 0.25\n\n[prefect]\nport = {port}\n"
                       f"start_timeout_seconds = {HANG_LIMIT}\n")
     src = simulate(root / "src", 1, n_events=20000, prefix="SLOW")[0]
@@ -52,7 +49,7 @@ def lab(tmp_path_factory):
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     # No deadline on the server's start (a loaded machine is slow, not wrong): until the
     # watcher says it is watching, or exits.
-    assert wait_for(lambda: "watching" in log.read_text(errors="replace") or proc.poll() is not None, 3600, 0.2), \
+    assert wait_for(lambda: "watching" in log.read_text(errors="replace") or proc.poll() is not None, HANG_LIMIT, 0.2), \
         log.read_text(errors="replace")
     assert proc.poll() is None, log.read_text(errors="replace")
     # The lab lead's view: the watcher serves the Prefect UI for its lifetime, at the address it printed.

@@ -356,7 +356,6 @@ def describe(excluded: Sequence[tuple[str, str]], who: str) -> list[str]:
     return [f"{who} {allele}: {reason}" for allele, reason in excluded]
 
 
-
 def infer_missing_call(
     references: Mapping[str, LocusCall], post_signal: Mapping[str, float], stutter_ratio: float | None = None,
     forward_ratio: float = 0.05, min_balance: float = 0.6,
