@@ -39,8 +39,9 @@ def cmd_run(args) -> int:
 
     from assays.errors import ConfigError
     from flows.config import load_config
-    from flows.runners import configured_api_url
+    from flows.runners import configured_api_url, keep_freed_memory
 
+    keep_freed_memory()  # before any other thread allocates: worker threads then share one malloc arena
     console = Console(stderr=False)
     inbox = Path(args.inbox)
     if not inbox.is_dir():
