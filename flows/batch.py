@@ -380,6 +380,38 @@ def import_first_use(template: bool) -> None:
     gc.freeze()
 
 
+# What the workers need only when a file's rows become Arrow tables (pyarrow's pa.array
+# imports pandas, ~0.5 s): imported by a thread of its own as the first file starts, so
+# the import overlaps the files' numpy work instead of stalling both workers at the end
+# of their first file (or, imported up front, delaying the first file).
+ROW_CONVERSION_IMPORTS = ("pandas",)
+
+
+def import_in_background(names: tuple[str, ...]) -> threading.Thread | None:
+    """Import ``names`` (those not yet imported) in a daemon thread; returns it, or None.
+
+    The import system's per-module locks make a worker that needs one of them meanwhile
+    wait for that import instead of starting a second one.
+    """
+    import importlib
+    import sys
+
+    todo = [name for name in names if name not in sys.modules]
+    if not todo:
+        return None
+
+    def run() -> None:
+        for name in todo:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # optional for pyarrow: its own import will say so
+                pass
+
+    thread = threading.Thread(target=run, name="graftwatch-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def default_workers() -> int:
     """Files gated at once: one per core, at most 4 (each 1M-event file holds ~0.5 GB)."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -422,9 +454,13 @@ def run_in_process(inbox: str, store: str, config_path: str | None = None, templ
 
         def submit(files, setup_, known) -> Future:
             nonlocal limited
-            if not limited:
+            first = not limited
+            if first:
                 limits.enter_context(blas_threads_per_worker(n, scipy_blas=setup.template is None))
                 limited = True
-            return pool.submit(process_files, files, setup_, known)
+            future = pool.submit(process_files, files, setup_, known)
+            if first:
+                import_in_background(ROW_CONVERSION_IMPORTS)
+            return future
 
         return run_inbox(inbox_p, store_o, config, setup, submit)

@@ -12,14 +12,22 @@ are the same as the real package's, resolved on first access (PEP 562 module
 ``fk.Sample`` or ``fk.Session`` import the plotting stack as before. The name -> submodule
 map is read from flowkit's own ``__init__.py`` (its relative imports), so it follows the
 installed flowkit version rather than a copy of it.
+
+pandas is deferred too (:func:`deferred_module`): flowkit's gate, transform and Gating-ML
+modules import it at the top but use it only in methods graftwatch never calls (results
+as DataFrames). It is ~0.5 s of the import, paid before the first file could start; now it
+loads on first real use (pyarrow converting a file's rows, in a worker thread, while the
+other worker computes).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import sys
+import types
 
 
 def _public_names(package: str, init_source: str) -> dict[str, tuple[str, str | None]]:
@@ -49,6 +57,39 @@ def _public_names(package: str, init_source: str) -> dict[str, tuple[str, str | 
 # module reaching _gml_gates; fk.Workspace first would fail with an ImportError
 # naming GMLBooleanGate).
 LAZY_PACKAGES = (("flowkit", "flowkit._utils.xml_utils"), ("flowkit._models.transforms", None))
+# Imported at the top of flowkit's modules, used only inside methods graftwatch does not call.
+DEFERRED_BY_FLOWKIT = ("pandas",)
+
+
+@contextlib.contextmanager
+def deferred_module(name: str):
+    """While the block runs, ``import name`` binds a stand-in that imports the real module
+    on its first attribute access; afterwards ``import name`` is the ordinary import again.
+
+    The stand-in leaves ``sys.modules`` when the block ends (or at its first attribute
+    access, whichever comes first), so only the modules imported inside the block hold
+    it; each access through it returns the real module's attribute. Nothing happens when
+    the module is already imported.
+    """
+    if name in sys.modules:
+        yield
+        return
+    stand_in = types.ModuleType(name, f"{name}, imported on first use (gating.flowkit_import)")
+
+    def _release() -> None:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+
+    def __getattr__(attr: str):
+        _release()  # the import below must find the real module, not this one
+        return getattr(importlib.import_module(name), attr)
+
+    stand_in.__getattr__ = __getattr__
+    sys.modules[name] = stand_in
+    try:
+        yield
+    finally:
+        _release()
 
 
 def install() -> None:
@@ -90,16 +131,19 @@ def _install_lazy(package: str, first: str | None) -> bool:
     def __getattr__(name: str):
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        if first is not None:
-            importlib.import_module(first)
         target, attr = names[name]
-        sub = importlib.import_module(target)
-        if attr is None:
-            value = sub
-        elif hasattr(sub, attr):
-            value = getattr(sub, attr)
-        else:  # ``from ._models import gates``: a subpackage its parent does not import
-            value = importlib.import_module(f"{target}.{attr}")
+        with contextlib.ExitStack() as deferred:
+            for dep in DEFERRED_BY_FLOWKIT:
+                deferred.enter_context(deferred_module(dep))
+            if first is not None:
+                importlib.import_module(first)
+            sub = importlib.import_module(target)
+            if attr is None:
+                value = sub
+            elif hasattr(sub, attr):
+                value = getattr(sub, attr)
+            else:  # ``from ._models import gates``: a subpackage its parent does not import
+                value = importlib.import_module(f"{target}.{attr}")
         setattr(module, name, value)  # next access is a plain attribute
         return value
 

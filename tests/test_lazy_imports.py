@@ -1,5 +1,5 @@
 """Commands import what they use (issue 15, point 5): a Gating-ML template is read and
-compiled without flowkit's plotting stack (bokeh, scipy.stats: gating/flowkit_import.py),
+compiled without flowkit's plotting stack (bokeh, scipy.stats) or pandas (gating/flowkit_import.py),
 and ``graftwatch query`` without pyarrow or numpy (storage/schemas.py, storage/store.py).
 
 Each check runs in a fresh interpreter, where nothing else has imported those modules.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("bokeh", "scipy.stats", "scipy.interpolate", "flowkit._models.sample")
+HEAVY = ("bokeh", "scipy.stats", "scipy.interpolate", "flowkit._models.sample", "pandas")
 
 
 def _python(code: str) -> list[str]:
@@ -79,6 +79,24 @@ print(sorted(set(fk.__all__) - set(dir(fk))), fk.__version__ == fk._version.__ve
         "flowkit._models.transforms._wsp_transforms False",
         "[] True",
     ]
+
+
+def test_pandas_loads_when_first_used_not_with_flowkit():
+    # flowkit's gate/transform/Gating-ML modules import pandas at the top but graftwatch
+    # never calls the methods that use it; it is deferred (~0.5 s of a run's start) and the
+    # module-level name still reaches real pandas, as does any later `import pandas`.
+    code = """
+import sys
+import gating
+import flowkit as fk
+fk.GatingStrategy, fk.Matrix
+from flowkit._models import gating_strategy
+print('pandas' in sys.modules, 'networkx' in sys.modules)
+frame = gating_strategy.pd.DataFrame({'a': [1, 2]})
+import pandas
+print('pandas' in sys.modules, type(frame) is pandas.DataFrame, sys.modules['pandas'] is pandas, int(frame.a.sum()))
+"""
+    assert _python(code) == ["False True", "True True True 3"]
 
 
 def test_query_command_imports_no_pyarrow(tmp_path):
