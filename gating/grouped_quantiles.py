@@ -232,30 +232,35 @@ def _locate(blocks: np.ndarray, coarse: np.ndarray, weights: np.ndarray, ranks: 
 
 
 def _large_order_statistics(values: np.ndarray, groups: EventGroups, label_base: np.ndarray,
-                            ranks_of: dict[int, np.ndarray], bits: int) -> dict[int, np.ndarray]:
+                            ranks_of: dict[int, np.ndarray], bits: int, key: np.ndarray) -> dict[int, np.ndarray]:
     """Order statistics of one channel for several (large) populations at once.
 
     ``values``: the channel (contiguous float64, input order); ``label_base``: each event's
-    group times ``2**bits`` (intp); ``ranks_of``: population -> 0-based ranks wanted. One
-    histogram of (group, code) counts gives every population's code histogram as a sum of
-    its groups' rows (:func:`_locate`); one pass then collects the values of every code
-    some population needs, and only those are sorted.
+    group times ``2**bits`` (intp); ``ranks_of``: population -> 0-based ranks wanted;
+    ``key``: an intp buffer of ``values.size``, overwritten (one per call would be a fresh
+    8 MB array per channel). One histogram of (group, code) counts gives every population's
+    code histogram as a sum of its groups' rows (:func:`_locate`); one pass then collects
+    the values of every (group, code) cell some population needs (its code, in one of its
+    groups), and only those are sorted.
     """
     n_codes = 1 << bits
-    code = np.ascontiguousarray(value_codes(values, bits))
+    # (group, code) of every event: the code's 16-bit view is added as it lies in the
+    # float32 copy (no contiguous copy of it, no int64 copy of it for the lookups below)
+    np.add(label_base, value_codes(values, bits), out=key)
     coarse_bits = _coarse_bits(bits)
-    blocks = np.bincount(label_base + code, minlength=groups.sizes.size * n_codes).reshape(
+    blocks = np.bincount(key, minlength=groups.sizes.size * n_codes).reshape(
         groups.sizes.size, 1 << coarse_bits, -1)
     coarse = blocks.sum(axis=2)
     pops = list(ranks_of)
     codes, below = _locate(blocks, coarse, groups.members[pops].astype(np.int64),
                            np.stack([ranks_of[p] for p in pops]), coarse_bits)
     located = {p: (codes[i], below[i]) for i, p in enumerate(pops)}
-    wanted = np.zeros(n_codes, dtype=bool)
-    wanted[codes.ravel()] = True
-    pick = np.flatnonzero(np.take(wanted, code))
+    wanted = np.zeros((groups.sizes.size, n_codes), dtype=bool)
+    for i, p in enumerate(pops):
+        wanted[np.ix_(np.flatnonzero(groups.members[p]), codes[i])] = True
+    pick = np.flatnonzero(np.take(wanted.ravel(), key))
     # Candidates grouped by code (a radix sort of 16-bit keys): each code is a slice.
-    cand_code = code[pick]
+    cand_code = (key[pick] & (n_codes - 1)).astype(np.uint16)
     by_code = np.argsort(cand_code, kind="stable")
     pick, cand_code = pick[by_code], cand_code[by_code]
     cand_v, cand_g = values[pick], groups.label[pick]
@@ -304,8 +309,9 @@ def grouped_stats(values: Sequence[np.ndarray], groups: EventGroups, percents: S
             stats[p] = np.sort(sub, axis=1)[:, ranks]
     if large:
         label_base = groups.label.astype(np.intp, copy=False) << bits
+        key = np.empty(label_base.size, dtype=np.intp)
         for c in np.flatnonzero(~has_nan):
-            for p, found in _large_order_statistics(values[c], groups, label_base, large, bits).items():
+            for p, found in _large_order_statistics(values[c], groups, label_base, large, bits, key).items():
                 stats[p][c] = found
     for p, (_, _, weight) in positions.items():
         pct[p] = lerp(stats[p][:, :k], stats[p][:, k:], weight)
