@@ -30,7 +30,7 @@ from flows.config import Config, load_config
 from flows.inbox import (ClaimSession, InboxFile, archive, archive_target, file_signature, list_inbox, mark_resolved,
                          quarantine, take_back_leftovers)
 from flows.identity import IdentityBook
-from flows.process import FileOutcome, GatingSetup, process_file
+from flows.process import FileOutcome, GatingSetup, process_file, quarantine_unexpected
 from storage.store import Batch, Store, new_id, utcnow
 
 log = logging.getLogger("graftwatch")
@@ -87,7 +87,10 @@ def process_files(files: list[InboxFile], setup: GatingSetup, known: dict[str, s
     outcomes = [process_file(f, setup, known) for f in files]
     for out in outcomes:
         out.worker = f"{os.getpid()}-{threading.get_ident()}"
-        out.convert_rows()
+        try:
+            out.convert_rows()
+        except Exception as exc:  # a value no table holds: that file is quarantined, the batch goes on
+            quarantine_unexpected(out, exc)
     return outcomes
 
 

@@ -61,12 +61,28 @@ def is_in_progress(name: str) -> bool:
     return base.startswith((".", "~$")) or base.lower().endswith(IN_PROGRESS_SUFFIXES) or is_os_debris(base)
 
 
+def readable_name(name: str) -> str:
+    """``name`` as text that Parquet, logs, notes and pictures accept.
+
+    A name whose bytes are not UTF-8 (a Windows share or USB stick writing Latin-1, e.g.
+    ``M\xfcller.fcs``) reaches Python with surrogate escapes, which every UTF-8 writer
+    refuses. Its bytes are read as Windows-1252, the encoding such names almost always
+    come from; a byte that code page leaves undefined becomes U+FFFD.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("cp1252", errors="replace")
+
+
 def list_inbox(inbox: Path) -> list[InboxFile]:
     """Every regular file under ``inbox`` (any depth), oldest first.
 
     Hidden files and folders (``.name``: editors' and copy tools' temporaries) are left
     alone; symlinks are listed as refused rather than followed, so nothing outside
-    the inbox is ever read.
+    the inbox is ever read. ``name`` is the readable name (``readable_name``); a claim
+    renames the file to it, so later steps see one name.
     """
     root = Path(inbox).resolve()
     out = []
@@ -79,7 +95,7 @@ def list_inbox(inbox: Path) -> list[InboxFile]:
             if is_in_progress(fname):
                 continue
             p = Path(dirpath) / fname
-            rel = p.relative_to(root).as_posix()
+            rel = readable_name(p.relative_to(root).as_posix())
             if p.is_symlink():
                 out.append(InboxFile(p, rel, "it is a symbolic link; graftwatch reads only real files inside the inbox"))
             elif p.is_file():
@@ -92,11 +108,35 @@ def list_inbox(inbox: Path) -> list[InboxFile]:
     return sorted(out, key=mtime)
 
 
-def _free_name(folder: Path, name: str, tag: str) -> Path:
-    target = folder / name
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, APFS, NTFS shares: 255)
+
+
+def fit_name(name: str, reserve: int = 0) -> str:
+    """``name`` cut to ``NAME_MAX - reserve`` bytes, keeping a short extension.
+
+    Quarantine notes (``<name>.error.txt``) and archive names (``__duplicate-of-...``,
+    ``__<tag>``) add to a name that may already be near the limit; unshortened, the
+    rename fails and the file sticks in the inbox. The original name is kept in the
+    quarantine note and in ``ingest_log``.
+    """
+    room = NAME_MAX - reserve
+    if len(os.fsencode(name)) <= room:
+        return name
+    base, ext = os.path.splitext(name)
+    if len(os.fsencode(ext)) > 16:
+        base, ext = name, ""
+    keep = room - len(os.fsencode(ext)) - 1
+    cut = os.fsencode(base)[:keep].decode("utf-8", errors="ignore")  # never half a character
+    return f"{cut}~{ext}"
+
+
+def _free_name(folder: Path, name: str, tag: str, reserve: int = 0) -> Path:
+    """``folder/name``, or ``folder/<stem>__<tag>[-i]<ext>`` when that is taken; every
+    candidate leaves ``reserve`` bytes of the name free (see ``fit_name``)."""
+    target = folder / fit_name(name, reserve)
     if not target.exists() and not target.is_symlink():
         return target
-    stem, dot, ext = name.partition(".")
+    stem, dot, ext = fit_name(name, reserve + len(f"__{tag}-999")).partition(".")
     for i in range(1000):
         candidate = folder / f"{stem}__{tag}{'' if i == 0 else f'-{i}'}{dot}{ext}"
         if not candidate.exists() and not candidate.is_symlink():
@@ -117,7 +157,7 @@ def archive_target(inbox: Path, f: InboxFile, sha256: str, now: dt.datetime | No
     rel = Path(f.name)
     folder = sibling(inbox, "archive") / f"{now:%Y}" / f"{now:%m}" / rel.parent
     folder.mkdir(parents=True, exist_ok=True)
-    name = f.path.name
+    name = Path(f.name).name
     if duplicate_of:
         stem, dot, ext = name.partition(".")
         name = f"{stem}__duplicate-of-{Path(duplicate_of).name}"
@@ -140,7 +180,8 @@ def quarantine(inbox: Path, f: InboxFile, message: str) -> Path:
     folder = sibling(inbox, "quarantine")
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    target = _free_name(folder, f.path.name, stamp)
+    # room for the note beside it and the note's temporary name: ".<name>.error.txt.tmp"
+    target = _free_name(folder, Path(f.name).name, stamp, reserve=len(ERROR_SUFFIX) + len("..tmp"))
     note = target.with_name(target.name + ERROR_SUFFIX)
     tmp = note.with_name("." + note.name + ".tmp")
     # what is wrong comes first (the lab reads the first line); which file and when, after

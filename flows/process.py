@@ -275,13 +275,19 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] 
                                    "split the acquisition or ask the admin to process it on a larger machine",
                                    problem="This file is too large for this computer to read."))
     except Exception as exc:  # a bug or an unforeseen malformation: keep the file, explain, go on
-        log.debug("unexpected error on %s", f.name, exc_info=True)
-        out.status, out.rows = "quarantined", {}
-        out.error = str(InputError(
-            "a file graftwatch can read", f"an unexpected problem while reading it ({type(exc).__name__}: {exc})",
-            "check the file opens in the instrument software; if it does, send it to the graftwatch admin "
-            "(it is kept here unchanged)",
-            problem="This file could not be read, for a reason graftwatch does not recognise."))
+        quarantine_unexpected(out, exc)
     finally:
         out.seconds = time.perf_counter() - t0
     return out
+
+
+def quarantine_unexpected(out: FileOutcome, exc: Exception) -> None:
+    """Quarantine ``out``'s file for an error nobody foresaw (a bug or a new malformation):
+    one file must never stop the batch, nor every later run on the same inbox."""
+    log.debug("unexpected error on %s", out.file.name, exc_info=True)
+    out.status, out.rows, out.tables = "quarantined", {}, {}
+    out.error = str(InputError(
+        "a file graftwatch can read", f"an unexpected problem while reading it ({type(exc).__name__}: {exc})",
+        "check the file opens in the instrument software; if it does, send it to the graftwatch admin "
+        "(it is kept here unchanged)",
+        problem="This file could not be read, for a reason graftwatch does not recognise."))

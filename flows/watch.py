@@ -53,7 +53,7 @@ from pathlib import Path
 
 from assays.errors import ConfigError
 from flows.config import Config, load_config
-from flows.inbox import STAGING, file_signature, hold_staging, is_in_progress, list_inbox, sibling
+from flows.inbox import STAGING, InboxFile, file_signature, hold_staging, is_in_progress, list_inbox, sibling
 
 log = logging.getLogger("graftwatch")
 
@@ -240,7 +240,7 @@ class Watcher:
         self._next_try = 0.0
 
     # --- scanning ---------------------------------------------------------------------
-    def _ready_files(self) -> list[str]:
+    def _ready_files(self) -> list[InboxFile]:
         """Observe every candidate once; return those that are complete."""
         now = time.monotonic()
         ready, present = [], set()
@@ -252,22 +252,22 @@ class Watcher:
                 continue
             present.add(f.name)
             if self.tracker.observe(f.name, sig, now):
-                ready.append(f.name)
+                ready.append(f)
         self.tracker.prune(present)
         return ready
 
-    def _stage(self, names: list[str]) -> int:
+    def _stage(self, files: list[InboxFile]) -> int:
+        """Move complete files to the staging folder under their readable names."""
         moved = 0
-        for rel in names:
-            src = self.inbox / rel
+        for f in files:
             try:
-                _move_no_replace(src, self.staging / rel)
+                _move_no_replace(f.path, self.staging / f.name)
                 moved += 1
             except FileNotFoundError:
                 pass  # another watcher or a `graftwatch run` took it first
             except OSError as exc:
                 log.warning("could not stage a file (%s); it stays in the inbox", exc.strerror or exc)
-            self.tracker.forget(rel)
+            self.tracker.forget(f.name)
         return moved
 
     def _staged_count(self) -> int:

@@ -460,3 +460,28 @@ def test_empty_inbox_run_is_on_record(tmp_path):
                       timeout=300).json()
     assert [a["key"] for a in arts] == ["inbox-run-summary"]
     assert "| 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in arts[0]["data"]
+
+
+def test_a_file_whose_rows_no_table_holds_is_quarantined_and_the_batch_goes_on(tmp_path, fcs_setup, monkeypatch):
+    """A bug after reading (here: converting one file's rows to Arrow fails, as a name with
+    surrogate escapes once did) quarantines that file; before, the exception left the
+    batch, every file went back to the inbox and every later run failed the same way."""
+    import flows.process as process
+    from conftest import run_pipeline
+
+    real = process.to_table
+
+    def failing(table, rows):
+        if any(r.get("source_name") == "K01.fcs" for r in rows):
+            raise UnicodeEncodeError("utf-8", "K\udce9", 1, 2, "surrogates not allowed")
+        return real(table, rows)
+
+    monkeypatch.setattr(process, "to_table", failing)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for src in fcs_setup["src"][:3]:
+        shutil.copy(src, inbox)
+    summary = run_pipeline(inbox, tmp_path / "store", fcs_setup["template"])
+    assert summary.stored == 2 and [q.name for q in summary.quarantined] == ["K01.fcs"]
+    assert "unexpected problem" in (tmp_path / "quarantine" / "K01.fcs.error.txt").read_text()
+    assert not _files(inbox)

@@ -153,6 +153,68 @@ def test_os_debris_is_left_alone_without_notes(tmp_path, tubes):
     assert query(store, "SELECT count(*) FROM ingest_log") == [(1,)]
 
 
+def test_a_name_that_is_not_utf8_is_stored_under_its_readable_name(tmp_path, tubes):
+    """A Windows share writing Latin-1 bytes (b"M\\xfcller") gives a name Parquet cannot
+    hold: it used to crash every run on that inbox with a UnicodeEncodeError traceback.
+    The file is stored, archived and logged as "Müller.fcs" (its bytes read as cp1252),
+    and the other file of the drop is stored beside it."""
+    import os
+
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    latin1 = Path(os.fsdecode(bytes(inbox) + b"/M\xfcller.fcs"))
+    shutil.copy(tubes["a"], latin1)
+    other = simulate(tmp_path / "src", 1, n_events=3000, prefix="UTF", seed0=5)[0]
+    _drop(inbox, other, "other/tube.fcs")
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 2 and not summary.quarantined
+    assert sorted(r[0] for r in query(store, "SELECT source_name FROM ingest_log")) == ["Müller.fcs", "other/tube.fcs"]
+    assert [p.name for p in (tmp_path / "archive").rglob("M*.fcs")] == ["Müller.fcs"]
+    assert not any(inbox.rglob("*.fcs"))
+
+
+def test_the_watcher_stages_a_not_utf8_name_under_its_readable_name(tmp_path, monkeypatch):
+    import os
+
+    from flows.config import Config
+    from flows.watch import Watcher
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    Path(os.fsdecode(bytes(inbox) + b"/Gr\xf6\xdfe.csv")).write_text("a,b\n")
+    config = Config()
+    config.inbox.stable_seconds = 0.0
+    watcher = Watcher(inbox, str(tmp_path / "store"), config, run_batch=lambda: None, out=open(os.devnull, "w"))
+    ready = watcher._ready_files() or watcher._ready_files()  # the first look only learns the size
+    assert [f.name for f in ready] == ["Größe.csv"]
+    assert watcher._stage(ready) == 1
+    assert [p.name for p in (tmp_path / ".graftwatch-ready").iterdir()] == ["Größe.csv"]
+    assert not list(inbox.iterdir())
+
+
+def test_names_near_the_length_limit_are_quarantined_and_archived_shortened(tmp_path, tubes):
+    """A 250-byte name plus ".error.txt" or "__duplicate-of-..." is past the 255-byte
+    limit of a file name: the note or the move failed with a traceback and the file stuck
+    in the inbox, failing every run. Now the names are cut (the extension kept) and the
+    note holds the whole original name."""
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    long_txt = "n" * 246 + ".txt"
+    (inbox / "a").mkdir(parents=True)
+    (inbox / long_txt).write_text("not a lab file\n")
+    _drop(inbox, tubes["a"], "a/" + "t" * 240 + ".fcs")
+    summary = run_pipeline(inbox, store, tubes["template"])
+    assert summary.stored == 1 and len(summary.quarantined) == 1
+    (note,) = _notes(tmp_path)
+    assert len(note.name.encode()) <= 255 and f"File: {long_txt}" in note.read_text()
+    assert note.name.endswith(".txt.error.txt")
+
+    _drop(inbox, tubes["a"], "b/" + "c" * 240 + ".fcs")  # the same bytes again: a duplicate
+    assert run_pipeline(inbox, store, tubes["template"]).duplicates == 1
+    (dup,) = (tmp_path / "archive").rglob("c*.fcs")
+    assert len(dup.name.encode()) <= 255 and dup.name.endswith(".fcs") and "__" in dup.name
+    assert not any(p.is_file() for p in inbox.rglob("*"))
+
+
 def test_a_file_still_being_written_goes_back_to_the_inbox(tmp_path, tubes):
     """The writer appends after the file was hashed (a paused copy resuming): neither its
     rows nor a note about its half are kept; the file waits in the inbox, complete."""
