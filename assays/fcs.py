@@ -73,13 +73,17 @@ def sample_id_from(text: dict[str, str], file_name: str) -> str:
     return Path(file_name).stem
 
 
-def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | None = None) -> FcsSample:
+def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | None = None,
+             content: bytes | None = None) -> FcsSample:
     """Validate and read the first data set of an FCS file.
 
     Events are returned as flowio preprocesses them for flowkit (gain, log
     amplification and $TIMESTEP applied), float64, so gates evaluate exactly as
     in flowkit. Float and double DATA is read with numpy (:func:`load_float_events`)
     and handed to flowio's own ``as_array``: same bits, about half the time.
+    ``content``: the file's bytes, already read (``assays.hashing.read_hashed``): float
+    DATA is taken from them instead of read again (HEADER and TEXT are still read and
+    validated from the file).
     """
     import flowio  # deferred: keeps `graftwatch --help` fast
 
@@ -106,7 +110,7 @@ def read_fcs(path: Path, source_sha256: str | None = None, source_name: str | No
             if text.get("$DATATYPE", "").upper() in ("F", "D"):
                 # Fast path: flowio parses HEADER/TEXT/channels, numpy reads DATA.
                 data = flowio.FlowData(str(path), only_text=True, **options)
-                if not load_float_events(data, path, options.get("nextdata_offset") or 0):
+                if not load_float_events(data, path, options.get("nextdata_offset") or 0, content):
                     data = None
             if data is None:
                 data = flowio.FlowData(str(path), **options)

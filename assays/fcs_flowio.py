@@ -33,8 +33,11 @@ def _flowio_data_segment(data) -> tuple[int, int] | None:
         return None
 
 
-def load_float_events(data, path: Path, offset: int = 0) -> bool:
+def load_float_events(data, path: Path, offset: int = 0, content: bytes | None = None) -> bool:
     """Fill ``data.events`` (a flowio ``FlowData`` read with ``only_text=True``) with numpy.
+
+    ``content``: the file's bytes when the caller has read them already (then DATA is a
+    view of them instead of a second read of the file).
 
     Reproduces what flowio 1.x does for float/double list-mode DATA (``__parse_data``,
     ``__calc_data_item_count``, ``__parse_non_int_data`` with ``ignore_offset_error``):
@@ -65,7 +68,12 @@ def load_float_events(data, path: Path, offset: int = 0) -> bool:
     count = size // width
     if offset + start + size > data.file_size:
         return False
-    events = np.fromfile(str(path), dtype=f"{order}f{width}", count=count, offset=offset + start)
+    if content is None:
+        events = np.fromfile(str(path), dtype=f"{order}f{width}", count=count, offset=offset + start)
+    elif offset + start + size <= len(content):
+        events = np.frombuffer(content, dtype=f"{order}f{width}", count=count, offset=offset + start)
+    else:
+        return False
     if events.size != count:  # the file shrank since flowio measured it
         return False
     data.events = events

@@ -23,3 +23,22 @@ def sha256_of(path: Path, chunk: int = 2**20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_hashed(path: Path) -> tuple[bytes, str]:
+    """A file's bytes and their hex sha256, from one read (a reader that parses those
+    bytes then saves reading the file a second time).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile(delete=False) as fh:
+    ...     _ = fh.write(b"abc")
+    >>> content, sha = read_hashed(Path(fh.name))
+    >>> content, sha == sha256_of(Path(fh.name))
+    (b'abc', True)
+    >>> os.unlink(fh.name)
+    """
+    with open(path, "rb") as fh:
+        content = fh.read()
+    return content, hashlib.sha256(content).hexdigest()

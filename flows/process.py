@@ -20,7 +20,7 @@ from assays import ddpcr, qpcr, sheets, str_export
 from assays.detect import detect_kind
 from assays.errors import GraftwatchError, InputError
 from assays.fcs import read_fcs
-from assays.hashing import sha256_of
+from assays.hashing import read_hashed, sha256_of
 from assays.records import FcsSample
 from flows.inbox import InboxFile, file_signature
 from storage.store import new_id, to_table, utcnow
@@ -130,13 +130,27 @@ def template_qc(sample: FcsSample) -> list:
             margin_events(sample.events, channel_ranges(sample, cols))]
 
 
-def process_fcs(out: FileOutcome, setup: GatingSetup) -> None:
+@dataclass
+class HashedBytes:
+    """A file's bytes, read once to hash them, handed to the reader and then dropped: the
+    holder lets the caller give them up (52 MB for a 1M-event file) while the gating runs."""
+
+    content: bytes | None = None
+
+    def take(self) -> bytes | None:
+        content, self.content = self.content, None
+        return content
+
+
+def process_fcs(out: FileOutcome, setup: GatingSetup, hashed: HashedBytes | None = None) -> None:
+    """``hashed``: the file's bytes when hashing read them (its DATA is not read again)."""
     from gating.compensation import channel_major, gates_compensation
     from gating.qc import count_checks, extra_data_sets
     from gating.statistics import grouped_populations, marker_stats, population_stats, stat_channels
 
     t = time.perf_counter()
-    sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name)
+    sample = read_fcs(out.file.path, out.sha256, source_name=Path(out.file.name).name,
+                      content=hashed.take() if hashed is not None else None)
     t = out.timed("read", t)
     if setup.template is not None:  # FlowJo's acquisition-defined matrix is this file's own
         setup = dataclasses.replace(setup, template=setup.template.for_sample(sample))
@@ -253,14 +267,18 @@ def process_file(f: InboxFile, setup: GatingSetup, known_sha256: dict[str, str] 
                              "copy the real file into the inbox instead of linking to it",
                              problem="This is a link to a file, not the file itself.")
         out.signature = file_signature(f.path)
-        out.sha256 = sha256_of(f.path)
+        hashed = HashedBytes()
+        if f.kind == "fcs":  # read once: hashed, then its DATA parsed from the same bytes
+            hashed.content, out.sha256 = read_hashed(f.path)
+        else:
+            out.sha256 = sha256_of(f.path)
         out.timed("hash", t0)
         if out.sha256 in known_sha256:
             out.status = "duplicate"
             return out
         out.kind = f.kind or detect_kind(f.path)
         if out.kind == "fcs":
-            process_fcs(out, setup)
+            process_fcs(out, setup, hashed)
         elif out.kind == "sample_sheet":
             process_sheet(out)
         elif out.kind == "registry":
