@@ -98,24 +98,22 @@ def export_gatingml(strategy, names: dict[str, str]) -> tuple[str | None, dict[s
     return xml, {gid: names.get(orig, orig) for gid, orig in ids.items()}
 
 
-def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None,
-             compensated: dict | None = None, seconds: dict | None = None, raw_columns: dict | None = None):
+def gate_fcs(sample: FcsSample, setup: GatingSetup, control: FcsSample | None = None, reuse=None):
     """Gate one FCS sample; returns (template name, strategy, id->name map, qc checks, memberships).
 
-    ``compensated``, ``seconds``, ``raw_columns``: see ``gating.sample_gating.apply_strategy``.
+    ``reuse``: a ``gating.evaluator.ReusableColumns``, see ``gating.sample_gating.apply_strategy``.
     """
     from gating.sample_gating import apply_strategy
 
     if setup.template is not None:
         t = setup.template
         memberships = apply_strategy(t.compiled or t.strategy, sample, flowjo_labels=(t.kind == "flowjo"),
-                                     compensated=compensated, seconds=seconds, raw_columns=raw_columns)
+                                     reuse=reuse)
         return t.name, t.strategy, {}, [], memberships
     from gating.adaptive import build_adaptive_gating
 
     adaptive = build_adaptive_gating(sample, setup.panel, control=control)
-    memberships = apply_strategy(adaptive.strategy, sample, compensated=compensated, seconds=seconds,
-                                 raw_columns=raw_columns)
+    memberships = apply_strategy(adaptive.strategy, sample, reuse=reuse)
     return "builtin:" + getattr(setup.panel, "name", "tcell"), adaptive.strategy, adaptive.names, adaptive.qc, memberships
 
 
@@ -145,6 +143,7 @@ class HashedBytes:
 def process_fcs(out: FileOutcome, setup: GatingSetup, hashed: HashedBytes | None = None) -> None:
     """``hashed``: the file's bytes when hashing read them (its DATA is not read again)."""
     from gating.compensation import channel_major, gates_compensation
+    from gating.evaluator import ReusableColumns
     from gating.qc import count_checks, extra_data_sets
     from gating.statistics import grouped_populations, marker_stats, population_stats, stat_channels
 
@@ -161,13 +160,10 @@ def process_fcs(out: FileOutcome, setup: GatingSetup, hashed: HashedBytes | None
             control = read_fcs(ctrl_path)
         except InputError as exc:
             log.warning("control tube for a sample is unreadable, using the sample's own negatives: %s", exc)
-    used: dict = {}
-    raw: dict = {}
-    engine_seconds: dict[str, float] = {}
-    template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control, compensated=used,
-                                                               seconds=engine_seconds, raw_columns=raw)
+    reuse = ReusableColumns()
+    template_name, strategy, names, qc, memberships = gate_fcs(sample, setup, control, reuse=reuse)
     t = out.timed("gate", t)
-    for stage, sec in engine_seconds.items():  # split out of "gate": compensate, transform
+    for stage, sec in reuse.seconds.items():  # split out of "gate": compensate, transform
         out.stage_seconds["gate"] -= sec
         out.stage_seconds[stage] = out.stage_seconds.get(stage, 0.0) + sec
     analysis_id = new_id()
@@ -175,9 +171,9 @@ def process_fcs(out: FileOutcome, setup: GatingSetup, hashed: HashedBytes | None
     qc = list(qc or template_qc(sample))
     pops = population_stats(memberships, n, names, qc)
     groups = grouped_populations(memberships, n)
-    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)], solved=gates_compensation(used),
-                               raw=raw)
-    del used, raw
+    by_channel = channel_major(sample, [c.index for c in stat_channels(sample)],
+                               solved=gates_compensation(reuse.compensated), raw=reuse.raw)
+    del reuse
     t = out.timed("group", t)  # events grouped by population signature; channel arrays
     markers = marker_stats(memberships, sample, by_channel, groups, names)
     del by_channel

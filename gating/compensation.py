@@ -91,7 +91,7 @@ def gates_compensation(used: dict) -> dict[int, np.ndarray] | None:
     """The compensated channels statistics should use, given what the gates used.
 
     ``used``: ``{compensation ref: {channel index: values}}`` from the gating engine
-    (``gating.sample_gating.apply_strategy(..., compensated=used)``). When the gates used exactly
+    (``ReusableColumns.compensated`` of ``gating.sample_gating.apply_strategy(..., reuse=)``). When the gates used exactly
     one matrix (a template's, or the file's own via ``'FCS'``), statistics are reported
     on those same values, as FlowJo reports them on the workspace's compensation; the
     solve is then reused, not repeated. Otherwise (no matrix, or several) None: the
@@ -110,7 +110,7 @@ def channel_major(sample: FcsSample, channels: list[int], spill: Spillover | Non
     detectors already channel-major, so no full row-major copy is made. ``solved``:
     compensated channels already computed (:func:`gates_compensation`), used as they are
     instead of ``spill``; other channels are read uncompensated, from ``raw`` (contiguous
-    copies already made, e.g. ``apply_strategy(..., raw_columns=)``) where it has them.
+    copies already made, e.g. ``ReusableColumns.raw`` of ``apply_strategy(..., reuse=)``) where it has them.
     """
     raw = raw or {}
     if solved is None:

@@ -72,6 +72,7 @@ returns (after $PnG gain / $PnE log scaling, before compensation).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import flowkit as fk
@@ -83,7 +84,23 @@ from gating.compiled_strategy import CompiledStrategy, GateMembership, compile_s
 from gating.raw_bands import apply_column, decided_on_raw, in_range, trusted_limit
 from gating.sample_compensation import UNCOMPENSATED, SampleCompensation
 
-__all__ = ["SampleState", "evaluate_strategy"]
+__all__ = ["ReusableColumns", "SampleState", "evaluate_strategy"]
+
+
+@dataclass
+class ReusableColumns:
+    """What an evaluation computed that later stages reuse instead of computing again.
+
+    ``compensated``: ``{compensation ref: {channel index: compensated values (1-D)}}``, one
+    entry per matrix the gates used (statistics report on the same solve,
+    ``gating.compensation.gates_compensation``); ``raw``: ``{channel index: raw values
+    (contiguous 1-D)}`` for the uncompensated channels the gates copied out whole;
+    ``seconds``: seconds spent per engine stage (``"compensate"``, ``"transform"``).
+    """
+
+    compensated: dict[Any, dict[int, np.ndarray]] = field(default_factory=dict)
+    raw: dict[int, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 class _RawSampleView:
     """The two attributes ``flowkit.transforms.RatioTransform.apply`` reads from a Sample.
@@ -478,9 +495,7 @@ def evaluate_strategy(
     *,
     pns: list[str] | None = None,
     sample_id: str | None = None,
-    compensated: dict[Any, dict[int, np.ndarray]] | None = None,
-    seconds: dict[str, float] | None = None,
-    raw_columns: dict[int, np.ndarray] | None = None,
+    reuse: ReusableColumns | None = None,
 ) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on ``events``; one entry per population.
 
@@ -501,12 +516,8 @@ def evaluate_strategy(
     (``spectrumMatrix`` / FlowJo matrices); ``'FCS'`` (the file's $SPILLOVER) must be
     supplied here, and means uncompensated when it is not.
     ``sample_id``: pick flowkit custom sample gates for this sample id.
-    ``compensated``: if given, filled with what the evaluation compensated:
-    ``{compensation ref: {channel index: compensated values (1-D)}}``, one entry per
-    matrix the gates actually used, so callers can reuse the solve.
-    ``seconds``: if given, ``"compensate"`` and ``"transform"`` seconds are added to it.
-    ``raw_columns``: if given, filled with ``{channel index: raw values (contiguous 1-D)}``
-    for the uncompensated channels the gates copied out whole.
+    ``reuse``: if given, filled with the compensated and raw columns the gates made and the
+    compensate / transform seconds (:class:`ReusableColumns`), so callers can reuse them.
 
     Returns ``GateMembership`` items in hierarchy order (parents before children,
     siblings in the strategy's order). QuadrantGates contribute one item per quadrant
@@ -537,12 +548,10 @@ def evaluate_strategy(
                 gate_type=gate_type,
             )
         )
-    if compensated is not None:
-        compensated.update(state.compensated_channels())
-    if raw_columns is not None:
-        raw_columns.update(state.raw_columns)
-    if seconds is not None:
+    if reuse is not None:
+        reuse.compensated.update(state.compensated_channels())
+        reuse.raw.update(state.raw_columns)
         for stage, sec in state.seconds.items():
-            seconds[stage] = seconds.get(stage, 0.0) + sec
+            reuse.seconds[stage] = reuse.seconds.get(stage, 0.0) + sec
     return out
 

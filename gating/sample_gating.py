@@ -16,7 +16,7 @@ import flowkit as fk
 import numpy as np
 
 from gating.compiled_strategy import CompiledStrategy, GateMembership, compile_strategy
-from gating.evaluator import SampleState, evaluate_strategy
+from gating.evaluator import ReusableColumns, SampleState, evaluate_strategy
 
 __all__ = [
     "apply_strategy",
@@ -41,9 +41,7 @@ def evaluate_sample(
     matrices: Mapping[str, Any] | None = None,
     *,
     sample_id: str | None = None,
-    compensated: dict[Any, dict[int, np.ndarray]] | None = None,
-    seconds: dict[str, float] | None = None,
-    raw_columns: dict[int, np.ndarray] | None = None,
+    reuse: ReusableColumns | None = None,
 ) -> list[GateMembership]:
     """``evaluate_strategy`` for an ``assays.records.FcsSample``.
 
@@ -59,9 +57,7 @@ def evaluate_sample(
         supplied,
         pns=pns,
         sample_id=sample_id,
-        compensated=compensated,
-        seconds=seconds,
-        raw_columns=raw_columns,
+        reuse=reuse,
     )
 
 
@@ -77,20 +73,16 @@ def _flowjo_view(sample: Any) -> Any:
 
 
 def apply_strategy(strategy: fk.GatingStrategy | CompiledStrategy, sample: Any, flowjo_labels: bool = False,
-                   compensated: dict | None = None, seconds: dict | None = None,
-                   raw_columns: dict | None = None) -> list[GateMembership]:
+                   reuse: ReusableColumns | None = None) -> list[GateMembership]:
     """Evaluate every gate of ``strategy`` on an ``assays.records.FcsSample``; parents come before children.
 
     ``flowjo_labels``: the strategy comes from a FlowJo workspace (FlowJo's detector names).
-    ``compensated``: filled with the compensated channels the gates used
-    (:func:`evaluate_strategy`), for statistics on the same values.
-    ``seconds``: compensate / transform seconds are added to it.
-    ``raw_columns``: filled with the raw channels the gates copied out (:func:`evaluate_strategy`).
+    ``reuse``: filled with the compensated and raw columns the gates made and the engine's
+    seconds (``gating.evaluator.ReusableColumns``), for statistics on the same values.
     """
     if flowjo_labels:
         sample = _flowjo_view(sample)
-    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, compensated=compensated, seconds=seconds,
-                           raw_columns=raw_columns)
+    return evaluate_sample(strategy, sample, sample_id=sample.sample_id, reuse=reuse)
 
 
 def sample_columns(
