@@ -207,10 +207,11 @@ def test_reference_call_leaves_out_pull_up_spike_blob_and_off_ladder():
         # a strong blue peak at the same scan: 60 % of the locus maximum, 10 % of its parent
         _pk("D8S1179", "14", "Y", 150.3, 1000), _pk("D8S1179", "13", "Y", 146.3, 80),
         _pk("D8S1179", "12", "Y", 142.2, 600), _pk("D21S11", "28", "B", 142.2, 6000),
-        # D3S1358 13/15, with a spike at one scan in three dyes and a broad dye blob labelled 16
+        # D3S1358 13/15, with a spike (sharp: area 3 x height, alleles ~10 x) at one scan in
+        # three dyes and a broad dye blob labelled 16
         _pk("D3S1358", "13", "B", 112.1, 3000), _pk("D3S1358", "15", "B", 120.4, 2600),
-        _pk("D3S1358", "14", "B", 116.0, 1900), _pk("vWA", "OL", "Y", 116.0, 1700),
-        _pk("D10S1248", "OL", "G", 116.0, 2100),
+        _pk("D3S1358", "14", "B", 116.0, 1900, area=1900 * 3), _pk("vWA", "OL", "Y", 116.0, 1700, area=1700 * 3),
+        _pk("D10S1248", "OL", "G", 116.0, 2100, area=2100 * 3),
         _pk("D3S1358", "16", "B", 124.3, 1800, area=1800 * 35),
         _pk("D3S1358", "OL", "B", 99.0, 300),
     ]
@@ -223,6 +224,25 @@ def test_reference_call_leaves_out_pull_up_spike_blob_and_off_ladder():
     assert d3.balance == pytest.approx(2600 / 3000) and not d3.flags
     # the old rule (25 % of the locus' largest area) would have called the pull-up an allele
     assert 600 * 10 >= 0.25 * 1000 * 10
+
+
+def test_co_migrating_alleles_of_three_dyes_are_not_a_spike():
+    """Seeded case 66081 (random two-donor levels): donor 2's D8S1179 16, D13S317 11 and
+    D19S433 14 run at one scan (214.2 bp) with allele heights and shapes; taken for a spike
+    they made that donor homozygous at three loci. A spike is sharp (area/height about a
+    third of an allele's), so peaks of the usual shape are kept."""
+    peaks = [_pk("D8S1179", "10", "Y", 190.3, 2518), _pk("D8S1179", "16", "Y", 214.3, 2540, point=3571),
+             _pk("D13S317", "11", "P", 214.2, 2214, point=3570), _pk("D13S317", "12", "P", 218.2, 2079),
+             _pk("D19S433", "14", "R", 214.3, 2300, point=3571), _pk("D19S433", "13.2", "R", 210.2, 2400),
+             # a real spike at another scan: sharp in three dyes
+             *(_pk(m, "OL", d, 212.35, 1200, area=3600, point=3548)
+               for m, d in (("D8S1179", "Y"), ("D13S317", "P"), ("D19S433", "R")))]
+    screened = screen_sample(peaks)
+    assert call_reference(screened.height["D8S1179"]).alleles == {"10", "16"}
+    assert call_reference(screened.height["D13S317"]).alleles == {"11", "12"}
+    assert call_reference(screened.height["D19S433"]).alleles == {"13.2", "14"}
+    assert sum(r == "spike" for _, r in screened.excluded["D8S1179"]) == 0
+    assert [r for m in ("D8S1179", "D13S317", "D19S433") for _, r in screened.excluded[m]].count("off_ladder") == 3
 
 
 def test_co_migrating_alleles_of_two_dyes_are_not_pull_up():

@@ -25,6 +25,7 @@ from assays.records import StrPeak
 from gating.chimerism.limits import below_lod_interval, classify
 from gating.chimerism.locus_statistics import mean_ci, outlier_mask, summarize, weighted_summary
 from gating.chimerism.pairing import Pairing, computable_donors
+from gating.chimerism.str_mixture import MixtureFit, locus_signals, robust_fit
 from gating.chimerism.str_calling import (
     ArtefactRules,
     LocusCall,
@@ -58,6 +59,9 @@ DONOR_HOM_RECIPIENT_HET = "donor_homozygous_recipient_heterozygous"
 DONOR_UNIQUE = "donor_unique_allele"  # several donors
 NOT_CLASSIFIABLE = "not_classifiable"  # e.g. a tri-allelic pattern
 SEX_LOCUS = "sex_locus"
+#: several donors: no allele of its own here, but allele doses that differ (12/12 beside 12/13),
+#: which the joint fit uses (gating.chimerism.str_mixture)
+DOSE_ONLY = "dose_differs_no_unique_allele"
 
 
 
@@ -364,6 +368,8 @@ class _Locus:
     flags: list[str]
     record: dict
     weight: float = 1.0  # relative precision among the loci (several donors: 1 / Var f)
+    signal: dict | None = None  # the post signal after degradation and stutter corrections
+    unreadable: frozenset = frozenset()  # contributor alleles whose post peak an artefact took
 
 
 _NO_CALL = LocusCall(frozenset())
@@ -403,11 +409,18 @@ def quantify_post_sample(
     are outliers (:func:`outlier_mask`, median/MAD; it still works with 4-6 loci; with
     several donors each locus' deviation is judged on its own precision).
 
-    donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over loci;
-    CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). With several donors the
-    mean is weighted by each locus' precision (1 / Var f of the joint fit:
-    :func:`weighted_summary`), since one unique allele of a heterozygote says less than
-    two, or than a homozygote's. Detected when
+    One donor: donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over
+    loci; CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). Several donors:
+    every contributor's share (recipient included) is fitted at once over every usable
+    locus (:func:`gating.chimerism.str_mixture.robust_fit`: shared alleles and dose
+    differences count, an unreadable allele or one in an unremoved stutter position
+    leaves the rest of its locus in, loci the mixture model does not explain are left out
+    with flag ``outlier``), CI = share +- t(0.975, n-1) SE, SE from the delete-one-locus
+    jackknife (the SD reported is SE x sqrt(n), n the loci fitted); a marker row's
+    ``donor_pct`` is that locus' own value (:func:`locus_fraction_joint`) and ``used``
+    says whether the locus entered the fit. When the loci cannot tell the contributors
+    apart, each falls back to the precision-weighted mean of its per-locus values
+    (1 / Var f: :func:`weighted_summary`). Detected when
     donor % >= ``config.str_lod_pct``; below it the CI is [0, max(CI high, LOD)]
     (:func:`gating.chimerism.limits.below_lod_interval`).
 
@@ -459,34 +472,44 @@ def quantify_post_sample(
     multi = len(pairs) > 1
     # beside several donors the recipient is estimated like them, on its own unique
     # alleles, so that the shares can be closed to 100 % (gating.chimerism.shares)
-    for donor_id in [d for d, _ in pairs] + ([RECIPIENT] if multi else []):
-        loci = [_locus(marker, donor_id, calls, post, ratios, multi, decay)
-                for marker in sorted(set().union(*calls.values()) | set(post.signal))]
+    everyone = [d for d, _ in pairs] + ([RECIPIENT] if multi else [])
+    names = sorted(set().union(*calls.values()) | set(post.signal))
+    per = {who: [_locus(marker, who, calls, post, ratios, multi, decay) for marker in names] for who in everyone}
+    fit = _joint_fit(per, calls, config) if multi else None
+    for donor_id in everyone:
+        loci = per[donor_id]
         informative = [x for x in loci if x.f is not None]
         clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
         pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
         values = [100.0 * x.f for x in pool]
         keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct,
                             [x.weight for x in pool] if multi else None)
-        used = {x.marker for x, k in zip(pool, keep) if k}
-        outliers = {x.marker for x, k in zip(pool, keep) if not k}
-        for x in loci if donor_id != RECIPIENT else ():
-            flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None])
-            markers.append(ChimerismMarkerResult(
-                sid, "str", x.marker, x.kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
-                **x.record))
         kept = [v for v, k in zip(values, keep) if k]
         weights = [x.weight for x, k in zip(pool, keep) if k]
-        if not kept and donor_id == RECIPIENT:
+        if fit is not None:
+            used, outliers = set(fit.markers), set(fit.misfits)
+        else:
+            used = {x.marker for x, k in zip(pool, keep) if k}
+            outliers = {x.marker for x, k in zip(pool, keep) if not k}
+        for x in loci if donor_id != RECIPIENT else ():
+            flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None])
+            kind = DOSE_ONLY if x.kind == NON_INFORMATIVE and x.marker in used else x.kind
+            markers.append(ChimerismMarkerResult(
+                sid, "str", x.marker, kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
+                **x.record))
+        if fit is not None:
+            mean, sd, n, ci = _fit_estimate(fit, list(calls).index(donor_id), kept, weights)
+        elif not kept and donor_id == RECIPIENT:
             continue  # the recipient's share then follows from the donors' (shares.py)
-        if not kept:
+        elif not kept:
             results.append(empty_result(sid, "str", donor_id, NO_INFORMATIVE_MARKER,
                                         "No informative STR locus: recipient and donor share the same alleles "
                                         "at every locus typed in both (or the post sample has no peaks there). "
                                         "Use another STR kit or a qPCR/ddPCR marker.", config.str_lod_pct))
             continue
-        mean, sd, n = weighted_summary(kept, weights) if multi else summarize(kept)
-        ci = mean_ci(mean, sd, n)
+        else:
+            mean, sd, n = weighted_summary(kept, weights) if multi else summarize(kept)
+            ci = mean_ci(mean, sd, n)
         pct = min(max(mean, 0.0), 100.0)
         detected, status = classify(pct, config.str_lod_pct)
         message = None if detected else (
@@ -500,6 +523,46 @@ def quantify_post_sample(
             sample_id=sid, method="str", donor_pct=pct, ci_low=lo, ci_high=hi, lod_pct=config.str_lod_pct,
             detected=detected, n_markers=n, status=status, message=message, sd_pct=sd, **who))
     return markers, results
+
+
+def _fit_estimate(fit: MixtureFit, j: int, values: Sequence[float], weights: Sequence[float]):
+    """Contributor j's share from the joint fit, with the wider of two 95 % intervals.
+
+    The jackknife interval, share +- t(0.975, n-1) SE_jack (n loci fitted), and the
+    interval of the contributor's precision-weighted per-locus mean, +- t(0.975, m-1) SE
+    over its m loci with an allele of its own (:func:`weighted_summary`), centred on the
+    fitted share. Each is an estimate of the same error under its own assumptions; the
+    jackknife alone covered the truth in 92.9-94.1 % of the seeded two-donor sweeps
+    (docs/chimerism_sweeps.md, session 7), so the wider one is reported. Returns
+    ``(share, SD, n, (low, high))`` with SD = half-width x sqrt(n) / t, as :func:`mean_ci` reads it.
+    """
+    from scipy import stats
+
+    share, n = float(fit.shares[j]), fit.n_loci
+    half = float(stats.t.ppf(0.975, n - 1)) * float(fit.se[j])
+    if len(values) >= 2:
+        mean, sd, m = weighted_summary(values, weights)
+        low, high = mean_ci(mean, sd, m)
+        half = max(half, (high - low) / 2)
+    return share, half * math.sqrt(n) / float(stats.t.ppf(0.975, n - 1)), n, (share - half, share + half)
+
+
+def _joint_fit(per: Mapping[str, Sequence[_Locus]], calls, config: ChimerismConfig) -> MixtureFit | None:
+    """Every contributor's share fitted at once over the usable loci (:func:`robust_fit`).
+
+    A locus enters when every contributor has a call there (called or inferred) and the
+    post sample has signal; its alleles whose peak an artefact took, or that sit in an
+    unremoved stutter position, are left out of it (:func:`locus_signals`). None (the
+    per-locus means are used) when the loci cannot tell the contributors apart or give
+    no interval.
+    """
+    first = next(iter(per.values()))
+    loci = [locus_signals(x.marker, [c[x.marker].alleles for c in calls.values()], x.signal, x.unreadable,
+                          x.corrected)
+            for x in first if x.signal is not None and x.kind != SEX_LOCUS
+            and all(1 <= len(c[x.marker].alleles) <= 2 for c in calls.values())]
+    fit = robust_fit(loci, config.str_outlier_z, config.str_min_loci)
+    return fit if fit is not None and fit.se is not None else None
 
 
 def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:
@@ -543,4 +606,5 @@ def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, d
         weight = 1.0
     flags += ["stutter_corrected" if stutter and corrected else "stutter_position" if stutter else None,
               "artefact_on_allele" if on_allele else None]
-    return _Locus(marker, kind, f, stutter, corrected, bool(on_allele), flags, record, weight)
+    return _Locus(marker, kind, f, stutter, corrected, bool(on_allele), flags, record, weight, signal,
+                  frozenset(on_allele))

@@ -7,7 +7,9 @@ Typing, 2017, 3.1-3.5). Recognised here, per sample:
 
 * off-ladder calls (``OL``, ``?``): outside every allele bin, never alleles;
 * spikes: an electrical or air-bubble signal seen in three or more dye channels at the
-  same scan (data point) with similar heights;
+  same scan (data point) with similar heights, and sharp: a spike is one or two scans
+  wide, so its area-to-height falls well below the sample's typical peak (when the export
+  has areas; true alleles of three loci that co-migrate are not taken for one);
 * pull-up (spectral bleed-through): a peak at the same scan as a much stronger peak of
   another dye (height <= ``pullup_max_ratio`` x that peak's), the colour separation
   leaving a fraction of the strong signal in the neighbouring channel;
@@ -57,6 +59,9 @@ class ArtefactRules:
     #: a spike shows in at least this many dyes, heights within ``spike_height_ratio`` of each other
     spike_min_dyes: int = 3
     spike_height_ratio: float = 3.0
+    #: a spike's area/height is below this multiple of the sample's median (a sharp peak);
+    #: co-migrating true alleles of three dyes have the usual shape and stay alleles
+    spike_shape_factor: float = 0.6
     #: area/height above this multiple of the sample's median marks a broad (dye-blob) peak
     blob_shape_factor: float = 2.5
     #: (dye, low bp, high bp) windows where the kit's dye blobs run
@@ -118,6 +123,13 @@ def artefact_reasons(peaks: Sequence[StrPeak], rules: ArtefactRules = ArtefactRu
     tol = rules.tolerance_points if by_points else rules.tolerance_bp
     pos = [p.data_point if by_points else p.size for p in peaks]
     heights = [_value(p.height) for p in peaks]
+    shapes = [p.area / h if h and _value(p.area) else None for p, h in zip(peaks, heights)]
+    known = [x for x in shapes if x is not None]
+    typical = float(np.median(known)) if len(known) >= 5 else None
+
+    def sharp(i: int) -> bool:  # without areas the shape is unknown: position and height decide
+        return typical is None or shapes[i] is None or shapes[i] < rules.spike_shape_factor * typical
+
     placed = [i for i, p in enumerate(peaks) if p.dye and pos[i] is not None and heights[i] is not None]
     placed.sort(key=lambda i: pos[i])
     for k, i in enumerate(placed):
@@ -127,13 +139,12 @@ def artefact_reasons(peaks: Sequence[StrPeak], rules: ArtefactRules = ArtefactRu
                 near.append(j)
         if not near:
             continue
-        similar = [j for j in near if max(heights[i], heights[j]) <= rules.spike_height_ratio * min(heights[i], heights[j])]
-        if len({peaks[j].dye for j in similar} | {peaks[i].dye}) >= rules.spike_min_dyes:
+        similar = [j for j in near if sharp(j)
+                   and max(heights[i], heights[j]) <= rules.spike_height_ratio * min(heights[i], heights[j])]
+        if sharp(i) and len({peaks[j].dye for j in similar} | {peaks[i].dye}) >= rules.spike_min_dyes:
             reasons[i] = reasons[i] or SPIKE
         elif any(heights[i] <= rules.pullup_max_ratio * heights[j] for j in near):
             reasons[i] = reasons[i] or PULL_UP
-    shapes = [p.area / h for p, h in zip(peaks, heights) if h and _value(p.area)]
-    typical = float(np.median(shapes)) if len(shapes) >= 5 else None
     for i, p in enumerate(peaks):
         if reasons[i]:
             continue
@@ -296,8 +307,10 @@ def stutter_ratios(references: Sequence[ScreenedSample], calls: Sequence[Mapping
     For every called allele a whose n-1 position is no allele of that sample, the
     ratio signal(n-1) / signal(a) is the polymerase slippage product of a alone; the
     locus ratio is the median over all such observations (stutter ratios are locus- and
-    allele-length dependent and stable within a run; Butler 2012, ch. 6.2). Loci with
-    no observation are absent (no stutter peak above the analytical threshold).
+    allele-length dependent and stable within a run; Butler 2012, ch. 6.2). A stutter
+    position without a peak counts as 0 (stutter below the analytical threshold), unless
+    the artefact screen removed a peak there (then the stutter was not read); loci with no
+    observation are absent.
 
     Parameters
     ----------
@@ -315,9 +328,12 @@ def stutter_ratios(references: Sequence[ScreenedSample], calls: Sequence[Mapping
     for sample, sample_calls in zip(references, calls):
         for marker, call in sample_calls.items():
             signal = sample.signal.get(marker, {})
+            # a stutter position whose peak the screen removed (pull-up, spike, blob) is unread,
+            # not a stutter of 0: left out, or the locus' ratio reads low
+            screened = {a for a, _ in sample.excluded.get(marker, ())} - set(signal)
             for allele in call.alleles:
                 below = _one_repeat_below(allele)
-                if below is None or below in call.alleles or signal.get(allele, 0) <= 0:
+                if below is None or below in call.alleles or below in screened or signal.get(allele, 0) <= 0:
                     continue
                 seen[marker].append(signal.get(below, 0.0) / signal[allele])
     return {m: float(np.median(v)) for m, v in seen.items() if v}

@@ -1,0 +1,213 @@
+"""Several contributors' shares of one STR mixture, fitted at once over every usable locus.
+
+With a recipient and k donors, each donor estimated on its own unique alleles and the
+shares averaged per locus leaves information unused: shared alleles carry the copy
+numbers of everyone who has them, a locus where a donor has no allele of its own can
+still tell it from the others by dose (12/12 beside 12/13), and a locus with one
+unreadable allele (an artefact on it) still has the others. Here every allele of every
+usable locus enters one fit of all shares (the quantitative mixture model of forensic
+deconvolution: each genome adds its copies of an allele in proportion to its share, the
+locus' amplification scales the whole locus; Gill et al., Forensic Sci Int 2006;160:90-101,
+least-squares form Wang, Xue & Birdwell, J Forensic Sci 2006;51:1284-1297), and the
+interval comes from the loci themselves (delete-one-locus jackknife).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LocusSignals:
+    """One locus of a mixture as the fit sees it.
+
+    ``copies[a, k]``: copies of allele a in contributor k (0, 1, or 2 for a homozygote);
+    ``signal[a]``: the post sample's corrected signal (stutter removed, degradation undone);
+    ``usable[a]``: False for an allele whose signal is unknown (an artefact took its peak).
+    """
+
+    marker: str
+    copies: np.ndarray
+    signal: np.ndarray
+    usable: np.ndarray
+
+    def informs(self, k: int) -> bool:
+        """True when contributor k's allele doses differ from another contributor's here
+        (then every contributor's do: a locus tells all apart or none)."""
+        return bool(np.any(self.copies[self.usable] != self.copies[self.usable][:, [k]]))
+
+
+def locus_signals(
+    marker: str, genotypes: Sequence[frozenset[str]], signal: Mapping[str, float],
+    unreadable: frozenset[str] = frozenset(), stutter_removed: bool = True,
+) -> LocusSignals:
+    """The fit's view of one locus from the contributors' genotypes and the post signal.
+
+    An allele is left out of the fit (``usable`` False) when its peak is unreadable (an
+    artefact took it) or, when no back-stutter ratio could be measured and removed, when
+    it sits one repeat below another allele of the locus: its signal then holds an unknown
+    stutter share. The locus' other alleles still count.
+    """
+    from gating.chimerism.str_calling import repeat_value
+
+    alleles = sorted(frozenset().union(*genotypes))
+    copies = np.array([[(2 if len(g) == 1 else 1) if a in g else 0 for g in genotypes] for a in alleles], float)
+    values = {repeat_value(a) for a in alleles} - {None}
+
+    def stutter_shadowed(a: str) -> bool:
+        v = repeat_value(a)
+        return not stutter_removed and v is not None and any(abs(v + 1 - u) < 1e-6 for u in values)
+
+    usable = np.array([a not in unreadable and not stutter_shadowed(a) for a in alleles])
+    return LocusSignals(marker, copies, np.array([max(signal.get(a, 0.0), 0.0) for a in alleles]), usable)
+
+
+@dataclass(frozen=True)
+class MixtureFit:
+    """Shares (%) of every contributor, their jackknife SE (%, None with < 2 loci), the loci
+    that tell the contributors apart and were kept (``markers``) and those left out as
+    misfits (``misfits``)."""
+
+    shares: np.ndarray
+    se: np.ndarray | None
+    n_loci: int
+    markers: tuple[str, ...]
+    misfits: tuple[str, ...] = field(default=())
+
+
+def fit_shares(loci: Sequence[LocusSignals], floor: float = 0.02, iterations: int = 60) -> np.ndarray | None:
+    """Contributors' shares b (summing to 1) that best explain every usable allele signal.
+
+    Model: A(a) = s_L sum_k c_k(a) b_k for allele a of locus L (c_k(a) copies in
+    contributor k, s_L the locus' amplification, a free scale per locus), fitted by
+    weighted least squares with weights 1 / max(A_hat(a), ``floor`` x max_a A(a))^2,
+    iteratively reweighted: peak signals scatter in proportion to their size, and the
+    floor bounds the weight of an allele expected near 0. Solved by alternating the
+    closed-form s_L for given b and the linear least-squares b for given s.
+
+    Parameters
+    ----------
+    loci : sequence of LocusSignals
+        Loci with at least two usable alleles.
+    floor : float
+        Smallest expected signal, as a share of the locus' largest, used in a weight.
+    iterations : int
+        Alternation / reweighting steps.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        b (>= 0, sum 1), None when no locus tells the contributors apart.
+    """
+    rows = [(i, L) for i, L in enumerate(loci) if L.usable.sum() >= 2]
+    if not rows:
+        return None
+    x = np.vstack([L.copies[L.usable] for _, L in rows])
+    y = np.concatenate([L.signal[L.usable] for _, L in rows])
+    locus = np.concatenate([np.full(int(L.usable.sum()), j) for j, (_, L) in enumerate(rows)])
+    low = np.concatenate([np.full(int(L.usable.sum()), floor * max(float(L.signal.max()), 1e-12))
+                          for _, L in rows])
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return None
+    b = np.full(x.shape[1], 1.0 / x.shape[1])
+    w = 1.0 / np.maximum(y, low) ** 2
+    for _ in range(iterations):
+        m = x @ b
+        s = _scale(y, m, locus, w)
+        w = 1.0 / np.maximum(s[locus] * m, low) ** 2
+        root = np.sqrt(w)
+        new, *_ = np.linalg.lstsq(x * (s[locus] * root)[:, None], y * root, rcond=None)
+        new = np.maximum(new, 0.0)
+        if new.sum() <= 0:
+            return None
+        new = new / new.sum()
+        done = np.max(np.abs(new - b)) < 1e-10
+        b = new
+        if done:
+            break
+    return b
+
+
+def locus_misfit(loci: Sequence[LocusSignals], b: np.ndarray, floor: float = 0.02) -> np.ndarray:
+    """Per locus, the RMS of its weighted residuals under shares ``b`` (the locus' scale refitted).
+
+    chi_L^2 = sum_a w_a (A(a) - s_L m_a)^2 / (n_L - 1), w_a = 1 / max(s_L m_a, floor x max A)^2,
+    m = c b: about the relative scatter of its peaks for a locus the mixture model explains;
+    far more for a locus that failed in the post sample or carries a wrong genotype.
+    """
+    out = np.full(len(loci), np.nan)
+    for i, L in enumerate(loci):
+        use = L.usable
+        if use.sum() < 2:
+            continue
+        y, m = L.signal[use], L.copies[use] @ b
+        low = floor * max(float(L.signal.max()), 1e-12)
+        w = 1.0 / np.maximum(y, low) ** 2
+        for _ in range(3):
+            s = float(np.sum(w * y * m) / max(np.sum(w * m * m), 1e-300))
+            w = 1.0 / np.maximum(s * m, low) ** 2
+        out[i] = math.sqrt(float(np.sum(w * (y - s * m) ** 2)) / (use.sum() - 1))
+    return out
+
+
+def _scale(y: np.ndarray, m: np.ndarray, locus: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-locus amplification s_L = sum w y m / sum w m^2 (weighted least squares for given b)."""
+    num = np.bincount(locus, w * y * m)
+    den = np.bincount(locus, w * m * m)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def jackknife_fit(loci: Sequence[LocusSignals], floor: float = 0.02) -> MixtureFit | None:
+    """:func:`fit_shares` over all loci, with a delete-one-locus jackknife standard error.
+
+    SE_k^2 = (n - 1) / n sum_i (b_k(-i) - mean_i b_k(-i))^2 over the n loci that tell
+    contributor k apart (b(-i): the fit without locus i; Efron & Stein, Ann Stat
+    1981;9:586-596). The loci's own disagreement sets the interval, as the SD over loci
+    does for a per-locus mean, whatever the peak-scatter model's weights assume.
+    """
+    b = fit_shares(loci, floor)
+    if b is None:
+        return None
+    informing = [i for i, L in enumerate(loci) if L.informs(0)]
+    n = len(informing)
+    se = None
+    if n >= 2:
+        leave = [fit_shares([L for i, L in enumerate(loci) if i != d], floor) for d in informing]
+        if all(v is not None for v in leave):
+            values = np.array(leave)
+            se = 100.0 * np.sqrt((n - 1) / n * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
+    return MixtureFit(100.0 * b, se, n, tuple(loci[i].marker for i in informing))
+
+
+def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, floor: float = 0.02,
+               rounds: int = 5) -> MixtureFit | None:
+    """:func:`jackknife_fit` after leaving out loci the mixture model does not explain.
+
+    A locus whose misfit (:func:`locus_misfit`) stands out among the loci is left out:
+    modified z-score of ln chi_L, 0.6745 (ln chi_L - median) / MAD > ``z`` (one-sided;
+    Iglewicz & Hoaglin 1993, on the log scale, where the spread of a scatter estimate is
+    about symmetric), repeated until none stands out, while ``min_loci`` remain. Such a
+    locus failed in the post sample (its alleles missing or mostly missing), or a
+    contributor's genotype there is wrong; either biases every share. Loci that tell no
+    contributor apart (everyone's doses equal) are not fitted.
+    """
+    kept = [L for L in loci if L.usable.sum() >= 2 and L.informs(0)]
+    misfits: list[str] = []
+    for _ in range(rounds):
+        b = fit_shares(kept, floor)
+        if b is None or len(kept) <= min_loci:
+            break
+        chi = np.log(np.maximum(locus_misfit(kept, b, floor), 1e-9))
+        centre = float(np.median(chi))
+        spread = float(np.median(np.abs(chi - centre))) / 0.6745
+        bad = (chi - centre) > z * spread if spread > 0 else np.zeros(len(kept), bool)
+        if not bad.any() or len(kept) - int(bad.sum()) < min_loci:
+            break
+        misfits += [L.marker for L, x in zip(kept, bad) if x]
+        kept = [L for L, x in zip(kept, bad) if not x]
+    fit = jackknife_fit(kept, floor)
+    return None if fit is None else MixtureFit(fit.shares, fit.se, fit.n_loci, fit.markers, tuple(misfits))
