@@ -193,6 +193,23 @@ def true_genotype_shares(case, sample_id: str, config=None) -> dict[str, float]:
     return {k: 100.0 * float(v) for k, v in zip(who, shares(fit.x))}
 
 
+def oracle_shares(seeds: Iterable[int], donor_pcts: Sequence | Callable[[int], Sequence]) -> list[Share]:
+    """:func:`true_genotype_shares` of every post sample of an STR sweep (artefacts on), as
+    :class:`Share` rows without CI: what the peaks allow at best, to set beside :func:`str_shares`."""
+    from simulators.str_sim import Artefacts, write_str_case
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            levels = donor_pcts(seed) if callable(donor_pcts) else donor_pcts
+            case = write_str_case(Path(tmp), seed=seed, donor_pcts=levels, file_name="sweep.txt", artefacts=Artefacts())
+            for post in case.posts:
+                best = true_genotype_shares(case, post.sample_id)
+                truth = {RECIPIENT: 100.0 - sum(post.donor_pct.values()), **post.donor_pct}
+                out += [Share(seed, post.sample_id, who, truth[who], pct, None, None, None) for who, pct in best.items()]
+    return out
+
+
 def explain_two_donor(seed: int) -> None:
     """Per post sample of one fixed-level seed: truth, reported % with CI, and :func:`true_genotype_shares`."""
     from assays import str_export
@@ -230,14 +247,17 @@ def _coverage(shares: Sequence[Share]) -> float:
     return sum(s.covered for s in shares) / len(shares) if shares else float("nan")
 
 
-def _report_str_two(label: str, seeds: range, levels) -> None:
-    shares = str_shares(seeds, levels)
-    errors = np.array([abs(s.error) for s in shares])
-    w = worst(shares)
-    print(f"STR two donors, {label}, seeds {seeds.start}-{seeds.stop - 1}: {len(shares) // 3} mixtures, "
-          f"{len(shares)} shares; max |error| {errors.max():.2f} points ({w.contributor} {w.pct:.2f} vs {w.truth:g}, "
-          f"seed {w.seed} {w.sample_id}); over 2 points: {int((errors > 2).sum())}; "
-          f"RMS {float(np.sqrt((errors ** 2).mean())):.2f}; CI covers truth {_coverage(shares):.1%}")
+def _report_str_two(label: str, seeds: range, levels, oracle: bool = False) -> None:
+    sets = [("pipeline", str_shares(seeds, levels))] + ([("true-genotype fit", oracle_shares(seeds, levels))]
+                                                         if oracle else [])
+    for name, shares in sets:
+        errors = np.array([abs(s.error) for s in shares])
+        w = worst(shares)
+        coverage = f"; CI covers truth {_coverage(shares):.1%}" if name == "pipeline" else ""
+        print(f"STR two donors, {label}, seeds {seeds.start}-{seeds.stop - 1} ({name}): {len(shares) // 3} mixtures, "
+              f"{len(shares)} shares; max |error| {errors.max():.2f} points ({w.contributor} {w.pct:.2f} vs "
+              f"{w.truth:g}, seed {w.seed} {w.sample_id}); over 2 points: {int((errors > 2).sum())}; "
+              f"RMS {float(np.sqrt((errors ** 2).mean())):.3f}{coverage}")
 
 
 def _report_qpcr(seeds: range) -> None:
@@ -265,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plates", type=int, default=200, help="qPCR plates per arm")
     parser.add_argument("--first-seed", type=int, default=64_000,
                         help="first seed of the fixed-level two-donor set (a second set: 64125 and --mixtures 2000)")
+    parser.add_argument("--random-first-seed", type=int, default=66_000,
+                        help="first seed of the random-level two-donor set (held out: 69000)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="two-donor sets: also the true-genotype fit of the same peaks (slow: ~1 s per seed)")
     parser.add_argument("--sweeps", default="str2,str2r,str1,qpcr,ddpcr",
                         help="comma-separated subset of str2 (fixed levels), str2r (random levels), str1, qpcr, ddpcr")
     parser.add_argument("--ddpcr-plates", type=int, default=200, help="ddPCR plates")
@@ -277,9 +301,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = set(args.sweeps.split(","))
     per_set = max(args.mixtures // 4, 1)
     if "str2" in chosen:
-        _report_str_two("fixed levels", range(args.first_seed, args.first_seed + per_set), TWO_DONOR_LEVELS)
+        _report_str_two("fixed levels", range(args.first_seed, args.first_seed + per_set), TWO_DONOR_LEVELS,
+                        args.oracle)
     if "str2r" in chosen:
-        _report_str_two("random levels", range(66_000, 66_000 + per_set), random_two_donor_levels)
+        _report_str_two("random levels", range(args.random_first_seed, args.random_first_seed + per_set),
+                        random_two_donor_levels, args.oracle)
     if "str1" in chosen:
         _report_str_one(range(63_000, 63_000 + args.cases))
     if "qpcr" in chosen:

@@ -25,7 +25,7 @@ from assays.records import StrPeak
 from gating.chimerism.limits import below_lod_interval, classify
 from gating.chimerism.locus_statistics import mean_ci, outlier_mask, summarize, weighted_summary
 from gating.chimerism.pairing import Pairing, computable_donors
-from gating.chimerism.str_mixture import MixtureFit, locus_signals, robust_fit
+from gating.chimerism.str_mixture import MixtureFit, genotype_by_fit, locus_signals, robust_fit
 from gating.chimerism.str_calling import (
     ArtefactRules,
     LocusCall,
@@ -40,6 +40,7 @@ from gating.chimerism.str_calling import (
     screen_sample,
     stutter_ratios,
     subtract_stutter,
+    unexplained_alleles,
 )
 from gating.chimerism.records import (
     NO_INFORMATIVE_MARKER,
@@ -475,7 +476,7 @@ def quantify_post_sample(
     everyone = [d for d, _ in pairs] + ([RECIPIENT] if multi else [])
     names = sorted(set().union(*calls.values()) | set(post.signal))
     per = {who: [_locus(marker, who, calls, post, ratios, multi, decay) for marker in names] for who in everyone}
-    fit = _joint_fit(per, calls, config) if multi else None
+    fit, fitted = _joint_fit(per, calls, ratios, config) if multi else (None, {})
     for donor_id in everyone:
         loci = per[donor_id]
         informative = [x for x in loci if x.f is not None]
@@ -492,11 +493,18 @@ def quantify_post_sample(
             used = {x.marker for x, k in zip(pool, keep) if k}
             outliers = {x.marker for x, k in zip(pool, keep) if not k}
         for x in loci if donor_id != RECIPIENT else ():
-            flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None])
+            flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None]
+                              + ([f"genotype_from_fit_{fitted[x.marker][0]}"] if x.marker in fitted else []))
             kind = DOSE_ONLY if x.kind == NON_INFORMATIVE and x.marker in used else x.kind
+            record = dict(x.record)
+            if x.marker in fitted:  # the genotype read off the fit goes where the call would be
+                whose, alleles = fitted[x.marker]
+                key = {RECIPIENT: "recipient_alleles", donor_id: "donor_alleles"}.get(whose)
+                if key:
+                    record[key] = _alleles(LocusCall(alleles))
             markers.append(ChimerismMarkerResult(
                 sid, "str", x.marker, kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
-                **x.record))
+                **record))
         if fit is not None:
             mean, sd, n, ci = _fit_estimate(fit, list(calls).index(donor_id), kept, weights)
         elif not kept and donor_id == RECIPIENT:
@@ -547,22 +555,49 @@ def _fit_estimate(fit: MixtureFit, j: int, values: Sequence[float], weights: Seq
     return share, half * math.sqrt(n) / float(stats.t.ppf(0.975, n - 1)), n, (share - half, share + half)
 
 
-def _joint_fit(per: Mapping[str, Sequence[_Locus]], calls, config: ChimerismConfig) -> MixtureFit | None:
+def _joint_fit(per: Mapping[str, Sequence[_Locus]], calls, ratios, config: ChimerismConfig
+               ) -> tuple[MixtureFit | None, dict[str, tuple[str, frozenset[str]]]]:
     """Every contributor's share fitted at once over the usable loci (:func:`robust_fit`).
 
     A locus enters when every contributor has a call there (called or inferred) and the
     post sample has signal; its alleles whose peak an artefact took, or that sit in an
-    unremoved stutter position, are left out of it (:func:`locus_signals`). None (the
-    per-locus means are used) when the loci cannot tell the contributors apart or give
-    no interval.
+    unremoved stutter position, are left out of it (:func:`locus_signals`). A locus where
+    one reference failed enters when the shares fitted on the other loci admit one
+    genotype only for that person (:func:`genotype_by_fit`; returned as marker ->
+    (who, alleles)). The fit is None (the per-locus means are used) when the loci cannot
+    tell the contributors apart or give no interval.
     """
     first = next(iter(per.values()))
-    loci = [locus_signals(x.marker, [c[x.marker].alleles for c in calls.values()], x.signal, x.unreadable,
-                          x.corrected)
-            for x in first if x.signal is not None and x.kind != SEX_LOCUS
-            and all(1 <= len(c[x.marker].alleles) <= 2 for c in calls.values())]
+    usable = [x for x in first if x.signal is not None and x.kind != SEX_LOCUS]
+
+    def called(marker: str) -> list[frozenset[str]]:
+        return [c.get(marker, _NO_CALL).alleles for c in calls.values()]
+
+    complete = [x for x in usable if all(1 <= len(g) <= 2 for g in called(x.marker))]
+    loci = [locus_signals(x.marker, called(x.marker), x.signal, x.unreadable, x.corrected) for x in complete]
     fit = robust_fit(loci, config.str_outlier_z, config.str_min_loci)
-    return fit if fit is not None and fit.se is not None else None
+    if fit is None or fit.se is None:
+        return None, {}
+    fitted: dict[str, tuple[str, frozenset[str]]] = {}
+    kept = [L for L in loci if L.marker in fit.markers]
+    for x in usable:
+        genotypes = called(x.marker)
+        missing = [k for k, g in enumerate(genotypes) if not g]
+        if len(missing) != 1 or not all(len(g) <= 2 for g in genotypes):
+            continue
+        who = list(calls)[missing[0]]
+        known = {w: c.get(x.marker, _NO_CALL) for w, c in calls.items()}
+        open_alleles = unexplained_alleles(known, x.signal, ratios.get(x.marker))
+        genotype = genotype_by_fit(x.marker, genotypes, missing[0], x.signal, open_alleles, fit.shares / 100.0,
+                                   kept, x.unreadable, x.corrected, config.str_outlier_z)
+        if genotype is not None:
+            fitted[x.marker] = (who, genotype)
+            genotypes[missing[0]] = genotype
+            loci.append(locus_signals(x.marker, genotypes, x.signal, x.unreadable, x.corrected))
+    if fitted:
+        refit = robust_fit(loci, config.str_outlier_z, config.str_min_loci)
+        fit = refit if refit is not None and refit.se is not None else fit
+    return fit, {m: v for m, v in fitted.items() if m in fit.markers}
 
 
 def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:
@@ -584,19 +619,20 @@ def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, d
     # a reference without alleles here (failed locus, or every peak an artefact) leaves the
     # mixture's alleles unassignable: say whose, so the lab sees why the locus is unused
     uncalled = [w for w, c in calls.items() if not c.get(marker, _NO_CALL).alleles]
-    if uncalled:
-        return _Locus(marker, NOT_CLASSIFIABLE, None, False, False, False,
-                      flags + [f"no_reference_call_{w}" for w in uncalled], record)
     signal = post.signal.get(marker)
     # an artefact beside a clean peak of the allele is simply dropped; when no clean peak
     # is left (a true allele taken for pull-up, or merged with one) the allele is unknown
     on_allele = [a for a, _ in at_alleles if not (signal or {}).get(a)]
+    corrected = marker in ratios
+    if signal:
+        signal = undo_degradation(signal, post.size.get(marker, {}), decay)
+        signal = subtract_stutter(signal, ratios[marker]) if corrected else signal
+    if uncalled:  # the signal stays: the joint fit may still read the genotype off it (_joint_fit)
+        return _Locus(marker, NOT_CLASSIFIABLE, None, False, corrected, False,
+                      flags + [f"no_reference_call_{w}" for w in uncalled], record, signal=signal or None,
+                      unreadable=frozenset(on_allele))
     if not signal:
         return _Locus(marker, NOT_CLASSIFIABLE, None, False, False, False, flags + ["no_peaks_in_post_sample"], record)
-    signal = undo_degradation(signal, post.size.get(marker, {}), decay)
-    corrected = marker in ratios
-    if corrected:
-        signal = subtract_stutter(signal, ratios[marker])
     if multi:
         others = [c[marker].alleles if marker in c else frozenset() for w, c in calls.items() if w != donor_id]
         kind, f, stutter, variance = locus_fraction_joint(don_call.alleles, others, signal)

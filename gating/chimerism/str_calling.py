@@ -372,6 +372,26 @@ def describe(excluded: Sequence[tuple[str, str]], who: str) -> list[str]:
     return [f"{who} {allele}: {reason}" for allele, reason in excluded]
 
 
+def unexplained_alleles(
+    references: Mapping[str, LocusCall], post_signal: Mapping[str, float], stutter_ratio: float | None = None,
+    forward_ratio: float = 0.05,
+) -> frozenset[str]:
+    """Post alleles that no called reference carries and that stutter does not explain.
+
+    Stutter explains a peak one repeat below a peak P with A <= max(2 s, 0.15) A(P), or one
+    repeat above P with A <= ``forward_ratio`` A(P) (see :func:`infer_missing_call`).
+    """
+    known = frozenset().union(*(c.alleles for c in references.values()))
+    signal = {a: s for a, s in post_signal.items() if s > 0}
+    back = max(2.0 * (stutter_ratio or 0.0), 0.15)
+
+    def stutter(a: str) -> bool:
+        return (signal[a] <= back * signal.get(_repeats_away(a, 1), 0.0)
+                or signal[a] <= forward_ratio * signal.get(_one_repeat_below(a), 0.0))
+
+    return frozenset(a for a in signal if a not in known and not stutter(a))
+
+
 def infer_missing_call(
     references: Mapping[str, LocusCall], post_signal: Mapping[str, float], stutter_ratio: float | None = None,
     forward_ratio: float = 0.05, min_balance: float = 0.6,
@@ -422,15 +442,8 @@ def infer_missing_call(
     missing = [w for w, c in references.items() if not c.alleles]
     if len(missing) != 1:
         return None
-    known = frozenset().union(*(c.alleles for c in references.values()))
     signal = {a: s for a, s in post_signal.items() if s > 0}
-    back = max(2.0 * (stutter_ratio or 0.0), 0.15)
-
-    def stutter(a: str) -> bool:
-        return (signal[a] <= back * signal.get(_repeats_away(a, 1), 0.0)
-                or signal[a] <= forward_ratio * signal.get(_one_repeat_below(a), 0.0))
-
-    candidates = {a for a in signal if a not in known and not stutter(a)}
+    candidates = unexplained_alleles(references, post_signal, stutter_ratio, forward_ratio)
     if len(candidates) != 2:
         return None
     low, high = sorted(signal[a] for a in candidates)

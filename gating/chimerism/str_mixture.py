@@ -211,3 +211,46 @@ def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, 
         kept = [L for L, x in zip(kept, bad) if not x]
     fit = jackknife_fit(kept, floor)
     return None if fit is None else MixtureFit(fit.shares, fit.se, fit.n_loci, fit.markers, tuple(misfits))
+
+
+def genotype_by_fit(
+    marker: str, genotypes: Sequence[frozenset[str]], missing: int, signal: Mapping[str, float],
+    open_alleles: frozenset[str], shares: np.ndarray, fitted: Sequence[LocusSignals],
+    unreadable: frozenset[str] = frozenset(), stutter_removed: bool = True, z: float = 3.5, floor: float = 0.02,
+) -> frozenset[str] | None:
+    """The one genotype of a contributor without a reference call that the fitted shares allow.
+
+    Candidates: the post alleles no other contributor carries and stutter does not explain
+    (``open_alleles``) must all be the missing contributor's; with two of them they are its
+    genotype, with one its other allele is any post allele (or the same: homozygote), with
+    none it is any one or two of the post alleles the others carry. Each candidate is
+    judged, with the shares fixed at those fitted on the other loci, by the locus' misfit
+    (:func:`locus_misfit`) against the fitted loci's: consistent when
+    ln chi <= median + ``z`` x MAD / 0.6745 of their ln chi (the rule of :func:`robust_fit`).
+    A genotype is returned only when exactly one candidate is consistent (the genotype is
+    then what the mixture model and the other loci require: deconvolution with known
+    shares, as in Gill et al., Forensic Sci Int 2006;160:90-101); else None.
+    """
+    if len(open_alleles) > 2 or len(fitted) < 3:
+        return None
+    present = sorted(a for a, v in signal.items() if v > 0)
+    if len(open_alleles) == 2:
+        candidates = [open_alleles]
+    elif len(open_alleles) == 1:
+        candidates = [open_alleles | {a} for a in present]
+    else:
+        known = frozenset().union(*genotypes)
+        pool = [a for a in present if a in known]
+        candidates = list({frozenset({a, c}) for a in pool for c in pool})
+    chi = np.log(np.maximum(locus_misfit(fitted, shares, floor), 1e-9))
+    centre = float(np.median(chi))
+    limit = centre + z * float(np.median(np.abs(chi - centre))) / 0.6745
+    consistent = []
+    for candidate in candidates:
+        trial = list(genotypes)
+        trial[missing] = candidate
+        locus = locus_signals(marker, trial, signal, unreadable, stutter_removed)
+        value = locus_misfit([locus], shares, floor)[0]
+        if locus.usable.sum() >= 3 and np.isfinite(value) and math.log(max(value, 1e-9)) <= limit:
+            consistent.append(candidate)
+    return consistent[0] if len(consistent) == 1 else None
