@@ -217,6 +217,7 @@ def genotype_by_fit(
     marker: str, genotypes: Sequence[frozenset[str]], missing: int, signal: Mapping[str, float],
     open_alleles: frozenset[str], shares: np.ndarray, fitted: Sequence[LocusSignals],
     unreadable: frozenset[str] = frozenset(), stutter_removed: bool = True, z: float = 3.5, floor: float = 0.02,
+    accept_z: float = 2.0,
 ) -> frozenset[str] | None:
     """The one genotype of a contributor without a reference call that the fitted shares allow.
 
@@ -225,11 +226,14 @@ def genotype_by_fit(
     genotype, with one its other allele is any post allele (or the same: homozygote), with
     none it is any one or two of the post alleles the others carry. Each candidate is
     judged, with the shares fixed at those fitted on the other loci, by the locus' misfit
-    (:func:`locus_misfit`) against the fitted loci's: consistent when
-    ln chi <= median + ``z`` x MAD / 0.6745 of their ln chi (the rule of :func:`robust_fit`).
-    A genotype is returned only when exactly one candidate is consistent (the genotype is
-    then what the mixture model and the other loci require: deconvolution with known
-    shares, as in Gill et al., Forensic Sci Int 2006;160:90-101); else None.
+    (:func:`locus_misfit`) against the fitted loci's, as a robust score
+    (ln chi - median) / (MAD / 0.6745) of their ln chi: consistent at <= ``z`` (the rule of
+    :func:`robust_fit`). A genotype is returned only when exactly one candidate is
+    consistent and its own score is typical of the fitted loci (<= ``accept_z``, about
+    their 98th percentile): the genotype is then what the mixture model and the other loci
+    require (deconvolution with known shares, as in Gill et al., Forensic Sci Int
+    2006;160:90-101). Otherwise None: an unscreened artefact among the post alleles can
+    make every candidate wrong, and the one left then fits only loosely.
     """
     if len(open_alleles) > 2 or len(fitted) < 3:
         return None
@@ -244,13 +248,15 @@ def genotype_by_fit(
         candidates = list({frozenset({a, c}) for a in pool for c in pool})
     chi = np.log(np.maximum(locus_misfit(fitted, shares, floor), 1e-9))
     centre = float(np.median(chi))
-    limit = centre + z * float(np.median(np.abs(chi - centre))) / 0.6745
-    consistent = []
+    spread = float(np.median(np.abs(chi - centre))) / 0.6745
+    scores = []
     for candidate in candidates:
         trial = list(genotypes)
         trial[missing] = candidate
         locus = locus_signals(marker, trial, signal, unreadable, stutter_removed)
         value = locus_misfit([locus], shares, floor)[0]
-        if locus.usable.sum() >= 3 and np.isfinite(value) and math.log(max(value, 1e-9)) <= limit:
-            consistent.append(candidate)
-    return consistent[0] if len(consistent) == 1 else None
+        if locus.usable.sum() >= 3 and np.isfinite(value):
+            scores.append(((math.log(max(value, 1e-9)) - centre) / max(spread, 1e-9), candidate))
+    consistent = [c for score, c in scores if score <= z]
+    typical = [c for score, c in scores if score <= accept_z]
+    return typical[0] if len(consistent) == 1 and len(typical) == 1 else None
