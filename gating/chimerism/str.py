@@ -25,7 +25,7 @@ from assays.records import StrPeak
 from gating.chimerism.limits import below_lod_interval, classify
 from gating.chimerism.locus_statistics import mean_ci, outlier_mask, summarize, weighted_summary
 from gating.chimerism.pairing import Pairing, computable_donors
-from gating.chimerism.str_mixture import MixtureFit, genotype_by_fit, locus_signals, robust_fit
+from gating.chimerism.str_mixture import fit_contributors, share_interval
 from gating.chimerism.str_calling import (
     ArtefactRules,
     LocusCall,
@@ -394,7 +394,8 @@ def quantify_post_sample(
     genotype is read off the post sample when that is certain (two post alleles no
     available reference carries, :func:`~gating.chimerism.str_calling.infer_missing_call`;
     marker flag ``inferred_genotype_<who>``), else the locus stays unused
-    (``no_reference_call_<who>``). The donor fraction f is computed from the post sample's
+    (``no_reference_call_<who>``) unless, with several donors, the shares fitted on the
+    other loci allow one genotype only (flag ``genotype_from_fit_<who>``, see below). The donor fraction f is computed from the post sample's
     allele signals with the DESIGN.md formula of the locus' informativity class
     (:func:`locus_fraction`; with several donors, at loci where the contributor has an
     allele no other contributor carries, the joint fit of every allele
@@ -476,7 +477,8 @@ def quantify_post_sample(
     everyone = [d for d, _ in pairs] + ([RECIPIENT] if multi else [])
     names = sorted(set().union(*calls.values()) | set(post.signal))
     per = {who: [_locus(marker, who, calls, post, ratios, multi, decay) for marker in names] for who in everyone}
-    fit, fitted = _joint_fit(per, calls, ratios, config) if multi else (None, {})
+    fit, fitted = fit_contributors(next(iter(per.values())), calls, ratios, config.str_outlier_z,
+                                   config.str_min_loci) if multi else (None, {})
     for donor_id in everyone:
         loci = per[donor_id]
         informative = [x for x in loci if x.f is not None]
@@ -506,7 +508,7 @@ def quantify_post_sample(
                 sid, "str", x.marker, kind, None if x.f is None else 100.0 * x.f, x.marker in used, donor_id, flag,
                 **record))
         if fit is not None:
-            mean, sd, n, ci = _fit_estimate(fit, list(calls).index(donor_id), kept, weights)
+            mean, sd, n, ci = share_interval(fit, list(calls).index(donor_id), kept, weights)
         elif not kept and donor_id == RECIPIENT:
             continue  # the recipient's share then follows from the donors' (shares.py)
         elif not kept:
@@ -531,73 +533,6 @@ def quantify_post_sample(
             sample_id=sid, method="str", donor_pct=pct, ci_low=lo, ci_high=hi, lod_pct=config.str_lod_pct,
             detected=detected, n_markers=n, status=status, message=message, sd_pct=sd, **who))
     return markers, results
-
-
-def _fit_estimate(fit: MixtureFit, j: int, values: Sequence[float], weights: Sequence[float]):
-    """Contributor j's share from the joint fit, with the wider of two 95 % intervals.
-
-    The jackknife interval, share +- t(0.975, n-1) SE_jack (n loci fitted), and the
-    interval of the contributor's precision-weighted per-locus mean, +- t(0.975, m-1) SE
-    over its m loci with an allele of its own (:func:`weighted_summary`), centred on the
-    fitted share. Each is an estimate of the same error under its own assumptions; the
-    jackknife alone covered the truth in 92.9-94.1 % of the seeded two-donor sweeps
-    (docs/chimerism_sweeps.md, session 7), so the wider one is reported. Returns
-    ``(share, SD, n, (low, high))`` with SD = half-width x sqrt(n) / t, as :func:`mean_ci` reads it.
-    """
-    from scipy import stats
-
-    share, n = float(fit.shares[j]), fit.n_loci
-    half = float(stats.t.ppf(0.975, n - 1)) * float(fit.se[j])
-    if len(values) >= 2:
-        mean, sd, m = weighted_summary(values, weights)
-        low, high = mean_ci(mean, sd, m)
-        half = max(half, (high - low) / 2)
-    return share, half * math.sqrt(n) / float(stats.t.ppf(0.975, n - 1)), n, (share - half, share + half)
-
-
-def _joint_fit(per: Mapping[str, Sequence[_Locus]], calls, ratios, config: ChimerismConfig
-               ) -> tuple[MixtureFit | None, dict[str, tuple[str, frozenset[str]]]]:
-    """Every contributor's share fitted at once over the usable loci (:func:`robust_fit`).
-
-    A locus enters when every contributor has a call there (called or inferred) and the
-    post sample has signal; its alleles whose peak an artefact took, or that sit in an
-    unremoved stutter position, are left out of it (:func:`locus_signals`). A locus where
-    one reference failed enters when the shares fitted on the other loci admit one
-    genotype only for that person (:func:`genotype_by_fit`; returned as marker ->
-    (who, alleles)). The fit is None (the per-locus means are used) when the loci cannot
-    tell the contributors apart or give no interval.
-    """
-    first = next(iter(per.values()))
-    usable = [x for x in first if x.signal is not None and x.kind != SEX_LOCUS]
-
-    def called(marker: str) -> list[frozenset[str]]:
-        return [c.get(marker, _NO_CALL).alleles for c in calls.values()]
-
-    complete = [x for x in usable if all(1 <= len(g) <= 2 for g in called(x.marker))]
-    loci = [locus_signals(x.marker, called(x.marker), x.signal, x.unreadable, x.corrected) for x in complete]
-    fit = robust_fit(loci, config.str_outlier_z, config.str_min_loci)
-    if fit is None or fit.se is None:
-        return None, {}
-    fitted: dict[str, tuple[str, frozenset[str]]] = {}
-    kept = [L for L in loci if L.marker in fit.markers]
-    for x in usable:
-        genotypes = called(x.marker)
-        missing = [k for k, g in enumerate(genotypes) if not g]
-        if len(missing) != 1 or not all(len(g) <= 2 for g in genotypes):
-            continue
-        who = list(calls)[missing[0]]
-        known = {w: c.get(x.marker, _NO_CALL) for w, c in calls.items()}
-        open_alleles = unexplained_alleles(known, x.signal, ratios.get(x.marker))
-        genotype = genotype_by_fit(x.marker, genotypes, missing[0], x.signal, open_alleles, fit.shares / 100.0,
-                                   kept, x.unreadable, x.corrected, config.str_outlier_z)
-        if genotype is not None:
-            fitted[x.marker] = (who, genotype)
-            genotypes[missing[0]] = genotype
-            loci.append(locus_signals(x.marker, genotypes, x.signal, x.unreadable, x.corrected))
-    if fitted:
-        refit = robust_fit(loci, config.str_outlier_z, config.str_min_loci)
-        fit = refit if refit is not None and refit.se is not None else fit
-    return fit, {m: v for m, v in fitted.items() if m in fit.markers}
 
 
 def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:
