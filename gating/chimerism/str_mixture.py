@@ -84,7 +84,8 @@ class MixtureFit:
     misfits: tuple[str, ...] = field(default=())
 
 
-def fit_shares(loci: Sequence[LocusSignals], floor: float = 0.02, iterations: int = 60) -> np.ndarray | None:
+def fit_shares(loci: Sequence[LocusSignals], floor: float = 0.02, iterations: int = 60,
+               start: np.ndarray | None = None) -> np.ndarray | None:
     """Contributors' shares b (summing to 1) that best explain every usable allele signal.
 
     Model: A(a) = s_L sum_k c_k(a) b_k for allele a of locus L (c_k(a) copies in
@@ -102,30 +103,45 @@ def fit_shares(loci: Sequence[LocusSignals], floor: float = 0.02, iterations: in
         Smallest expected signal, as a share of the locus' largest, used in a weight.
     iterations : int
         Alternation / reweighting steps.
+    start : numpy.ndarray, optional
+        Shares to start from (a nearby fit: the jackknife's); default equal shares.
 
     Returns
     -------
     numpy.ndarray or None
         b (>= 0, sum 1), None when no locus tells the contributors apart.
     """
-    rows = [(i, L) for i, L in enumerate(loci) if L.usable.sum() >= 2]
+    stacked = _stack(loci, floor)
+    return None if stacked is None else _solve(*stacked, iterations, start)
+
+
+def _stack(loci: Sequence[LocusSignals], floor: float):
+    """Usable alleles of all loci as one system: copies x, signal y, locus index, weight floor."""
+    rows = [L for L in loci if L.usable.sum() >= 2]
     if not rows:
         return None
-    x = np.vstack([L.copies[L.usable] for _, L in rows])
-    y = np.concatenate([L.signal[L.usable] for _, L in rows])
-    locus = np.concatenate([np.full(int(L.usable.sum()), j) for j, (_, L) in enumerate(rows)])
-    low = np.concatenate([np.full(int(L.usable.sum()), floor * max(float(L.signal.max()), 1e-12))
-                          for _, L in rows])
+    x = np.vstack([L.copies[L.usable] for L in rows])
+    y = np.concatenate([L.signal[L.usable] for L in rows])
+    locus = np.concatenate([np.full(int(L.usable.sum()), j) for j, L in enumerate(rows)])
+    low = np.concatenate([np.full(int(L.usable.sum()), floor * max(float(L.signal.max()), 1e-12)) for L in rows])
+    return x, y, locus, low
+
+
+def _solve(x, y, locus, low, iterations: int = 60, start: np.ndarray | None = None) -> np.ndarray | None:
+    """:func:`fit_shares` on a stacked system (see there)."""
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return None
-    b = np.full(x.shape[1], 1.0 / x.shape[1])
+    b = np.full(x.shape[1], 1.0 / x.shape[1]) if start is None else np.asarray(start, float)
     w = 1.0 / np.maximum(y, low) ** 2
     for _ in range(iterations):
         m = x @ b
         s = _scale(y, m, locus, w)
         w = 1.0 / np.maximum(s[locus] * m, low) ** 2
-        root = np.sqrt(w)
-        new, *_ = np.linalg.lstsq(x * (s[locus] * root)[:, None], y * root, rcond=None)
+        design = x * s[locus][:, None]
+        try:  # weighted normal equations: a k x k system (k contributors)
+            new = np.linalg.solve(design.T @ (design * w[:, None]), design.T @ (w * y))
+        except np.linalg.LinAlgError:
+            return None
         new = np.maximum(new, 0.0)
         if new.sum() <= 0:
             return None
@@ -181,7 +197,13 @@ def jackknife_fit(loci: Sequence[LocusSignals], floor: float = 0.02) -> MixtureF
     n = len(informing)
     se = None
     if n >= 2:
-        leave = [fit_shares([L for i, L in enumerate(loci) if i != d], floor) for d in informing]
+        x, y, locus, low = _stack(loci, floor)
+        # the stacked system keeps only loci with >= 2 usable alleles, in order: map them
+        stacked = [i for i, L in enumerate(loci) if L.usable.sum() >= 2]
+        leave = []
+        for d in informing:
+            keep = locus != stacked.index(d) if d in stacked else np.ones(locus.size, bool)
+            leave.append(_solve(x[keep], y[keep], locus[keep], low[keep], start=b))
         if all(v is not None for v in leave):
             values = np.array(leave)
             se = 100.0 * np.sqrt((n - 1) / n * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
@@ -189,7 +211,7 @@ def jackknife_fit(loci: Sequence[LocusSignals], floor: float = 0.02) -> MixtureF
 
 
 def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, floor: float = 0.02,
-               rounds: int = 5) -> MixtureFit | None:
+               rounds: int = 5, jackknife: bool = True) -> MixtureFit | None:
     """:func:`jackknife_fit` after leaving out loci the mixture model does not explain.
 
     A locus whose misfit (:func:`locus_misfit`) stands out among the loci is left out:
@@ -198,7 +220,8 @@ def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, 
     about symmetric), repeated until none stands out, while ``min_loci`` remain. Such a
     locus failed in the post sample (its alleles missing or mostly missing), or a
     contributor's genotype there is wrong; either biases every share. Loci that tell no
-    contributor apart (everyone's doses equal) are not fitted.
+    contributor apart (everyone's doses equal) are not fitted. ``jackknife`` False: the
+    shares only (``se`` None).
     """
     kept = [L for L in loci if L.usable.sum() >= 2 and L.informs(0)]
     misfits: list[str] = []
@@ -214,6 +237,10 @@ def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, 
             break
         misfits += [L.marker for L, x in zip(kept, bad) if x]
         kept = [L for L, x in zip(kept, bad) if not x]
+    if not jackknife:
+        b = fit_shares(kept, floor)
+        return None if b is None else MixtureFit(100.0 * b, None, len(kept), tuple(L.marker for L in kept),
+                                                 tuple(misfits))
     fit = jackknife_fit(kept, floor)
     return None if fit is None else MixtureFit(fit.shares, fit.se, fit.n_loci, fit.markers, tuple(misfits))
 
@@ -319,8 +346,8 @@ def fit_contributors(
 
     complete = [x for x in usable if all(1 <= len(g) <= 2 for g in called(x.marker))]
     loci = [locus_signals(x.marker, called(x.marker), x.signal, x.unreadable, x.corrected) for x in complete]
-    fit = robust_fit(loci, z, min_loci)
-    if fit is None or fit.se is None:
+    fit = robust_fit(loci, z, min_loci, jackknife=False)
+    if fit is None:
         return None, {}
     fitted: dict[str, tuple[str, frozenset[str]]] = {}
     kept = [L for L in loci if L.marker in fit.markers]
@@ -338,7 +365,7 @@ def fit_contributors(
             fitted[x.marker] = (who, genotype)
             genotypes[missing[0]] = genotype
             loci.append(locus_signals(x.marker, genotypes, x.signal, x.unreadable, x.corrected))
-    if fitted:
-        refit = robust_fit(loci, z, min_loci)
-        fit = refit if refit is not None and refit.se is not None else fit
+    fit = robust_fit(loci, z, min_loci)
+    if fit is None or fit.se is None:
+        return None, {}
     return fit, {m: v for m, v in fitted.items() if m in fit.markers}
