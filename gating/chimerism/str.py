@@ -477,23 +477,18 @@ def quantify_post_sample(
     everyone = [d for d, _ in pairs] + ([RECIPIENT] if multi else [])
     names = sorted(set().union(*calls.values()) | set(post.signal))
     per = {who: [_locus(marker, who, calls, post, ratios, multi, decay) for marker in names] for who in everyone}
-    fit, fitted = fit_contributors(next(iter(per.values())), calls, ratios, config.str_outlier_z,
-                                   config.str_min_loci) if multi else (None, {})
+    means = {who: _per_locus_mean(per[who], config, multi) for who in everyone}
+    fit, fitted = None, {}
+    if multi:  # the per-locus means, closed to 1, are the fit's robust start
+        start = [weighted_summary(*means[who][:2])[0] if means[who][0] else math.nan for who in calls]
+        start = np.array(start) / np.sum(start) if all(v > 0 for v in start) else None
+        fit, fitted = fit_contributors(next(iter(per.values())), calls, ratios, config.str_outlier_z,
+                                       config.str_min_loci, start)
     for donor_id in everyone:
         loci = per[donor_id]
-        informative = [x for x in loci if x.f is not None]
-        clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
-        pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
-        values = [100.0 * x.f for x in pool]
-        keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct,
-                            [x.weight for x in pool] if multi else None)
-        kept = [v for v, k in zip(values, keep) if k]
-        weights = [x.weight for x, k in zip(pool, keep) if k]
+        kept, weights, used, outliers = means[donor_id]
         if fit is not None:
             used, outliers = set(fit.markers), set(fit.misfits)
-        else:
-            used = {x.marker for x, k in zip(pool, keep) if k}
-            outliers = {x.marker for x, k in zip(pool, keep) if not k}
         for x in loci if donor_id != RECIPIENT else ():
             flag = join_flags(x.flags + ["outlier" if x.marker in outliers else None]
                               + ([f"genotype_from_fit_{fitted[x.marker][0]}"] if x.marker in fitted else []))
@@ -533,6 +528,22 @@ def quantify_post_sample(
             sample_id=sid, method="str", donor_pct=pct, ci_low=lo, ci_high=hi, lod_pct=config.str_lod_pct,
             detected=detected, n_markers=n, status=status, message=message, sd_pct=sd, **who))
     return markers, results
+
+
+def _per_locus_mean(loci: Sequence[_Locus], config: ChimerismConfig, multi: bool):
+    """The loci kept for one contributor's per-locus mean: (values %, weights, used, outliers).
+
+    Stutter-position loci without a measured ratio and loci with an artefact on an allele
+    are left out while ``config.str_min_loci`` others remain; then the outlier rule.
+    """
+    informative = [x for x in loci if x.f is not None]
+    clean = [x for x in informative if not x.artefact and not (x.stutter and not x.corrected)]
+    pool = clean if config.str_avoid_stutter_position and len(clean) >= config.str_min_loci else informative
+    values = [100.0 * x.f for x in pool]
+    keep = outlier_mask(values, config.str_outlier_z, config.str_min_loci, config.str_outlier_min_spread_pct,
+                        [x.weight for x in pool] if multi else None)
+    return ([v for v, k in zip(values, keep) if k], [x.weight for x, k in zip(pool, keep) if k],
+            {x.marker for x, k in zip(pool, keep) if k}, {x.marker for x, k in zip(pool, keep) if not k})
 
 
 def _locus(marker, donor_id, calls, post: ScreenedSample, ratios, multi: bool, decay: float) -> _Locus:

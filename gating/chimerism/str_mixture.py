@@ -211,7 +211,7 @@ def jackknife_fit(loci: Sequence[LocusSignals], floor: float = 0.02) -> MixtureF
 
 
 def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, floor: float = 0.02,
-               rounds: int = 5, jackknife: bool = True) -> MixtureFit | None:
+               rounds: int = 5, jackknife: bool = True, start: np.ndarray | None = None) -> MixtureFit | None:
     """:func:`jackknife_fit` after leaving out loci the mixture model does not explain.
 
     A locus whose misfit (:func:`locus_misfit`) stands out among the loci is left out:
@@ -221,12 +221,16 @@ def robust_fit(loci: Sequence[LocusSignals], z: float = 3.5, min_loci: int = 3, 
     locus failed in the post sample (its alleles missing or mostly missing), or a
     contributor's genotype there is wrong; either biases every share. Loci that tell no
     contributor apart (everyone's doses equal) are not fitted. ``jackknife`` False: the
-    shares only (``se`` None).
+    shares only (``se`` None). ``start``: shares from a robust first estimate (the
+    per-locus means after their outlier rule); the first round judges the loci at those
+    shares instead of at a fit of all loci, which a locus that failed in the post
+    sample can drag anywhere (seed 68490 D058: SE33, one peak of six, turned
+    60 / 30 / 10 into 50 / 25 / 25, and its misfit then no longer stood out).
     """
     kept = [L for L in loci if L.usable.sum() >= 2 and L.informs(0)]
     misfits: list[str] = []
-    for _ in range(rounds):
-        b = fit_shares(kept, floor)
+    for round_ in range(rounds):
+        b = start if round_ == 0 and start is not None else fit_shares(kept, floor)
         if b is None or len(kept) <= min_loci:
             break
         chi = np.log(np.maximum(locus_misfit(kept, b, floor), 1e-9))
@@ -322,14 +326,15 @@ def share_interval(fit: MixtureFit, j: int, values: Sequence[float], weights: Se
 
 def fit_contributors(
     per_locus: Sequence, calls: Mapping[str, Mapping[str, LocusCall]], ratios: Mapping[str, float],
-    z: float = 3.5, min_loci: int = 3,
+    z: float = 3.5, min_loci: int = 3, start: np.ndarray | None = None,
 ) -> tuple[MixtureFit | None, dict[str, tuple[str, frozenset[str]]]]:
     """Every contributor's share of one post sample fitted at once over its usable loci (:func:`robust_fit`).
 
     ``per_locus``: one record per locus with ``marker``, ``signal`` (the post signal after
     degradation and stutter corrections; None for a sex locus or no peaks), ``unreadable``
     (contributor alleles whose peak an artefact took) and ``corrected`` (stutter removed);
-    ``calls``: contributor -> marker -> reference call, in the order of the shares.
+    ``calls``: contributor -> marker -> reference call, in the order of the shares;
+    ``start``: a robust first estimate of the shares (:func:`robust_fit`).
 
     A locus enters when every contributor has a call there (called or inferred) and the
     post sample has signal; its alleles whose peak an artefact took, or that sit in an
@@ -346,7 +351,7 @@ def fit_contributors(
 
     complete = [x for x in usable if all(1 <= len(g) <= 2 for g in called(x.marker))]
     loci = [locus_signals(x.marker, called(x.marker), x.signal, x.unreadable, x.corrected) for x in complete]
-    fit = robust_fit(loci, z, min_loci, jackknife=False)
+    fit = robust_fit(loci, z, min_loci, jackknife=False, start=start)
     if fit is None:
         return None, {}
     fitted: dict[str, tuple[str, frozenset[str]]] = {}
@@ -365,7 +370,7 @@ def fit_contributors(
             fitted[x.marker] = (who, genotype)
             genotypes[missing[0]] = genotype
             loci.append(locus_signals(x.marker, genotypes, x.signal, x.unreadable, x.corrected))
-    fit = robust_fit(loci, z, min_loci)
+    fit = robust_fit(loci, z, min_loci, start=start)
     if fit is None or fit.se is None:
         return None, {}
     return fit, {m: v for m, v in fitted.items() if m in fit.markers}
