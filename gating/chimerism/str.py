@@ -40,7 +40,6 @@ from gating.chimerism.str_calling import (
     screen_sample,
     stutter_ratios,
     subtract_stutter,
-    unexplained_alleles,
 )
 from gating.chimerism.records import (
     NO_INFORMATIVE_MARKER,
@@ -395,8 +394,8 @@ def quantify_post_sample(
     available reference carries, :func:`~gating.chimerism.str_calling.infer_missing_call`;
     marker flag ``inferred_genotype_<who>``), else the locus stays unused
     (``no_reference_call_<who>``) unless, with several donors, the shares fitted on the
-    other loci allow one genotype only (flag ``genotype_from_fit_<who>``, see below). The donor fraction f is computed from the post sample's
-    allele signals with the DESIGN.md formula of the locus' informativity class
+    other loci allow one genotype only (flag ``genotype_from_fit_<who>``, see below).
+    The donor fraction f is computed from the post sample's allele signals with the DESIGN.md formula of the locus' informativity class
     (:func:`locus_fraction`; with several donors, at loci where the contributor has an
     allele no other contributor carries, the joint fit of every allele
     :func:`locus_fraction_joint`). Before that, the back-stutter ratio measured on the
@@ -414,11 +413,13 @@ def quantify_post_sample(
     One donor: donor % = mean of 100 f over the kept loci, clipped to 0..100; SD over
     loci; CI = mean +- t(0.975, n-1) SD / sqrt(n) (:func:`mean_ci`). Several donors:
     every contributor's share (recipient included) is fitted at once over every usable
-    locus (:func:`gating.chimerism.str_mixture.robust_fit`: shared alleles and dose
+    locus (:func:`gating.chimerism.str_mixture.fit_contributors`: shared alleles and dose
     differences count, an unreadable allele or one in an unremoved stutter position
-    leaves the rest of its locus in, loci the mixture model does not explain are left out
-    with flag ``outlier``), CI = share +- t(0.975, n-1) SE, SE from the delete-one-locus
-    jackknife (the SD reported is SE x sqrt(n), n the loci fitted); a marker row's
+    leaves the rest of its locus in, loci the mixture model does not explain, judged
+    first at the shares of the per-locus means below, are left out with flag
+    ``outlier``); CI: the wider of the delete-one-locus jackknife interval and the
+    per-locus mean's, centred on the fitted share
+    (:func:`~gating.chimerism.str_mixture.share_interval`; n = the loci fitted); a marker row's
     ``donor_pct`` is that locus' own value (:func:`locus_fraction_joint`) and ``used``
     says whether the locus entered the fit. When the loci cannot tell the contributors
     apart, each falls back to the precision-weighted mean of its per-locus values
@@ -472,8 +473,8 @@ def quantify_post_sample(
             calls[inferred[0]][marker] = inferred[1]
     markers: list[ChimerismMarkerResult] = []
     multi = len(pairs) > 1
-    # beside several donors the recipient is estimated like them, on its own unique
-    # alleles, so that the shares can be closed to 100 % (gating.chimerism.shares)
+    # beside several donors the recipient is a contributor like them: fitted with them, or
+    # (fallback) estimated on its own unique alleles and closed to 100 % (gating.chimerism.shares)
     everyone = [d for d, _ in pairs] + ([RECIPIENT] if multi else [])
     names = sorted(set().union(*calls.values()) | set(post.signal))
     per = {who: [_locus(marker, who, calls, post, ratios, multi, decay) for marker in names] for who in everyone}
