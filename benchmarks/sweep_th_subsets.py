@@ -5,6 +5,7 @@ confident-and-wrong rate (a value outside the bound), the 95th percentile and wo
 of the values, and for 0 % producers the largest false-producer share.
 
     .venv/bin/python benchmarks/sweep_th_subsets.py [n_seeds] [n_events] [shapes]
+        [--control-only] [--control-ratio R] [--control-level L]
 
 Conditions: producers 0 %, 0.5 %, 1-8 % and 5-10 % of CD4 (Th0 1-3 %) at 0.1-1.0 of the
 simulator's usual brightness; negatives of four shapes (``simulators.tcell.NEGATIVE_SHAPES``:
@@ -30,6 +31,8 @@ a valley cut (+1.0 to +1.7 points on Th2/Th17).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 import tempfile
 from collections import defaultdict
@@ -50,6 +53,8 @@ def _tally(rows, path):
     out = {"n": 0, "within": 0, "null": 0, "wrong": 0, "errs": [], "false_max": 0.0}
     for pair in rows:
         o = pair[path]
+        if o is None:
+            continue
         for key in o.truth:
             out["n"] += 1
             if o.got[key] is None:
@@ -69,15 +74,19 @@ def _line(label, rows):
     cells = []
     for path in (0, 1):
         t = _tally(rows, path)
+        if not t["n"]:
+            cells.append(f"{'-':>6} {'-':>5} {'-':>6} {'-':>5} {'-':>5} {'-':>5}")
+            continue
         e = np.array(t["errs"]) if t["errs"] else np.zeros(1)
         cells.append(f"{t['within'] / t['n']:>6.0%} {t['null'] / t['n']:>5.0%} {t['wrong'] / t['n']:>6.1%} "
                      f"{np.percentile(e, 95):>5.2f} {e.max():>5.2f} {t['false_max']:>5.2f}")
-    return f"{label:<28} {_tally(rows, 0)['n']:>5}  " + "   ".join(cells)
+    return f"{label:<28} {max(_tally(rows, 0)['n'], _tally(rows, 1)['n']):>5}  " + "   ".join(cells)
 
 
-def main(n_seeds: int = 5, n_events: int = 20_000, shapes: tuple[str, ...] = SHAPES) -> None:
+def main(n_seeds: int = 5, n_events: int = 20_000, shapes: tuple[str, ...] = SHAPES, control_only: bool = False,
+         control_ratio: float = 1.0, control_level: float = 1.0) -> None:
     from gating.panel import load_panel
-    from th_sweep import Case, run_pair
+    from th_sweep import Case, run, run_pair
 
     panel = load_panel()
     pairs = defaultdict(list)
@@ -87,9 +96,17 @@ def main(n_seeds: int = 5, n_events: int = 20_000, shapes: tuple[str, ...] = SHA
                 for brightness in ((1.0,) if level == "none" else BRIGHTNESS):
                     for i in range(n_seeds):
                         case = Case(seed=7000 + 31 * i, level=level, brightness=brightness, n_events=n_events,
-                                    label_variant=i % 4, negative_shape=shape)
-                        pairs[(shape, level, brightness)].append(run_pair(case, Path(tmp), panel))
+                                    label_variant=i % 4, negative_shape=shape,
+                                    control_events=max(1, round(n_events * control_ratio)),
+                                    control_level=control_level)
+                        if control_only:
+                            pair = (None, run(dataclasses.replace(case, control=True), Path(tmp), panel))
+                        else:
+                            pair = run_pair(case, Path(tmp), panel)
+                        pairs[(shape, level, brightness)].append(pair)
     head = "within  NULL  wrong   p95   max  0%max"
+    print(f"# {n_seeds} seeds, {n_events} events, control {control_ratio:g}x the events, control negatives at "
+          f"{control_level:g}x")
     print(f"{'condition':<28} {'vals':>5}  no control: {head}   control: {head}")
 
     def group(label, pred):
@@ -107,6 +124,14 @@ def main(n_seeds: int = 5, n_events: int = 20_000, shapes: tuple[str, ...] = SHA
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(int(args[0]) if args else 5, int(args[1]) if len(args) > 1 else 20_000,
-         tuple(args[2].split(",")) if len(args) > 2 else SHAPES)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("n_seeds", nargs="?", type=int, default=5)
+    ap.add_argument("n_events", nargs="?", type=int, default=20_000)
+    ap.add_argument("shapes", nargs="?", default=",".join(SHAPES), help="comma-separated negative shapes")
+    ap.add_argument("--control-only", action="store_true", help="gate each tube with its control only")
+    ap.add_argument("--control-ratio", type=float, default=1.0,
+                    help="events of the control tube as a multiple of the tube's (e.g. 0.25)")
+    ap.add_argument("--control-level", type=float, default=1.0,
+                    help="the control's cytokine negatives at this multiple of the tube's (1.3: a brighter control)")
+    a = ap.parse_args()
+    main(a.n_seeds, a.n_events, tuple(a.shapes.split(",")), a.control_only, a.control_ratio, a.control_level)

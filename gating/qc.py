@@ -300,23 +300,24 @@ def too_few_to_place(parent_id: str, parent_name: str, count: int, minimum: int)
 
 def producers_not_separated(marker: str, parent_id: str, parent_name: str, hidden_pct: float,
                             allowed_pct: float, gate_ids: tuple[str, ...], names: list[str],
-                            detail: str = "") -> QcCheck:
+                            detail: str = "", remedy: str = "") -> QcCheck:
     """``resolved_<marker>@<parent>``: cytokine producers are not separated from the negatives (fails).
 
     ``hidden_pct``: the estimate that decided, % of the parent (producers the cut misses,
     or the negatives' unexplained upper flank; :class:`gating.adaptive.producers.CytokineCut`);
     ``allowed_pct``: what a value may absorb; ``detail``: what the data show, in words
-    (default: producers in the overlap). The populations ``gate_ids`` (named ``names``) are
+    (default: producers in the overlap); ``remedy``: what resolves it (default: a control
+    tube or a brighter stain). The populations ``gate_ids`` (named ``names``) are
     unresolved: a share read from such a cut would miss producers or count negatives, so it
     is left empty.
     """
     which = ", ".join(names) or "its populations"
     detail = detail or f"about {hidden_pct:.2g} % of {parent_name} sit in the overlap"
+    remedy = remedy or f"an unstimulated control tube (sample sheet control_of) or a brighter {marker} stain resolves it"
     return QcCheck(f"resolved_{marker}@{parent_id}", float(hidden_pct), False, float(allowed_pct),
                    f"{marker} producers in {parent_name} are not separated from the negative cells: {detail} "
                    f"(at most {allowed_pct:.2g} % allowed), so {which} {'is' if len(names) == 1 else 'are'} "
-                   f"left empty; an unstimulated control tube (sample sheet control_of) or a brighter {marker} "
-                   f"stain resolves it.",
+                   f"left empty; {remedy}.",
                    unresolved_gates=tuple(gate_ids))
 
 

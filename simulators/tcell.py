@@ -180,10 +180,12 @@ NEGATIVE_SHAPES: dict[str, object] = {
 }
 
 
-def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0, negative_shape="lognormal"):
+def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0, negative_shape="lognormal",
+           negative_level=1.0):
     """True (pre-spillover) fluorescence of ``n`` single cells, one column per marker;
     cytokine producers at ``brightness`` times their usual level, cytokine negatives
-    shaped by :data:`NEGATIVE_SHAPES` [``negative_shape``]."""
+    shaped by :data:`NEGATIVE_SHAPES` [``negative_shape``] at ``negative_level`` times their
+    usual median."""
     out = np.empty((n, len(markers)))
     t = (kind == _T4) | (kind == _T8) | (kind == _TDP) | (kind == _TDN)
     cd4 = (kind == _T4) | (kind == _TDP)
@@ -201,8 +203,10 @@ def _cells(rng, n, kind, subset, dead, control, markers, brightness=1.0, negativ
     for j, m in enumerate(markers):
         z = rng.standard_normal(n)
         neg = 120.0 * np.exp(0.5 * z)
-        if m in ("IFN-γ", "IL-4", "IL-17A") and negative_shape != "lognormal":
-            neg = 120.0 * np.exp(shape(z))
+        if m in ("IFN-γ", "IL-4", "IL-17A"):
+            if negative_shape != "lognormal":
+                neg = 120.0 * np.exp(shape(z))
+            neg = neg * negative_level
         if m == "viability":
             col = np.where(dead, _lognormal(rng, 25000.0, 0.35, n), _lognormal(rng, 250.0, 0.5, n))
         elif m == "CD3":
@@ -255,6 +259,7 @@ def simulate_tube(
     producer_brightness: float = 1.0,
     granulocytes: float = 0.0,
     negative_shape: str = "lognormal",
+    negative_level: float = 1.0,
 ) -> TubeTruth:
     """Write one simulated T-cell tube to ``path`` (FCS 3.1) and return its true percentages.
 
@@ -286,6 +291,11 @@ def simulate_tube(
         :data:`NEGATIVE_SHAPES` ("lognormal", "heavy", "skewed", "left"): methods that find
         producers without a control are tested on shapes they did not assume. Every shape
         leaves every other draw as before.
+    negative_level : the cytokine channels' negative population at this multiple of its
+        usual median (120), e.g. on a control tube only: a control whose negatives sit
+        brighter (1.3) or dimmer (0.75) than the stimulated tube's, as after a change of
+        detector voltage or with the background that stimulation itself adds. 1 leaves
+        every draw as before.
 
     Returns the truth computed from the event labels.
     """
@@ -317,7 +327,7 @@ def simulate_tube(
     dead = cat == _DEAD
     gran = cat == _GRAN
     kind[gran], subset[gran] = _B, _CONV  # no T-cell marker, no cytokine
-    fl = _cells(rng, n, kind, subset, dead, control, markers, producer_brightness, negative_shape)
+    fl = _cells(rng, n, kind, subset, dead, control, markers, producer_brightness, negative_shape, negative_level)
 
     # Scatter of single events by category.
     fsc = np.empty(n)
@@ -348,7 +358,7 @@ def simulate_tube(
     if dbl.size:
         k2, s2 = _draw_kinds(rng, dbl.size, p_kind, p_subset)
         fl2 = _cells(rng, dbl.size, k2, s2, np.zeros(dbl.size, bool), control, markers, producer_brightness,
-                     negative_shape)
+                     negative_shape, negative_level)
         mono2 = rng.random(dbl.size) < 0.2
         f2 = np.where(mono2, rng.normal(105000, 14000, dbl.size), rng.normal(60000, 5500, dbl.size))
         s2s = np.where(mono2, _lognormal(rng, 55000, 0.3, dbl.size), _lognormal(rng, 14000, 0.2, dbl.size))

@@ -46,6 +46,8 @@ class Case:
     n_events: int = 20_000
     label_variant: int | None = None
     negative_shape: str = "lognormal"  # simulators.tcell.NEGATIVE_SHAPES
+    control_events: int | None = None  # events of the control tube (default: n_events)
+    control_level: float = 1.0  # the control's cytokine negatives at this multiple of the tube's
 
 
 @dataclass
@@ -97,8 +99,9 @@ def _simulate(case: Case, tmp: Path):
     control = None
     if case.control:
         cpath = tmp / f"c{case.seed}.fcs"
-        simulate_tube(cpath, seed=case.seed + 1, n_events=case.n_events, truth=truth, control=True,
-                      label_variant=case.label_variant, negative_shape=case.negative_shape)
+        simulate_tube(cpath, seed=case.seed + 1, n_events=case.control_events or case.n_events, truth=truth,
+                      control=True, label_variant=case.label_variant, negative_shape=case.negative_shape,
+                      negative_level=case.control_level)
         control = read_fcs(cpath)
     return truth, read_fcs(path), control
 

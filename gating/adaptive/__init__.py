@@ -58,7 +58,10 @@ Placement methods (each function's docstring gives its failure mode):
   valley above it; :mod:`~gating.adaptive.producers`); either way NULL with a
   `resolved_<marker>@<parent>` reason when the data do not separate the producers from
   the negatives (without a control: no producer population above the cut and hidden
-  producers not excluded, a population cut through, or an unexplained upper flank).
+  producers not excluded, a population cut through, or an unexplained upper flank; with
+  one: its negatives not matching the tube's, a population cut through, or producers in
+  excess of the control just below its cut; a control too small for its 99.9th
+  percentile hands over to the tube's own negatives).
 
 Gate positions are computed on at most ``max_events`` randomly chosen events (seeded):
 the positions of a 1M-event tube are as good from 100k events and cost a tenth.

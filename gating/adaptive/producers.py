@@ -2,17 +2,26 @@
 the same parent, and whether the data separate the two (issue 13 point 5).
 
 Two paths. With the unstimulated control tube (:func:`control_cytokine_cut`) the
-negatives' distribution is measured. Without it (:func:`cytokine_threshold`) it is not,
-and no shape assumed for it holds on every tube: the value is given only when the
-producers can be told apart from the negatives in the tube itself, else the cut is
+negatives' distribution is measured, but only where the control matches the tube's
+negatives, is large enough for its 99.9th percentile, and the producers stand clear of
+it. Without it (:func:`cytokine_threshold`) it is not, and no shape assumed for it holds
+on every tube: the value is given only when the producers can be told apart from the
+negatives in the tube itself. Either way, when the data do not support a value the cut is
 ``resolved`` False with a ``reason`` a lab person can read, and the Th values it sets are
 left empty. The bound a value must meet is the Th accuracy bound, :func:`value_bound`.
+Both paths judge hidden producers by the same mirror (:func:`mirrored_hidden`); a control
+replaces the no-control path's model of the negatives' flank (:func:`flank_excess`) by the
+control's own events (:func:`control_excess`).
 
 Formulas (each function's docstring gives its own): the negatives' mode and upper-flank
 SD (:func:`negative_mode_spread`); the producers hidden below a cut by reflection of the
 producers' population about its centre (:func:`mirrored_hidden`); the excess of the
 negatives' upper flank over a normal upper half (:func:`flank_excess`) with its standard
-error by random groups (:func:`flank_excess_se`).
+error by random groups (:func:`flank_excess_se`); with a control, the excess of the tube
+over the control in a window below the cut with its standard error
+(:func:`control_excess`), the alignment of the control's negatives to the tube's
+(:func:`control_alignment`) and the background a small control leaves above its cut
+(:func:`control_background`).
 """
 
 from __future__ import annotations
@@ -50,9 +59,24 @@ MODE_MIN_BINS = 2
 MODE_EDGE_RATIO = 0.3
 # ... or at most 2 events: among a dozen producers, the ratio is counting noise.
 MODE_EDGE_EVENTS = 2
-# Control path: producers of the overlap a value may absorb, max(1.5 points, 15 %).
-HIDDEN_MIN_PCT = 1.5
-HIDDEN_REL = 0.15
+# Control path (:func:`control_cytokine_cut`). The window just below the control's cut
+# whose excess counts producers the cut misses starts at the control's 97.72th percentile
+# (mode + 2 SD of a normal); a deeper one, for producers as dim as the negatives, at its
+# 84.13th (+1 SD).
+CONTROL_NEAR_PERCENTILE = 97.72
+CONTROL_DEEP_PERCENTILE = 84.13
+# With no producer population above the cut, the excess just below it plus this many SE
+# must fit in the bound: a value near 0 needs the control to exclude hidden producers.
+CONTROL_NOPOP_Z = 1.0
+# The control's negatives are aligned to the tube's (location and spread of the lower
+# halves) only when they differ by more than this many SE: by less, the difference is
+# sampling noise or the spillover spread that stimulated cells add.
+ALIGN_Z = 5.0
+# Background of the control's cut: its one-sided 95 % upper bound must fit in the bound, else
+# the control is too small to set the cut and the tube's own negatives are used.
+BACKGROUND_Z = 1.645
+# What resolves dim producers that a control cannot separate.
+_DIM_REMEDY = "a brighter stain, or more events in both tubes, resolves it"
 
 
 def value_bound(value_pct: float) -> float:
@@ -67,7 +91,9 @@ class CytokineCut:
     ``cut``: logicle value (events ``>=`` it are producers); ``how``: the method, for
     ``flow_qc``; ``hidden_pct``: the estimate that decided (producers the cut misses, or the
     negatives' unexplained upper flank), % of the parent; ``allowed_pct``: what a value may
-    absorb; ``resolved``: the value can be given; ``reason``: what the data show when not.
+    absorb; ``resolved``: the value can be given; ``reason``: what the data show when not;
+    ``remedy``: what would resolve it (empty: the default of
+    :func:`gating.qc.producers_not_separated`).
     """
 
     cut: float
@@ -76,6 +102,7 @@ class CytokineCut:
     allowed_pct: float
     resolved: bool
     reason: str = ""
+    remedy: str = ""
 
 
 def negative_mode_spread(x: np.ndarray) -> tuple[float, float]:
@@ -248,12 +275,9 @@ def cytokine_threshold(x: np.ndarray, k: float = CYTOKINE_K) -> CytokineCut:
             value = 100.0 * above.size / n
             allowed = value_bound(value)
     if centre is not None:
-        centre = min(centre, float(np.median(above)))
-        hidden = mirrored_hidden(x, cut, centre)
-        if hidden > MIRROR_SHARE * allowed:
-            return CytokineCut(cut, how, hidden, MIRROR_SHARE * allowed, False,
-                               f"their positive population is cut through: about {hidden:.2g} % of the parent "
-                               f"lie below the cut (mirror of the population above it)")
+        hidden, through = _cut_through(x, cut, centre, above, allowed, how)
+        if through is not None:
+            return through
         excess = flank_excess(x, m, s, cut)
         if excess > allowed:
             se = flank_excess_se(x, (cut - m) / s)
@@ -279,32 +303,213 @@ def _flank_reason(excess: float, se: float) -> str:
             f"cannot be told apart without a control")
 
 
-def producer_overlap(x: np.ndarray, cut: float, lower: float, negative_share: float) -> float:
-    """Producers estimated between ``lower`` and ``cut``, as % of the parent.
 
-    Formula: 100 x (share of the parent in ``[lower, cut)`` - ``negative_share``), the
-    share the negatives alone put there (from the unstimulated control's own distribution).
-    Producers counted there are called negative by the cut: a Th value is short by about
-    this much.
+
+def _cut_through(x: np.ndarray, cut: float, centre: float, above: np.ndarray, allowed: float,
+                 how: str, remedy: str = "") -> tuple[float, CytokineCut | None]:
+    """Producers below ``cut`` by :func:`mirrored_hidden` about min(``centre``, median of
+    ``above``), and the unresolved cut when they exceed :data:`MIRROR_SHARE` x ``allowed``."""
+    hidden = mirrored_hidden(x, cut, min(centre, float(np.median(above))))
+    if hidden <= MIRROR_SHARE * allowed:
+        return hidden, None
+    return hidden, CytokineCut(cut, how, hidden, MIRROR_SHARE * allowed, False,
+                               f"their positive population is cut through: about {hidden:.2g} % of the parent "
+                               f"lie below the cut (mirror of the population above it)", remedy)
+
+
+def control_excess(x: np.ndarray, ref: np.ndarray, lower: float, cut: float) -> tuple[float, float]:
+    """Producers of the stimulated tube ``x`` in [``lower``, ``cut``) beyond what the control's
+    negatives ``ref`` put there, % of the parent, and its standard error.
+
+    Formula: with S and C the shares of ``x`` and ``ref`` in the window, v the share of ``x``
+    at or above ``cut``, n and n_c their sizes, the tube is (1 - p) negatives and p
+    producers; producers outside the window are (about) all above the cut, so
+    1 - p = 1 - v - H and S = (1 - p) C + H give
+
+        H = 100 (S - (1 - v) C) / (1 - C),
+        SE = 100 sqrt( S (1 - S) / n + (1 - v)² C (1 - C) / n_c ) / (1 - C),
+
+    the binomial variance of the tube's count and that of the control's share between two
+    of its sample quantiles (C (1 - C) / n_c; David & Nagaraja, *Order Statistics*, 3rd ed.,
+    2003, 2.3: the mass between order statistics is Beta distributed). H is what a cut at
+    ``cut`` misses of the producers that reach ``lower``; producers below ``lower`` are not
+    counted. Negative H (beyond its SE): the tube has fewer events there than the control
+    predicts, its negatives sit lower than the control's (:func:`control_alignment`).
     """
     x = np.asarray(x, dtype=float)
-    inside = float(np.mean((x >= lower) & (x < cut))) if x.size else 0.0
-    return 100.0 * (inside - negative_share)
+    ref = np.asarray(ref, dtype=float)
+    v = float(np.mean(x >= cut))
+    inside = float(np.mean((x >= lower) & (x < cut)))
+    c = float(np.mean((ref >= lower) & (ref < cut)))
+    h = (inside - (1.0 - v) * c) / (1.0 - c)
+    se = math.sqrt(inside * (1.0 - inside) / x.size + (1.0 - v) ** 2 * c * (1.0 - c) / ref.size) / (1.0 - c)
+    return 100.0 * h, 100.0 * se
 
 
-def control_cytokine_cut(x: np.ndarray, x_control: np.ndarray, percentile: float = CONTROL_PERCENTILE,
-                         lower_percentile: float = 97.72) -> CytokineCut:
-    """Cytokine cut from the unstimulated control (:func:`~gating.adaptive.thresholds.control_threshold`),
-    with a detectability check: producers of the stimulated tube ``x`` between the control's
-    ``lower_percentile`` (mode + 2 SD of a normal) and the cut, beyond the
-    (percentile - lower_percentile) % the negatives put there (:func:`producer_overlap`),
-    may be at most max(:data:`HIDDEN_MIN_PCT`, :data:`HIDDEN_REL` x the value)."""
+@dataclass(frozen=True)
+class ControlAlignment:
+    """How the control's negatives sit against the tube's: ``shift`` of the middle and
+    ``scale`` of the lower spread (tube / control, in control lower-flank SD), whether they
+    differ beyond noise (``differs``), the control moved onto the tube (``aligned``; the
+    control itself when they do not differ), and ``effect``: by how much the value, % of
+    the parent, moves when the control is aligned (background the tube's negatives add
+    above the cut, or producers a too-bright control's cut misses)."""
+
+    shift: float
+    scale: float
+    differs: bool
+    aligned: np.ndarray
+    effect: float
+
+
+def control_alignment(x: np.ndarray, xc: np.ndarray, cut: float) -> ControlAlignment:
+    """The control's negatives ``xc`` against the stimulated tube's ``x``, on their lower halves.
+
+    Method: below their medians the two tubes hold negatives only (producers sit above),
+    so with v the share of ``x`` at or above ``cut`` the tube's negatives' median and
+    15.87th percentile are Q_x(0.5 (1 - v)) and Q_x(0.1587 (1 - v)). With s_c = Q_c(0.5) -
+    Q_c(0.1587) (one SD of a normal lower flank):
+
+        shift = (Q_x(0.5 (1 - v)) - Q_c(0.5)) / s_c,
+        scale = (Q_x(0.5 (1 - v)) - Q_x(0.1587 (1 - v))) / s_c,
+
+    with standard errors 1.2533 sqrt(1/n + 1/n_c) and 1.485 scale sqrt(1/n + 1/n_c)
+    (asymptotic variance of sample quantiles of a normal, p (1 - p) / (n f(Q_p)²), and of
+    the difference of two; Serfling, *Approximation Theorems of Mathematical Statistics*,
+    1980, 2.3.3). They differ when either exceeds :data:`ALIGN_Z` SE: the aligned control
+    is Q_x(0.5 (1 - v)) + (xc - Q_c(0.5)) scale. ``effect``: the tube's negatives' share
+    above ``cut`` beyond the control's (aligned control above ``cut`` less the control's own
+    share) when the aligned 99.9th percentile c' lies above ``cut``; else the tube's
+    events in [c', ``cut``) less the negatives expected there, the producers the control's
+    too-high cut misses.
+    """
     x = np.asarray(x, dtype=float)
+    xc = np.asarray(xc, dtype=float)
+    v = float(np.mean(x >= cut))
+    low_c, mid_c = np.percentile(xc, [15.87, 50.0])
+    low_x, mid_x = np.quantile(x, [0.1587 * (1.0 - v), 0.5 * (1.0 - v)])
+    spread = max(float(mid_c - low_c), 1e-9)
+    shift = float(mid_x - mid_c) / spread
+    scale = float(mid_x - low_x) / spread
+    k = math.sqrt(1.0 / x.size + 1.0 / xc.size)
+    if abs(shift) <= ALIGN_Z * 1.2533 * k and abs(scale - 1.0) <= ALIGN_Z * 1.485 * scale * k:
+        return ControlAlignment(shift, scale, False, xc, 0.0)
+    aligned = mid_x + (xc - mid_c) * scale
+    own = float(np.mean(xc >= cut))
+    moved = float(np.mean(aligned >= cut))
+    top = float(np.percentile(aligned, CONTROL_PERCENTILE))
+    if top >= cut:
+        effect = 100.0 * (moved - own)
+    else:
+        effect = 100.0 * (float(np.mean((x >= top) & (x < cut))) - (1.0 - v) * max(own - moved, 0.0))
+    return ControlAlignment(shift, scale, True, aligned, effect)
+
+
+def control_background(n: int, n_control: int, above_control: int, z: float = BACKGROUND_Z) -> float:
+    """Upper bound of the negatives a control's cut leaves above it in the tube, % of the parent.
+
+    Formula: q = max(k, 1) / n_c, the control's share at or above its own cut (k events of
+    n_c; at least one: the top event of a small control), and
+
+        B = 100 (q + z sqrt(q / n + q / n_c)),
+
+    q plus ``z`` SE of the tube's count of negatives above the cut (Poisson, q/n) and of the
+    control's share itself (q/n_c). A control of a few hundred events puts its 99.9th
+    percentile at its top event or two: q is then a few per mille, and the tube's
+    background is known only to about a point.
+    """
+    q = max(above_control, 1) / max(n_control, 1)
+    return 100.0 * (q + z * math.sqrt(q / max(n, 1) + q / max(n_control, 1)))
+
+
+def control_cytokine_cut(x: np.ndarray, x_control: np.ndarray,
+                         percentile: float = CONTROL_PERCENTILE) -> CytokineCut | None:
+    """Cytokine cut from the unstimulated control, and whether the control supports a value.
+
+    Cut: the control's ``percentile`` (:func:`~gating.adaptive.thresholds.control_threshold`)
+    on the same parent. The value v is the tube's share at or above it; A = :func:`value_bound`
+    of v. Checks, in order (not resolved at the first that fails, with its reason):
+
+    0. Size: :func:`control_background` > A: the control is too small to set the cut within
+       the bound; returns None and the caller uses the tube's own negatives
+       (:func:`cytokine_threshold`), as without a control.
+    1. The negatives match: :func:`control_alignment`; when they differ beyond noise and
+       aligning the control would move the value by more than :data:`MIRROR_SHARE` x A.
+       When they differ by less, the aligned control is the reference of the checks below.
+    2. Producers above the cut form a population (a density valley with its upper peak above
+       the cut, or :func:`positive_mode` of the events above it, SD from the control's
+       :func:`negative_mode_spread`): the share below the cut by :func:`mirrored_hidden` at
+       most :data:`MIRROR_SHARE` x A, and the producers just below the cut,
+       H = :func:`control_excess` between the reference's 97.72th and 99.9th percentiles,
+       not significantly beyond A: H - :data:`FLANK_Z` SE <= A.
+       No population above the cut: H + :data:`CONTROL_NOPOP_Z` SE <= A (a value near 0
+       only when the control excludes hidden producers).
+    3. Producers as dim as the negatives: :func:`control_excess` from the reference's
+       84.13th percentile, H - :data:`FLANK_Z` SE <= A.
+
+    Measured on seeded sweeps (``benchmarks/sweep_th_subsets.py``, figures in its
+    docstring). Failure modes: producers inside the negatives' spread (below their 84th
+    percentile) are not counted, so a few tenths of a point of very dim producers can be
+    missed; a control whose negatives differ from the tube's in the upper tail only
+    (shape, not location or spread) is not detected and reads as producers (NULL) or
+    hides them.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
     xc = np.asarray(x_control, dtype=float)
     xc = xc[np.isfinite(xc)]
     cut = control_threshold(xc, percentile)
-    lower = float(np.percentile(xc, lower_percentile))
-    hidden = producer_overlap(x, cut, lower, (percentile - lower_percentile) / 100.0)
-    allowed = max(HIDDEN_MIN_PCT, HIDDEN_REL * 100.0 * float(np.mean(x >= cut)))
-    return CytokineCut(cut, f"control P{percentile:g}", hidden, allowed, hidden <= allowed,
-                       f"about {hidden:.2g} % of the parent sit in the overlap with the control's negatives")
+    how = f"control P{percentile:g}"
+    above = x[x >= cut]
+    value = 100.0 * above.size / max(x.size, 1)
+    allowed = value_bound(value)
+    if control_background(x.size, xc.size, int(np.count_nonzero(xc >= cut))) > allowed:
+        return None
+    align = control_alignment(x, xc, cut)
+    if align.differs and abs(align.effect) > MIRROR_SHARE * allowed:
+        side = "lower" if align.shift > 0 else "higher"
+        return CytokineCut(cut, how, abs(align.effect), MIRROR_SHARE * allowed, False,
+                           f"the control's negative cells do not match this tube's (their middle sits "
+                           f"{abs(align.shift):.2g} SD {side}, their spread x{1 / align.scale:.2f}); aligned to "
+                           f"this tube the control would move the value by about {align.effect:+.2g} % of the "
+                           f"parent", "check that the control tube is this sample's and was acquired with the "
+                           "same settings (or leave it out to gate on the tube's own negatives)")
+    ref = align.aligned
+    near, deep, top = np.percentile(ref, [CONTROL_NEAR_PERCENTILE, CONTROL_DEEP_PERCENTILE, percentile])
+    hidden, se = control_excess(x, ref, float(near), float(top))
+    centre = _population_above(x, above, cut, xc)
+    if centre is not None:
+        _mirror, through = _cut_through(x, cut, centre, above, allowed, how, _DIM_REMEDY)
+        if through is not None:
+            return through
+        if hidden - FLANK_Z * se > allowed:
+            return CytokineCut(cut, how, hidden, allowed, False,
+                               f"about {hidden:.2g} ± {se:.1g} % of the parent sit just below the cut "
+                               f"(between the control's {CONTROL_NEAR_PERCENTILE:g}th and {percentile:g}th "
+                               f"percentiles) beyond the control's own share there: producers too dim to "
+                               f"separate from the negatives", _DIM_REMEDY)
+    elif hidden + CONTROL_NOPOP_Z * se > allowed:
+        return CytokineCut(cut, how, hidden + CONTROL_NOPOP_Z * se, allowed, False,
+                           f"no producer population stands above the control's cut, and up to "
+                           f"{max(hidden + CONTROL_NOPOP_Z * se, 0):.2g} % of the parent could be dim producers "
+                           f"just below it (excess over the control between its {CONTROL_NEAR_PERCENTILE:g}th and "
+                           f"{percentile:g}th percentiles: {hidden:.2g} ± {se:.1g} %)", _DIM_REMEDY)
+    dim, dim_se = control_excess(x, ref, float(deep), float(top))
+    if dim - FLANK_Z * dim_se > allowed:
+        return CytokineCut(cut, how, dim, allowed, False,
+                           f"about {dim:.2g} ± {dim_se:.1g} % of the parent sit among the control's upper "
+                           f"negatives ({CONTROL_DEEP_PERCENTILE:g}th to {percentile:g}th percentile) beyond the "
+                           f"control's own share there: producers as dim as the negative cells", _DIM_REMEDY)
+    return CytokineCut(cut, how, max(hidden, 0.0), allowed, True)
+
+
+def _population_above(x: np.ndarray, above: np.ndarray, cut: float, xc: np.ndarray) -> float | None:
+    """Centre of a producer population above a control's ``cut``, or None: the upper peak of
+    a density valley of ``x`` that lies above the cut (the valley at most half a control SD
+    below it), else :func:`positive_mode` of ``above`` in bins of the control's upper-flank SD."""
+    s = negative_mode_spread(xc)[1]
+    found = valley_and_peak(x)
+    if found is not None and found[0] >= cut - 0.5 * s and found[1] > cut:
+        return found[1]
+    mode = positive_mode(above, cut, s)
+    return None if mode is None else mode[1]
