@@ -24,6 +24,21 @@ outside the bound; no control / control):
     heavy-tailed negatives          wrong 3.3 % (x0.3), 6.7 % (x0.5), else 0; NULL 85-100 %
                                     (control wrong 12-15 %)
 
+After the control path's checks (gating.adaptive.producers.control_cytokine_cut), same
+tubes, 2026-12-01 session 7 (no-control columns unchanged, value for value):
+
+    all values, control             wrong 8.2 % -> 0.1 %    NULL 37 % -> 67 %  (no control 75 %)
+    lognormal x0.1-0.2, control     wrong 5-18 % -> 0       NULL 22-63 % -> 90-93 %
+    lognormal x0.3 / x0.5 / x1      wrong 0                 NULL 25 % / 0 / 0  (no control 47 / 5 / 0 %)
+    0 % producers, control          largest value 0.30      NULL 30-35 %       (no control 55-100 %)
+    right-skewed, control           wrong 3-30 % -> 0-1.7 % NULL 7 % at x1     (no control 68 %)
+    heavy-tailed, control           wrong 12-15 % -> 0      NULL 77 % at x1    (no control 98 %)
+
+The one control value left outside the bound: right-skewed negatives, 0.5 % producers at
+x0.1 (0.53 points off, bound 0.5). Most remaining NULLs are values the 99.9th-percentile
+cut cannot give: on these tubes 47 % of the control cuts' marker shares lie outside the
+bound (dim producers below the cut).
+
 The no-control wrong values left: 0.5 % producers at x0.1-0.15 (true 0.57-0.69 % read
 0.0-0.1: 0.03-0.14 points beyond the bound), and heavy-tailed negatives whose tail reaches
 a valley cut (+1.0 to +1.7 points on Th2/Th17).
