@@ -34,6 +34,18 @@ tubes, 2026-12-01 session 7 (no-control columns unchanged, value for value):
     right-skewed, control           wrong 3-30 % -> 0-1.7 % NULL 7 % at x1     (no control 68 %)
     heavy-tailed, control           wrong 12-15 % -> 0      NULL 77 % at x1    (no control 98 %)
 
+Other sizes and controls, control path only (old -> new, Th values; the old figures from
+the same tubes gated by the old path):
+
+    2,000 events (both tubes)          wrong 14.1 % -> 3.1 %   NULL 45 % -> 78 %  (no control 2.5 % / 79 %)
+    200,000 events (1 seed, 2 shapes)  wrong 8.6 % -> 0 %      NULL 36 % -> 58 %  (0 %: 0.10, no NULL)
+    control a quarter of the events    wrong 5.5 % -> 0 %      NULL 37 % -> 74 %  (3 seeds)
+    control negatives 1.3x (brighter)  wrong 23 % -> 1.3 %     NULL 26 % -> 71 %  (2 seeds, 2 shapes)
+    control negatives 0.75x (dimmer)   wrong 0 % -> 0.3 %      NULL 100 % -> 86 %
+
+At 2,000 events most controls are too small for their 99.9th percentile and the tube's own
+negatives decide (control_background), so the two paths nearly coincide.
+
 The one control value left outside the bound: right-skewed negatives, 0.5 % producers at
 x0.1 (0.53 points off, bound 0.5). Most remaining NULLs are values the 99.9th-percentile
 cut cannot give: on these tubes 47 % of the control cuts' marker shares lie outside the

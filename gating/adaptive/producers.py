@@ -492,20 +492,20 @@ def control_cytokine_cut(x: np.ndarray, x_control: np.ndarray,
         if hidden - FLANK_Z * se > allowed:
             return CytokineCut(cut, how, hidden, allowed, False,
                                f"about {hidden:.2g} ± {se:.1g} % of the parent sit just below the cut "
-                               f"(between the control's {CONTROL_NEAR_PERCENTILE:g}th and {percentile:g}th "
+                               f"(between the control's {CONTROL_NEAR_PERCENTILE:.3g}th and {percentile:g}th "
                                f"percentiles) beyond the control's own share there: producers too dim to "
                                f"separate from the negatives", _DIM_REMEDY)
     elif hidden + CONTROL_NOPOP_Z * se > allowed:
         return CytokineCut(cut, how, hidden + CONTROL_NOPOP_Z * se, allowed, False,
                            f"no producer population stands above the control's cut, and up to "
                            f"{max(hidden + CONTROL_NOPOP_Z * se, 0):.2g} % of the parent could be dim producers "
-                           f"just below it (excess over the control between its {CONTROL_NEAR_PERCENTILE:g}th and "
+                           f"just below it (excess over the control between its {CONTROL_NEAR_PERCENTILE:.3g}th and "
                            f"{percentile:g}th percentiles: {hidden:.2g} ± {se:.1g} %)", _DIM_REMEDY)
     dim, dim_se = control_excess(x, ref, float(deep), float(top))
     if dim - FLANK_Z * dim_se > allowed:
         return CytokineCut(cut, how, dim, allowed, False,
                            f"about {dim:.2g} ± {dim_se:.1g} % of the parent sit among the control's upper "
-                           f"negatives ({CONTROL_DEEP_PERCENTILE:g}th to {percentile:g}th percentile) beyond the "
+                           f"negatives ({CONTROL_DEEP_PERCENTILE:.3g}th to {percentile:g}th percentile) beyond the "
                            f"control's own share there: producers as dim as the negative cells", _DIM_REMEDY)
     return CytokineCut(cut, how, max(hidden, 0.0), allowed, True)
 
