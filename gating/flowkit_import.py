@@ -74,7 +74,14 @@ def deferred_module(name: str):
     if name in sys.modules:
         yield
         return
+    spec = importlib.util.find_spec(name)
+    if spec is None:  # not installed: the block's own import says so
+        yield
+        return
     stand_in = types.ModuleType(name, f"{name}, imported on first use (gating.flowkit_import)")
+    # Libraries ask "is pandas installed?" with importlib.util.find_spec, which reads the
+    # __spec__ of what sys.modules holds (bokeh does, while flowkit builds a Workspace).
+    stand_in.__spec__ = spec
 
     def _release() -> None:
         if sys.modules.get(name) is stand_in:

@@ -99,6 +99,21 @@ print('pandas' in sys.modules, type(frame) is pandas.DataFrame, sys.modules['pan
     assert _python(code) == ["False True", "True True True 3"]
 
 
+def test_a_deferred_module_still_answers_is_it_installed():
+    # bokeh asks importlib.util.find_spec("pandas") while flowkit builds a FlowJo Workspace;
+    # a stand-in without __spec__ made that a ValueError and every .wsp template unreadable.
+    code = """
+import importlib.util, sys
+from gating.flowkit_import import deferred_module
+with deferred_module('pandas'):
+    import pandas as pd
+    print(importlib.util.find_spec('pandas').name, 'DataFrame' in dir(pd) or hasattr(pd, 'DataFrame'))
+import pandas
+print(sys.modules['pandas'] is pandas, type(pd.DataFrame()) is pandas.DataFrame)
+"""
+    assert _python(code) == ["pandas True", "True True"]
+
+
 def test_query_command_imports_no_pyarrow(tmp_path):
     from test_views import _gates, _write
 
