@@ -128,8 +128,10 @@ def cmd_query(args) -> int:
 
 
 def cmd_watch(args) -> int:
+    from flows.runners import keep_freed_memory
     from flows.watch import watch
 
+    keep_freed_memory()  # as for `run`: before the watcher's threads exist, so its batches share one arena
     return watch(Path(args.inbox), args.store, args.config, template_path=args.template)
 
 
