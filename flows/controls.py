@@ -30,7 +30,7 @@ def _fcs_sample_ids(files: list[InboxFile]) -> dict[str, Path]:
             _, text = validate_structure(f.path)
         except (InputError, OSError):
             continue  # the file's own processing reports the problem
-        found[sample_id_from(text, f.path.name)] = f.path
+        found[sample_id_from(text, Path(f.name).name)] = f.path  # the readable name, as read_fcs is given
     return found
 
 
